@@ -1,0 +1,41 @@
+# spoolkit: `make demo` runs the main job, `make test` runs every check CI runs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+EXTRAS := dev,http,postgres,redis,cli,crypto,prometheus,docs
+DEMO_ARGS ?=
+
+.PHONY: demo test lint typecheck docs bench services clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	touch $(STAMP)
+
+services:
+	bash scripts/ensure-services.sh
+
+demo: $(STAMP)
+	$(VENV)/bin/spoolkit demo $(DEMO_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check spoolkit tests benchmarks examples
+	$(VENV)/bin/ruff format --check spoolkit tests benchmarks examples
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
+test: $(STAMP) services lint typecheck docs
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+bench: $(STAMP)
+	$(PY) benchmarks/queue_bench.py
+	$(PY) benchmarks/spool_bench.py
+
+clean:
+	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache .demo

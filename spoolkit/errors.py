@@ -1,0 +1,217 @@
+"""Errors raised by spoolkit.
+
+Every error spoolkit raises on purpose derives from :class:`SpoolError`; where the meaning
+matches a builtin, the error subclasses it too, so ``except ValueError`` keeps working.
+
+```
+SpoolError
+├── ConfigError (ValueError)            a bad option, URL or argument; nothing was stored
+│   └── PathError (OSError)             the spool path is a file, unwritable, or unusable
+├── SerializationError (TypeError)      an item the serializer cannot encode; nothing was stored
+├── RecordTooLargeError (ValueError)    an encoded record over ``max_record_bytes``
+├── FormatError                         a directory written by an unknown, newer format
+├── LockedError                         another process holds the spool directory (.pid)
+├── ClosedError                         the queue/spool was closed or taken over
+├── SpoolFull (queue.Full)              ``when_full="raise"`` and the spool is at ``max_bytes``
+├── SinkError                           raised by sinks; carries ``.sink``
+│   ├── TransientError                  worth retrying (network blip, 5xx, 429)
+│   ├── PermanentError                  never worth retrying: dead-letter at once
+│   └── PartialFailure                  some records of a batch failed (``.failed``)
+├── RetryExhausted                      every attempt failed; keeps ``.last_error``
+└── UnknownDeferredError                a deferred call names no registered function
+```
+
+The queue re-exports :class:`queue.Empty` and :class:`queue.Full` as ``spoolkit.Empty`` and
+``spoolkit.Full``, exactly as ``pqueue`` and the standard library do.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = [
+    "ClosedError",
+    "ConfigError",
+    "FormatError",
+    "LockedError",
+    "PartialFailure",
+    "PathError",
+    "PermanentError",
+    "RecordTooLargeError",
+    "RetryExhausted",
+    "SerializationError",
+    "SinkError",
+    "SpoolError",
+    "SpoolFull",
+    "TransientError",
+    "UnknownDeferredError",
+]
+
+
+class SpoolError(Exception):
+    """Root of every error spoolkit raises on purpose."""
+
+
+class ConfigError(SpoolError, ValueError):
+    """A bad option, URL or argument. Nothing was stored or changed."""
+
+
+class PathError(ConfigError, OSError):
+    """The spool path cannot be used (it is a file, or not writable).
+
+    Attributes:
+        path: the offending path.
+    """
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class SerializationError(SpoolError, TypeError):
+    """The serializer could not encode an item. The queue is unchanged."""
+
+
+class RecordTooLargeError(SpoolError, ValueError):
+    """An encoded record is larger than ``max_record_bytes``. The queue is unchanged.
+
+    Attributes:
+        size: the encoded size in bytes.
+        limit: the configured limit.
+    """
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"encoded record is {size} bytes, over max_record_bytes={limit}; "
+            "raise max_record_bytes or store the payload elsewhere and queue a reference"
+        )
+        self.size = size
+        self.limit = limit
+
+
+class FormatError(SpoolError):
+    """The directory holds a spool in a format this version cannot read.
+
+    Attributes:
+        path: the spool directory.
+    """
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class LockedError(SpoolError):
+    """Another process holds the spool directory.
+
+    Attributes:
+        path: the spool directory.
+        pid: the holder's process id, when it could be read.
+    """
+
+    def __init__(self, path: str, pid: int | None) -> None:
+        holder = f"process {pid}" if pid else "another process"
+        super().__init__(
+            f"spool directory {path!r} is in use by {holder}; a spool has one owning "
+            "process: stop that process, or use a different directory "
+            "(read-only tools such as `spoolkit inspect` need no lock)"
+        )
+        self.path = path
+        self.pid = pid
+
+
+class ClosedError(SpoolError):
+    """The queue or spool was closed, or taken over by a newer instance on the same path."""
+
+
+class SpoolFull(SpoolError, queue.Full):  # noqa: N818 - mirrors queue.Full, which it extends
+    """The spool reached ``max_bytes`` and ``when_full="raise"`` was chosen."""
+
+
+class SinkError(SpoolError):
+    """Base class of errors raised by sinks.
+
+    Attributes:
+        sink: a short, credential-free description of the sink, when known.
+    """
+
+    def __init__(self, message: str = "", *, sink: str | None = None) -> None:
+        super().__init__(message)
+        self.sink = sink
+
+
+class TransientError(SinkError):
+    """A failure worth retrying (the destination is down, busy or rate limiting).
+
+    Attributes:
+        retry_after: seconds the destination asked us to wait, when it said.
+    """
+
+    def __init__(
+        self, message: str = "", *, sink: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, sink=sink)
+        self.retry_after = retry_after
+
+
+class PermanentError(SinkError):
+    """A failure no retry can fix: the batch is dead-lettered at once."""
+
+
+class PartialFailure(SinkError):  # noqa: N818 - a signal, named for what happened
+    """Some records of a batch failed; the others were accepted.
+
+    Raise it from ``Sink.write`` with the records (or their ids) that failed: the rest of the
+    batch is acknowledged and only the failed ones are retried.
+
+    Attributes:
+        failed: ids of the records that failed.
+        cause: the underlying error, when there is one.
+    """
+
+    def __init__(
+        self,
+        failed: Iterable[Any],
+        message: str = "",
+        *,
+        cause: BaseException | None = None,
+        sink: str | None = None,
+    ) -> None:
+        ids = [getattr(r, "id", r) for r in failed]
+        super().__init__(message or f"{len(ids)} record(s) of the batch failed", sink=sink)
+        self.failed = ids
+        self.cause = cause
+
+
+class RetryExhausted(SpoolError):  # noqa: N818 - a signal, like tenacity.RetryError
+    """Every attempt allowed by the retry policy failed.
+
+    Attributes:
+        attempts: how many attempts were made.
+        last_error: the error of the last attempt.
+    """
+
+    def __init__(self, attempts: int, last_error: BaseException) -> None:
+        super().__init__(f"gave up after {attempts} attempt(s): {last_error!r}")
+        self.attempts = attempts
+        self.last_error = last_error
+
+
+class UnknownDeferredError(SpoolError, LookupError):
+    """A deferred call names a function no ``@spool.deferred`` registered in this process.
+
+    Attributes:
+        name: the registered name the record asked for.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"no function is registered for deferred calls named {name!r}; import the "
+            "module that defines it before starting the spool, then requeue the dead letter"
+        )
+        self.name = name

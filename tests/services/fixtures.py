@@ -1,0 +1,1 @@
+"""Fixtures that start throwaway PostgreSQL and Redis servers on loopback ports."""
