@@ -129,7 +129,7 @@ class ClosedError(SpoolError):
     """The queue or spool was closed, or taken over by a newer instance on the same path."""
 
 
-class SpoolFull(SpoolError, queue.Full):  # noqa: N818 - mirrors queue.Full, which it extends
+class SpoolFull(SpoolError, queue.Full):
     """The spool reached ``max_bytes`` and ``when_full="raise"`` was chosen."""
 
 
@@ -163,7 +163,7 @@ class PermanentError(SinkError):
     """A failure no retry can fix: the batch is dead-lettered at once."""
 
 
-class PartialFailure(SinkError):  # noqa: N818 - a signal, named for what happened
+class PartialFailure(SinkError):
     """Some records of a batch failed; the others were accepted.
 
     Raise it from ``Sink.write`` with the records (or their ids) that failed: the rest of the
@@ -188,7 +188,7 @@ class PartialFailure(SinkError):  # noqa: N818 - a signal, named for what happen
         self.cause = cause
 
 
-class RetryExhausted(SpoolError):  # noqa: N818 - a signal, like tenacity.RetryError
+class RetryExhausted(SpoolError):
     """Every attempt allowed by the retry policy failed.
 
     Attributes:

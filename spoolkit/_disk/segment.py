@@ -1,0 +1,165 @@
+"""One chunk file (``qNNNNN``): a preallocated, memory-mapped run of frames.
+
+Writes go through a shared memory map: they reach the kernel's page cache at once, so a record
+survives ``kill -9`` of the process without a system call per put; ``fsync`` makes them survive
+a power loss. Space is reserved with ``posix_fallocate`` before it is mapped, so a full disk is
+an ``OSError(ENOSPC)`` at the call that needed the space, never a ``SIGBUS`` later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+from collections import deque
+
+from spoolkit._disk import framing
+from spoolkit._disk.framing import CHUNK_HEADER_SIZE, ChunkHeader
+
+PAGE = 4096
+
+
+def chunk_name(index: int) -> str:
+    """File name of chunk ``index``, as pqueue names them."""
+    return f"q{index:05d}"
+
+
+def parse_chunk_name(name: str) -> int | None:
+    """Index of a chunk file name, or None if ``name`` is not one."""
+    if len(name) >= 6 and name[0] == "q" and name[1:].isdigit():
+        return int(name[1:])
+    return None
+
+
+def _round_up(n: int) -> int:
+    return (n + PAGE - 1) // PAGE * PAGE
+
+
+class Segment:
+    """An open chunk file and what the store knows of it.
+
+    Attributes:
+        index: chunk number (also the checksum seed of its frames).
+        capacity: records it may hold before the store rolls to a new chunk.
+        count: records written (or found) in it.
+        wpos: where the next frame goes.
+        unacked: records not yet acknowledged.
+        pending: offsets of records not yet handed out, when loaded.
+        used: bytes of frames in it (for ``max_bytes``).
+    """
+
+    __slots__ = (
+        "capacity",
+        "count",
+        "deleted",
+        "fd",
+        "first_id",
+        "index",
+        "loaded",
+        "mm",
+        "path",
+        "pending",
+        "size",
+        "unacked",
+        "used",
+        "wpos",
+    )
+
+    def __init__(self, path: str, index: int) -> None:
+        self.path = path
+        self.index = index
+        self.fd = -1
+        self.mm: mmap.mmap | None = None
+        self.size = 0
+        self.capacity = 0
+        self.first_id = 0
+        self.count = 0
+        self.wpos = CHUNK_HEADER_SIZE
+        self.unacked = 0
+        self.used = 0
+        self.pending: deque[int] = deque()
+        self.loaded = False
+        self.deleted = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, directory: str, header: ChunkHeader, initial_bytes: int) -> Segment:
+        """Create, preallocate and map a new chunk file, its header written.
+
+        Raises:
+            OSError: the file could not be created or its space reserved (``ENOSPC``); no
+                file is left behind.
+        """
+        path = os.path.join(directory, chunk_name(header.index))
+        seg = cls(path, header.index)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            size = _round_up(max(initial_bytes, CHUNK_HEADER_SIZE + PAGE))
+            os.posix_fallocate(fd, 0, size)
+            seg.fd = fd
+            seg.size = size
+            seg.mm = mmap.mmap(fd, size)
+        except BaseException:
+            os.close(fd)
+            os.unlink(path)
+            raise
+        seg.mm[0:CHUNK_HEADER_SIZE] = framing.encode_chunk_header(header)
+        seg.capacity = header.capacity
+        seg.first_id = header.first_id
+        seg.loaded = True
+        return seg
+
+    def open(self) -> None:
+        """Map an existing chunk file (read-write). Growing an empty file to hold a header."""
+        if self.mm is not None:
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            if size < CHUNK_HEADER_SIZE + PAGE:
+                size = CHUNK_HEADER_SIZE + PAGE
+                os.posix_fallocate(fd, 0, size)
+            self.mm = mmap.mmap(fd, size)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        self.size = size
+
+    def close(self) -> None:
+        """Unmap and close (idempotent)."""
+        if self.mm is not None:
+            self.mm.close()
+            self.mm = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        self.loaded = False
+        self.pending.clear()
+
+    def delete(self) -> None:
+        """Close and remove the file."""
+        self.close()
+        self.deleted = True
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def grow(self, needed_end: int) -> None:
+        """Make room up to ``needed_end`` bytes, at least doubling.
+
+        Raises:
+            OSError: the space could not be reserved (``ENOSPC``, ``EFBIG``); the chunk is
+                unchanged and still usable.
+        """
+        assert self.mm is not None
+        new_size = _round_up(max(needed_end, self.size * 2))
+        os.posix_fallocate(self.fd, 0, new_size)
+        self.mm.resize(new_size)
+        self.size = new_size
+
+    def sync(self) -> None:
+        """``fsync`` the file: data written through the map and the file's size."""
+        if self.fd >= 0:
+            os.fsync(self.fd)

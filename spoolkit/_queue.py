@@ -1,0 +1,488 @@
+"""``spoolkit.Queue``: the pqueue-compatible facade over the disk store."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Iterable
+from queue import Empty, Full
+from typing import Any
+
+from spoolkit._disk.store import Store
+from spoolkit._log import get_logger
+from spoolkit.errors import ClosedError, ConfigError, RecordTooLargeError, SerializationError
+from spoolkit.serializers import resolve
+from spoolkit.typing import Serializer
+
+__all__ = ["Delivery", "Queue"]
+
+_get_ident = threading.get_ident
+_monotonic = time.monotonic
+_now = time.time
+
+
+class Delivery:
+    """One record handed out by :meth:`Queue.get_batch`, to :meth:`Queue.ack` or :meth:`Queue.nack`.
+
+    Attributes:
+        id: the record's id: unique in its queue, the same on every delivery of the record.
+        item: the object that was put.
+        enqueued_at: when it was put, in seconds since the epoch.
+    """
+
+    __slots__ = ("_crc", "_off", "_seg", "_store", "enqueued_at", "id", "item")
+
+    def __init__(  # noqa: PLR0917 - built on the hot path, positional on purpose
+        self, store: Store, seg: Any, off: int, crc: int, rid: int, t: float, item: Any
+    ) -> None:
+        self._store = store
+        self._seg = seg
+        self._off = off
+        self._crc = crc
+        self.id = rid
+        self.enqueued_at = t
+        self.item = item
+
+    def __repr__(self) -> str:
+        return f"Delivery(id={self.id}, enqueued_at={self.enqueued_at}, item={self.item!r})"
+
+
+class Queue:
+    """A persistent FIFO queue on local disk with the API of ``queue.Queue`` and ``pqueue``.
+
+    Records are checksummed frames in memory-mapped chunk files (``q00000``, ``q00001`` ...,
+    ``chunksize`` records each). A record survives ``kill -9`` as soon as :meth:`put` returns,
+    and a power loss once it is fsynced (see ``fsync``). Records handed out stay on disk until
+    acknowledged (:meth:`ack`, or :meth:`task_done` for :meth:`get`); after any crash the ones
+    not acknowledged are delivered again.
+
+    One process owns a directory at a time (an OS lock, dropped if the process dies). Opening
+    the same directory again in the same process takes it over: the older instance is closed.
+
+    Args:
+        path: the spool directory, created (mode 0700) if missing.
+        maxsize: the most records waiting to be handed out; ``<= 0`` for no limit.
+        chunksize: records per chunk file.
+        tempdir: accepted for pqueue compatibility; must be on the same filesystem as
+            ``path``. Metadata temp files go there.
+        serializer: ``"pickle"`` (default), ``"json"``, ``"raw"`` or an object with
+            ``dumps``/``loads``.
+        fsync: ``"always"`` (fsync before put/ack returns; concurrent callers share one fsync),
+            ``"interval"`` (default: a background fsync every ``fsync_interval`` seconds) or
+            ``"never"``.
+        fsync_interval: seconds between background fsyncs with ``fsync="interval"``.
+        max_bytes: cap on the bytes of records on disk; :meth:`put` blocks or raises ``Full``.
+        max_record_bytes: the largest encoded record accepted.
+
+    Raises:
+        PathError: ``path`` is a file or not writable.
+        LockedError: another process holds the directory.
+        ConfigError: an invalid option.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        maxsize: int = 0,
+        chunksize: int = 100,
+        tempdir: str | None = None,
+        *,
+        serializer: str | Serializer = "pickle",
+        fsync: str = "interval",
+        fsync_interval: float = 1.0,
+        max_bytes: int | None = None,
+        max_record_bytes: int = 64 << 20,
+    ) -> None:
+        name, self._serializer = resolve(serializer)
+        if max_bytes is not None and max_bytes <= 0:
+            raise ConfigError(f"max_bytes must be a positive number of bytes, got {max_bytes!r}")
+        self._store = store = Store(
+            os.fspath(path),
+            chunksize=chunksize,
+            serializer_name=name,
+            fsync=fsync,
+            fsync_interval=fsync_interval,
+            max_record_bytes=max_record_bytes,
+            tempdir=tempdir,
+        )
+        self._finalizer = weakref.finalize(self, store.close)
+        self.maxsize = maxsize
+        self.max_bytes = max_bytes
+        self._bounded = maxsize > 0 or max_bytes is not None
+        self._always = fsync == "always"
+        self._dumps = self._serializer.dumps
+        self._loads = self._serializer.loads
+        self._lock = store.lock
+        self._not_empty = store.not_empty
+        self._not_full = store.not_full
+        self._all_done = store.all_done
+        self._outstanding: dict[tuple[int, int], Delivery] = {}
+        self._handed: dict[int, deque[tuple[int, int]]] = {}
+        self.undecodable = 0
+        self._log = get_logger(path=store.path)
+
+    # -- properties ----------------------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        """The spool directory (absolute, symlinks resolved)."""
+        return self._store.path
+
+    @property
+    def chunksize(self) -> int:
+        """Records per chunk file."""
+        return self._store.chunksize
+
+    @property
+    def uid(self) -> str:
+        """A random id of this spool directory, fixed at creation (32 hex digits)."""
+        return self._store.uid.hex()
+
+    @property
+    def unfinished_tasks(self) -> int:
+        """Records put and not yet acknowledged (waiting plus handed out)."""
+        return self._store.pending_total + len(self._outstanding)
+
+    @property
+    def bytes_used(self) -> int:
+        """Bytes of record frames in the chunk files still on disk."""
+        return self._store.bytes_used
+
+    @property
+    def closed(self) -> bool:
+        """Whether this instance was closed or taken over."""
+        return self._store.closed
+
+    @property
+    def recovery(self) -> Any:
+        """What opening found: ``.pending``, ``.damaged_regions``, ``.damaged_bytes``..."""
+        return self._store.report
+
+    # -- putting -------------------------------------------------------------------------------
+
+    def _encode(self, item: Any) -> bytes:
+        try:
+            return self._dumps(item)
+        except Exception as exc:
+            raise SerializationError(
+                f"cannot serialize {type(item).__name__} item: {exc}; the queue is unchanged"
+            ) from exc
+
+    def put(
+        self, item: Any, block: bool = True, timeout: float | None = None, *, durable: bool = False
+    ) -> None:
+        """Put ``item`` at the tail of the queue.
+
+        Costs one memory copy into the page cache; with ``fsync="always"`` or ``durable=True``
+        also an fsync, shared with concurrent callers (group commit).
+
+        Args:
+            item: any object the serializer accepts.
+            block: wait for room when the queue is full (``maxsize``/``max_bytes``).
+            timeout: the most seconds to wait; ``None`` waits as long as it takes.
+            durable: return only once this record is fsynced, whatever ``fsync`` says.
+
+        Raises:
+            SerializationError: ``item`` cannot be serialized; nothing was stored.
+            RecordTooLargeError: the encoded item is over ``max_record_bytes``.
+            Full: no room within ``timeout`` (or at once when ``block`` is false).
+            ValueError: ``timeout`` is negative.
+            OSError: the disk refused the space (``ENOSPC``); the queue is unchanged.
+        """
+        payload = self._encode(item)
+        store = self._store
+        with self._lock:
+            if store.closed:
+                store.check_open()
+            if self._bounded:
+                self._wait_for_room(len(payload), block, timeout)
+            store.append(payload, None, _now())
+            gen = store.gen
+            if self._not_empty._waiters:  # type: ignore[attr-defined]
+                self._not_empty.notify()
+        if durable or self._always:
+            store.sync(gen)
+
+    def put_nowait(self, item: Any) -> None:
+        """``put(item, block=False)``."""
+        self.put(item, False)
+
+    def put_many(self, items: Iterable[Any], *, durable: bool = False) -> None:
+        """Put every item of ``items`` in order, at the cost of one copy per chunk.
+
+        Every item is serialized before anything is stored: if one cannot be, nothing is.
+        On a bounded queue the items go in one by one, waiting for room as :meth:`put` does.
+        """
+        encode = self._encode
+        payloads = [encode(item) for item in items]
+        if not payloads:
+            return
+        store = self._store
+        if self._bounded:
+            for p in payloads:
+                with self._lock:
+                    store.check_open()
+                    self._wait_for_room(len(p), True, None)
+                    store.append(p, None, _now())
+                    self._not_empty.notify()
+        else:
+            with self._lock:
+                store.check_open()
+                store.append_many(payloads, _now())
+                self._not_empty.notify_all()
+        if durable or self._always:
+            store.sync()
+
+    def _put_record(self, payload: bytes, record_id: int, enqueued_at: float) -> None:
+        """Store an already-encoded record keeping its id (dead-letter requeue)."""
+        with self._lock:
+            self._store.check_open()
+            self._store.append(payload, record_id, enqueued_at)
+            self._not_empty.notify()
+        if self._always:
+            self._store.sync()
+
+    def _full(self, size: int) -> bool:
+        store = self._store
+        if 0 < self.maxsize <= store.pending_total:
+            return True
+        return self.max_bytes is not None and store.bytes_used + size + 32 > self.max_bytes
+
+    def _wait_for_room(self, size: int, block: bool, timeout: float | None) -> None:
+        if self.max_bytes is not None and size + 32 > self.max_bytes:
+            raise RecordTooLargeError(size + 32, self.max_bytes)
+        if not self._full(size):
+            return
+        if not block:
+            raise Full
+        if timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        deadline = None if timeout is None else _monotonic() + timeout
+        while self._full(size):
+            self._store.check_open()
+            if deadline is None:
+                self._not_full.wait()
+            else:
+                remaining = deadline - _monotonic()
+                if remaining <= 0:
+                    raise Full
+                self._not_full.wait(remaining)
+        self._store.check_open()
+
+    # -- getting -------------------------------------------------------------------------------
+
+    def _wait_for_records(self, block: bool, timeout: float | None) -> bool:
+        store = self._store
+        if store.pending_total:
+            return True
+        if not block:
+            return False
+        if timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        deadline = None if timeout is None else _monotonic() + timeout
+        while not store.pending_total:
+            store.check_open()
+            if deadline is None:
+                self._not_empty.wait()
+            else:
+                remaining = deadline - _monotonic()
+                if remaining <= 0:
+                    return False
+                self._not_empty.wait(remaining)
+        store.check_open()
+        return True
+
+    def _take(self) -> Delivery | None:
+        store = self._store
+        while True:
+            pos = store.take()
+            if pos is None:
+                return None
+            seg, off = pos
+            rid, t, crc, payload = store.read(seg, off)
+            try:
+                item = self._loads(payload)
+            except Exception as exc:  # kept on disk; delivered again after a restart
+                self.undecodable += 1
+                self._log.error("record_undecodable", record_id=rid, error=repr(exc))
+                continue
+            d = Delivery(store, seg, off, crc, rid, t, item)
+            self._outstanding[(seg.index, off)] = d
+            return d
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """Remove and return the item at the head of the queue.
+
+        The record stays on disk until :meth:`task_done` acknowledges it; if the process dies
+        first, it is delivered again.
+
+        Raises:
+            Empty: nothing arrived within ``timeout`` (or at once when ``block`` is false).
+            ValueError: ``timeout`` is negative.
+        """
+        with self._lock:
+            self._store.check_open()
+            d = None
+            while d is None:
+                if not self._wait_for_records(block, timeout):
+                    raise Empty
+                d = self._take()
+            key = (d._seg.index, d._off)
+            handed = self._handed.get(_get_ident())
+            if handed is None:
+                handed = self._handed[_get_ident()] = deque()
+            handed.append(key)
+            if self._bounded:
+                self._not_full.notify()
+            return d.item
+
+    def get_nowait(self) -> Any:
+        """``get(block=False)``."""
+        return self.get(False)
+
+    def get_batch(self, max_items: int, timeout: float | None = None) -> list[Delivery]:
+        """Take up to ``max_items`` records, waiting up to ``timeout`` for the first one.
+
+        Returns at once with what is there once one record is; returns ``[]`` if nothing
+        arrived in time (``timeout=0`` never waits, ``None`` waits as long as it takes).
+        Acknowledge each with :meth:`ack`, or hand it back with :meth:`nack`.
+        """
+        if max_items < 1:
+            raise ValueError(f"max_items must be >= 1, got {max_items!r}")
+        out: list[Delivery] = []
+        with self._lock:
+            self._store.check_open()
+            block = timeout is None or timeout > 0
+            if not self._wait_for_records(block, timeout):
+                return out
+            take = self._take
+            while len(out) < max_items:
+                d = take()
+                if d is None:
+                    break
+                out.append(d)
+            if self._bounded and out:
+                self._not_full.notify_all()
+        return out
+
+    # -- acknowledging -------------------------------------------------------------------------
+
+    def _pop_outstanding(self, d: Delivery) -> bool:
+        if d._store is not self._store:
+            raise ClosedError(
+                f"delivery {d.id} was handed out by another Queue instance on {self.path!r}; "
+                "it will be delivered again by this one"
+            )
+        return self._outstanding.pop((d._seg.index, d._off), None) is not None
+
+    def ack(self, *deliveries: Delivery) -> None:
+        """Acknowledge deliveries: their records leave the disk (once their chunk is done).
+
+        Acknowledging twice is harmless. With ``fsync="always"`` the acknowledgement is fsynced
+        before this returns.
+        """
+        store = self._store
+        with self._lock:
+            store.check_open()
+            for d in deliveries:
+                if self._pop_outstanding(d):
+                    store.ack(d._seg, d._off, d._crc)
+            self._after_ack()
+            gen = store.gen
+        if self._always:
+            store.sync(gen)
+
+    def _after_ack(self) -> None:
+        if self._bounded:
+            self._not_full.notify_all()
+        if not self._outstanding and not self._store.pending_total:
+            self._all_done.notify_all()
+
+    def nack(self, *deliveries: Delivery) -> None:
+        """Hand deliveries back: they are delivered again, before newer records."""
+        store = self._store
+        with self._lock:
+            store.check_open()
+            for d in deliveries:
+                if self._pop_outstanding(d):
+                    store.nack(d._seg, d._off)
+            self._not_empty.notify(len(deliveries))
+
+    def task_done(self) -> None:
+        """Acknowledge the oldest item :meth:`get` handed to this thread (else the oldest one).
+
+        Raises:
+            ValueError: nothing handed out is waiting for acknowledgement.
+        """
+        store = self._store
+        with self._lock:
+            store.check_open()
+            ident = _get_ident()
+            handed = self._handed.get(ident)
+            d = None
+            while handed:
+                d = self._outstanding.pop(handed.popleft(), None)
+                if d is not None:
+                    break
+            if handed is not None and not handed:
+                del self._handed[ident]
+            if d is None:
+                if not self._outstanding:
+                    raise ValueError("task_done() called too many times")
+                d = self._outstanding.pop(next(iter(self._outstanding)))
+            store.ack(d._seg, d._off, d._crc)
+            self._after_ack()
+            gen = store.gen
+        if self._always:
+            store.sync(gen)
+
+    def join(self) -> None:
+        """Block until every record put has been acknowledged."""
+        with self._lock:
+            while self._outstanding or self._store.pending_total:
+                self._store.check_open()
+                self._all_done.wait()
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def qsize(self) -> int:
+        """Records waiting to be handed out (not counting those handed out, unacknowledged)."""
+        return self._store.pending_total
+
+    def empty(self) -> bool:
+        """``qsize() == 0``."""
+        return self._store.pending_total == 0
+
+    def full(self) -> bool:
+        """Whether :meth:`put` would have to wait."""
+        with self._lock:
+            return self._bounded and self._full(0)
+
+    def oldest_enqueued_at(self) -> float | None:
+        """When the oldest record waiting to be handed out was put, or None if none waits."""
+        with self._lock:
+            self._store.check_open()
+            return self._store.peek_time()
+
+    def sync(self) -> None:
+        """fsync everything stored so far (whatever ``fsync`` says)."""
+        self._store.sync()
+
+    def close(self) -> None:
+        """Persist and release the directory. Later calls raise :class:`ClosedError`.
+
+        Records handed out and not acknowledged are delivered again by the next instance.
+        """
+        self._finalizer()
+
+    def __enter__(self) -> Queue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<spoolkit.Queue path={self.path!r} qsize={self.qsize()}>"

@@ -1,0 +1,101 @@
+"""Serializers: how items become the bytes of a record, and back.
+
+``"pickle"`` (the default, as in pqueue) stores any picklable object; it trusts whoever can
+write the spool directory, since loading a pickle can run code. ``"json"`` stores JSON-safe
+values and is the choice for logs. ``"raw"`` stores ``bytes`` as they are. Any object with
+``dumps(obj) -> bytes`` and ``loads(bytes) -> obj`` works too.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from typing import Any
+
+from spoolkit.errors import ConfigError
+from spoolkit.typing import Serializer
+
+__all__ = ["JsonSerializer", "PickleSerializer", "RawSerializer", "resolve"]
+
+
+class PickleSerializer:
+    """Pickle, protocol 5. Any picklable object; trusts the spool directory's writers."""
+
+    name = "pickle"
+
+    def dumps(self, obj: Any) -> bytes:
+        """Pickle ``obj``."""
+        return pickle.dumps(obj, 5)
+
+    def loads(self, data: bytes) -> Any:
+        """Unpickle ``data``."""
+        return pickle.loads(data)
+
+
+class JsonSerializer:
+    """Compact UTF-8 JSON. Safe to load from an untrusted directory."""
+
+    name = "json"
+
+    def __init__(self) -> None:
+        self._encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+        self._decoder = json.JSONDecoder()
+
+    def dumps(self, obj: Any) -> bytes:
+        """Encode ``obj`` as JSON; raises ``TypeError``/``ValueError`` if it is not JSON-safe."""
+        return self._encoder.encode(obj).encode()
+
+    def loads(self, data: bytes) -> Any:
+        """Decode JSON."""
+        return self._decoder.decode(data.decode())
+
+
+class RawSerializer:
+    """Bytes in, bytes out, without a copy where possible."""
+
+    name = "raw"
+
+    def dumps(self, obj: Any) -> bytes:
+        """Return ``obj`` itself; only ``bytes``-like items are accepted."""
+        if type(obj) is bytes:
+            return obj
+        if isinstance(obj, bytearray | memoryview):
+            return bytes(obj)
+        raise TypeError(f"the raw serializer stores bytes only, got {type(obj).__name__}")
+
+    def loads(self, data: bytes) -> Any:
+        """Return ``data``."""
+        return data
+
+
+_BUILTIN: dict[str, type[PickleSerializer | JsonSerializer | RawSerializer]] = {
+    "pickle": PickleSerializer,
+    "json": JsonSerializer,
+    "raw": RawSerializer,
+}
+
+
+def resolve(serializer: str | Serializer) -> tuple[str, Serializer]:
+    """Return ``(name, serializer)`` for a built-in name or a serializer object.
+
+    Raises:
+        ConfigError: an unknown name, or an object without ``dumps``/``loads``.
+    """
+    if isinstance(serializer, str):
+        try:
+            return serializer, _BUILTIN[serializer]()
+        except KeyError:
+            raise ConfigError(
+                f"unknown serializer {serializer!r}; use one of {sorted(_BUILTIN)} "
+                "or an object with dumps(obj) -> bytes and loads(bytes) -> obj"
+            ) from None
+    if not (
+        callable(getattr(serializer, "dumps", None))
+        and callable(getattr(serializer, "loads", None))
+    ):
+        raise ConfigError(
+            f"serializer {serializer!r} has no dumps()/loads(); use one of {sorted(_BUILTIN)} "
+            "or an object with dumps(obj) -> bytes and loads(bytes) -> obj"
+        )
+    name = str(getattr(serializer, "name", type(serializer).__qualname__))
+    return name, serializer
