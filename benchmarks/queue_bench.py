@@ -1,0 +1,265 @@
+"""spoolkit.Queue side by side with its peers, in one run, on the same payloads.
+
+Prints put/s and get+ack/s for spoolkit (fsync="interval", the default), pqueue,
+persist-queue (file Queue and SQLiteAckQueue), queuelib FifoDiskQueue, diskcache Deque and a
+raw loop of one os.write per framed record (the physical limit), each as a ratio to spoolkit;
+then group commit with fsync="always" and put_many throughput.
+
+    .venv/bin/python benchmarks/queue_bench.py [--items 20000] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import rate, save, table
+
+import spoolkit
+from spoolkit._disk.framing import FIELDS, MAGIC, U32
+
+Peer = Callable[[str, list[bytes]], tuple[float, float]]
+
+
+def bench_spoolkit(d: str, items: list[bytes]) -> tuple[float, float]:
+    q = spoolkit.Queue(d)
+    put = rate(len(items), lambda: [q.put(x) for x in items])
+
+    def drain() -> None:
+        for _ in items:
+            q.get()
+            q.task_done()
+
+    got = rate(len(items), drain)
+    q.close()
+    return put, got
+
+
+def bench_spoolkit_batch(d: str, items: list[bytes]) -> tuple[float, float]:
+    q = spoolkit.Queue(d)
+    put = rate(len(items), lambda: [q.put(x) for x in items])
+
+    def drain() -> None:
+        n = 0
+        while n < len(items):
+            b = q.get_batch(500)
+            q.ack(*b)
+            n += len(b)
+
+    got = rate(len(items), drain)
+    q.close()
+    return put, got
+
+
+def bench_raw(d: str, items: list[bytes]) -> tuple[float, float]:
+    path = os.path.join(d, "raw")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def write_all() -> None:
+        for i, x in enumerate(items):
+            fields = FIELDS.pack(len(x), i, 0.0)
+            crc = zlib.crc32(x, zlib.crc32(fields))
+            os.write(fd, b"".join((MAGIC, fields, U32.pack(crc), b"\0\0\0\0", x)))
+
+    put = rate(len(items), write_all)
+    os.close(fd)
+    rfd = os.open(path, os.O_RDWR)
+
+    def read_all() -> None:
+        pos = 0
+        for _ in items:
+            hdr = os.pread(rfd, 32, pos)
+            n = int.from_bytes(hdr[4:8], "little")
+            os.pread(rfd, n, pos + 32)
+            os.pwrite(rfd, b"\1\1\1\1", pos + 28)  # the acknowledgement
+            pos += 32 + n
+
+    got = rate(len(items), read_all)
+    os.close(rfd)
+    return put, got
+
+
+def bench_pqueue(d: str, items: list[bytes]) -> tuple[float, float]:
+    import pqueue
+
+    os.makedirs(os.path.join(d, "pq"))
+    q = pqueue.Queue(os.path.join(d, "pq"), tempdir=d)
+    put = rate(len(items), lambda: [q.put(x) for x in items])
+
+    def drain() -> None:
+        for _ in items:
+            q.get()
+            q.task_done()
+
+    return put, rate(len(items), drain)
+
+
+def bench_persist_file(d: str, items: list[bytes]) -> tuple[float, float]:
+    import persistqueue
+
+    q = persistqueue.Queue(os.path.join(d, "pf"), tempdir=d)
+    put = rate(len(items), lambda: [q.put(x) for x in items])
+
+    def drain() -> None:
+        for _ in items:
+            q.get()
+            q.task_done()
+
+    return put, rate(len(items), drain)
+
+
+def bench_persist_sqlite_ack(d: str, items: list[bytes]) -> tuple[float, float]:
+    import persistqueue
+
+    q = persistqueue.SQLiteAckQueue(os.path.join(d, "ps"), multithreading=True)
+    put = rate(len(items), lambda: [q.put(x) for x in items])
+
+    def drain() -> None:
+        for _ in items:
+            q.ack(q.get(raw=True))
+
+    return put, rate(len(items), drain)
+
+
+def bench_queuelib(d: str, items: list[bytes]) -> tuple[float, float]:
+    from queuelib import FifoDiskQueue
+
+    q = FifoDiskQueue(os.path.join(d, "ql"))
+    put = rate(len(items), lambda: [q.push(x) for x in items])
+    got = rate(len(items), lambda: [q.pop() for _ in items])
+    q.close()
+    return put, got
+
+
+def bench_diskcache(d: str, items: list[bytes]) -> tuple[float, float]:
+    import diskcache
+
+    q = diskcache.Deque(directory=os.path.join(d, "dc"))
+    put = rate(len(items), lambda: [q.append(x) for x in items])
+    got = rate(len(items), lambda: [q.popleft() for _ in items])
+    return put, got
+
+
+PEERS: dict[str, Peer] = {
+    "spoolkit (get+task_done)": bench_spoolkit,
+    "spoolkit (get_batch+ack)": bench_spoolkit_batch,
+    "raw os.write loop": bench_raw,
+    "pqueue": bench_pqueue,
+    "persist-queue Queue": bench_persist_file,
+    "persist-queue SQLiteAckQueue": bench_persist_sqlite_ack,
+    "queuelib FifoDiskQueue": bench_queuelib,
+    "diskcache Deque": bench_diskcache,
+}
+
+
+def side_by_side(size: int, n: int, peers: dict[str, Peer]) -> dict[str, Any]:
+    items = [os.urandom(size) for _ in range(n)]
+    results: dict[str, tuple[float, float]] = {}
+    for name, fn in peers.items():
+        d = tempfile.mkdtemp(prefix="spoolbench-")
+        try:
+            results[name] = fn(d, items)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+    base_put, base_get = results["spoolkit (get+task_done)"]
+    rows = [
+        [
+            name,
+            f"{p:,.0f}",
+            f"{g:,.0f}",
+            f"{p / base_put:.3f}x",
+            f"{g / base_get:.3f}x",
+        ]
+        for name, (p, g) in results.items()
+    ]
+    print(
+        table(
+            f"{n:,} items of {size} bytes (fsync=interval)",
+            ["queue", "put/s", "get+ack/s", "put vs spoolkit", "get+ack vs spoolkit"],
+            rows,
+        )
+    )
+    return {name: {"put": p, "get_ack": g} for name, (p, g) in results.items()}
+
+
+def group_commit(n_threads: int, per_thread: int) -> dict[str, float]:
+    """fsync="always": one thread's put rate (one fsync each) vs 8 threads sharing fsyncs."""
+    out = {}
+    for threads in (1, n_threads):
+        d = tempfile.mkdtemp(prefix="spoolbench-")
+        q = spoolkit.Queue(d, fsync="always")
+        payload = os.urandom(100)
+
+        def worker(q: spoolkit.Queue = q, payload: bytes = payload) -> None:
+            for _ in range(per_thread):
+                q.put(payload)
+
+        ts = [threading.Thread(target=worker) for _ in range(threads)]
+        t0 = time.perf_counter()
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        out[f"{threads} thread(s)"] = threads * per_thread / (time.perf_counter() - t0)
+        q.close()
+        shutil.rmtree(d, ignore_errors=True)
+    single, many = out["1 thread(s)"], out[f"{n_threads} thread(s)"]
+    print(
+        table(
+            'fsync="always": durable puts/s (group commit)',
+            ["putting threads", "puts/s", "vs 1 thread"],
+            [
+                ["1", f"{single:,.0f}", "1.00x"],
+                [str(n_threads), f"{many:,.0f}", f"{many / single:.2f}x"],
+            ],
+        )
+    )
+    return out
+
+
+def put_many(n: int) -> dict[str, float]:
+    out = {}
+    items = [os.urandom(100) for _ in range(n)]
+    for ser in ("raw", "pickle"):
+        d = tempfile.mkdtemp(prefix="spoolbench-")
+        q = spoolkit.Queue(d, serializer=ser, chunksize=10_000)
+        out[ser] = rate(n, lambda q=q: q.put_many(items))
+        q.close()
+        shutil.rmtree(d, ignore_errors=True)
+    print(
+        table(
+            f"put_many of {n:,} items of 100 bytes",
+            ["serializer", "items/s"],
+            [[k, f"{v:,.0f}"] for k, v in out.items()],
+        )
+    )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=20_000)
+    parser.add_argument("--quick", action="store_true", help="fewer items, skip slow peers")
+    args = parser.parse_args()
+    n = 2_000 if args.quick else args.items
+    results: dict[str, Any] = {
+        "command": "python benchmarks/queue_bench.py " + " ".join(sys.argv[1:])
+    }
+    results["100B"] = side_by_side(100, n, PEERS)
+    results["4KiB"] = side_by_side(4096, n, PEERS)
+    results["group_commit"] = group_commit(8, 200 if args.quick else 1000)
+    results["put_many"] = put_many(20_000 if args.quick else 200_000)
+    print("results written to", save("queue_bench", results))
+
+
+if __name__ == "__main__":
+    main()

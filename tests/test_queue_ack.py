@@ -1,0 +1,194 @@
+"""Explicit acknowledgement: get_batch / ack / nack / task_done and redelivery."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from spoolkit import Queue
+from spoolkit.errors import ClosedError
+
+
+def test_get_batch_returns_deliveries_with_ids_items_and_times(tmp_path: Path) -> None:
+    """get_batch hands out Delivery objects carrying id, item and enqueued_at."""
+    with Queue(tmp_path) as q:
+        q.put_many(["a", "b", "c"])
+        batch = q.get_batch(2)
+        assert [d.item for d in batch] == ["a", "b"]
+        assert batch[0].id != batch[1].id
+        assert all(d.enqueued_at > 0 for d in batch)
+        assert q.qsize() == 1
+        assert q.unfinished_tasks == 3
+
+
+def test_get_batch_timeout_returns_empty_list(tmp_path: Path) -> None:
+    """get_batch on an empty queue returns [] after its timeout (0: at once)."""
+    with Queue(tmp_path) as q:
+        assert q.get_batch(10, timeout=0) == []
+        assert q.get_batch(10, timeout=0.01) == []
+
+
+def test_unacked_records_are_delivered_again_after_reopen(tmp_path: Path) -> None:
+    """Records handed out but not acknowledged come back after a reopen, with the same ids."""
+    q = Queue(tmp_path)
+    q.put_many(range(10))
+    first = q.get_batch(5)
+    q.ack(*first[:2])
+    ids = [d.id for d in first[2:]]
+    q.close()
+    q = Queue(tmp_path)
+    again = q.get_batch(100)
+    assert [d.item for d in again] == [2, 3, 4, 5, 6, 7, 8, 9]
+    assert [d.id for d in again[:3]] == ids
+    q.close()
+
+
+def test_pqueue_bug_get_a_get_b_task_done_crash_keeps_b(tmp_path: Path) -> None:
+    """get A, get B, task_done, crash: B is delivered again (pqueue loses it)."""
+    q = Queue(tmp_path)
+    q.put("A")
+    q.put("B")
+    assert q.get() == "A"
+    assert q.get() == "B"
+    q.task_done()
+    del q
+    q = Queue(tmp_path)
+    assert q.get_nowait() == "B"
+    q.close()
+
+
+def test_pqueue_bug_get_x_put_z_crash_keeps_x(tmp_path: Path) -> None:
+    """get X, put Z, crash: X is delivered again (pqueue loses it)."""
+    q = Queue(tmp_path)
+    q.put("X")
+    assert q.get() == "X"
+    q.put("Z")
+    del q
+    q = Queue(tmp_path)
+    assert [q.get_nowait(), q.get_nowait()] == ["X", "Z"]
+    q.close()
+
+
+def test_acked_records_are_not_delivered_again(tmp_path: Path) -> None:
+    """Records acknowledged (in or out of order) are not delivered after a reopen."""
+    q = Queue(tmp_path, chunksize=3)
+    q.put_many(range(9))
+    batch = q.get_batch(9)
+    q.ack(batch[0], batch[1], batch[5], batch[8])
+    q.close()
+    q = Queue(tmp_path, chunksize=3)
+    assert [d.item for d in q.get_batch(100)] == [2, 3, 4, 6, 7]
+    q.close()
+
+
+def test_nack_hands_records_out_again_before_newer_ones(tmp_path: Path) -> None:
+    """nack puts records back ahead of records never handed out."""
+    with Queue(tmp_path) as q:
+        q.put_many(range(6))
+        first = q.get_batch(3)
+        q.nack(first[2], first[0])
+        assert q.qsize() == 5
+        assert [d.item for d in q.get_batch(10)] == [0, 2, 3, 4, 5]
+
+
+def test_double_ack_is_harmless(tmp_path: Path) -> None:
+    """Acknowledging the same delivery twice changes nothing the second time."""
+    with Queue(tmp_path) as q:
+        q.put_many([1, 2])
+        (d,) = q.get_batch(1)
+        q.ack(d)
+        q.ack(d)
+        assert q.unfinished_tasks == 1
+
+
+def test_task_done_acks_the_oldest_item_of_the_calling_thread(tmp_path: Path) -> None:
+    """In a thread pool, each thread's task_done acknowledges what that thread took."""
+    q = Queue(tmp_path)
+    q.put_many(["t1", "t2"])
+    took_t1 = threading.Event()
+    main_done = threading.Event()
+
+    def other() -> None:
+        assert q.get() == "t1"
+        took_t1.set()
+        main_done.wait(10)  # hold "t1" unacknowledged while the main thread acks its own
+
+    t = threading.Thread(target=other)
+    t.start()
+    took_t1.wait(10)
+    assert q.get() == "t2"
+    q.task_done()  # must acknowledge t2 (ours), not t1 (the other thread's, older)
+    main_done.set()
+    t.join()
+    q.close()
+    q = Queue(tmp_path)
+    assert q.get_nowait() == "t1"
+    assert q.qsize() == 0
+    q.close()
+
+
+def test_consumed_chunks_are_deleted_once_fully_acked(tmp_path: Path) -> None:
+    """A chunk file is removed when every record in it is acknowledged."""
+    with Queue(tmp_path, chunksize=4) as q:
+        q.put_many(range(12))
+        batch = q.get_batch(12)
+        q.ack(*batch[:4])
+        chunks = sorted(n for n in os.listdir(tmp_path) if n.startswith("q"))
+        assert chunks == ["q00001", "q00002"]
+        q.ack(*batch[4:8])
+        assert sorted(n for n in os.listdir(tmp_path) if n.startswith("q")) == ["q00002"]
+
+
+def test_second_instance_in_process_takes_over(tmp_path: Path) -> None:
+    """A second Queue on the same path closes the first; its deliveries come back."""
+    q1 = Queue(tmp_path)
+    q1.put_many(["a", "b"])
+    (d,) = q1.get_batch(1)
+    q2 = Queue(tmp_path)
+    with pytest.raises(ClosedError, match="taken over"):
+        q1.put("c")
+    with pytest.raises(ClosedError):
+        q2.ack(d)
+    assert [x.item for x in q2.get_batch(5)] == ["a", "b"]
+    q2.close()
+
+
+def test_closing_wakes_blocked_getters(tmp_path: Path) -> None:
+    """A thread blocked in get() gets ClosedError when the queue is closed."""
+    q = Queue(tmp_path)
+    errors: list[BaseException] = []
+    waiting = threading.Event()
+
+    def getter() -> None:
+        waiting.set()
+        try:
+            q.get()
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=getter)
+    t.start()
+    waiting.wait(10)
+    while not q._store.not_empty._waiters:  # type: ignore[attr-defined]
+        threading.Event().wait(0.001)
+    q.close()
+    t.join(10)
+    assert len(errors) == 1
+    assert isinstance(errors[0], ClosedError)
+
+
+def test_record_ids_are_unique_across_reopen_even_when_all_consumed(tmp_path: Path) -> None:
+    """Record ids never repeat in a directory, even after everything was consumed."""
+    q = Queue(tmp_path, chunksize=2)
+    q.put_many(range(5))
+    first_ids = [d.id for d in q.get_batch(5)]
+    q.ack(*q._outstanding.values())
+    q.close()
+    q = Queue(tmp_path, chunksize=2)
+    q.put_many(range(5))
+    second_ids = [d.id for d in q.get_batch(5)]
+    q.close()
+    assert not set(first_ids) & set(second_ids)
