@@ -9,6 +9,7 @@ an ``OSError(ENOSPC)`` at the call that needed the space, never a ``SIGBUS`` lat
 from __future__ import annotations
 
 import contextlib
+import errno
 import mmap
 import os
 from collections import deque
@@ -160,6 +161,26 @@ class Segment:
         self.size = new_size
 
     def sync(self) -> None:
-        """``fsync`` the file: data written through the map and the file's size."""
-        if self.fd >= 0:
-            os.fsync(self.fd)
+        """``fsync`` the file: data written through the map and the file's size.
+
+        Works on an unloaded segment too (by path), and is a no-op once it is deleted.
+        """
+        fd = self.fd
+        if fd >= 0:
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                if exc.errno != errno.EBADF:  # closed under us: sync by path below
+                    raise
+            else:
+                return
+        if self.deleted:
+            return
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -99,7 +99,8 @@ class Store:
         self._dirty: set[Segment] = set()
         self._dir_dirty = False
         self._synced = 0
-        self._sync_lock = threading.Lock()
+        self._sync_cond = threading.Condition(threading.Lock())
+        self._syncing = False
         self._avg_frame = 256
         self._log = get_logger(path=self.path)
         self._stop = threading.Event()
@@ -433,32 +434,45 @@ class Store:
     def sync(self, upto: int | None = None) -> None:
         """``fsync`` what changed since the last sync; concurrent callers share one fsync.
 
+        Group commit: one caller (the leader) fsyncs everything written so far while the
+        others wait; when it is done, every waiter whose write it covered returns at once.
+
         Args:
-            upto: return at once if a sync already covered generation ``upto``.
+            upto: the generation the caller needs covered; ``None`` for everything so far.
         """
-        with self._sync_lock:
-            with self.lock:
-                if upto is not None and self._synced >= upto:
+        with self._sync_cond:
+            if upto is None:
+                upto = self.gen
+            while self._syncing:
+                if self._synced >= upto:
                     return
+                self._sync_cond.wait()
+            if self._synced >= upto:
+                return
+            self._syncing = True
+        target = self._synced
+        try:
+            with self.lock:
                 target = self.gen
                 segs = list(self._dirty)
                 self._dirty.clear()
                 dir_dirty, self._dir_dirty = self._dir_dirty, False
             try:
                 for seg in segs:
-                    try:
-                        seg.sync()
-                    except (OSError, ValueError):
-                        if not seg.deleted:
-                            raise
+                    seg.sync()
                 if dir_dirty:
                     meta.fsync_dir(self.path)
             except BaseException:
                 with self.lock:
                     self._dirty.update(s for s in segs if not s.deleted)
                     self._dir_dirty |= dir_dirty
+                target = self._synced
                 raise
-            self._synced = target
+        finally:
+            with self._sync_cond:
+                self._syncing = False
+                self._synced = max(self._synced, target)
+                self._sync_cond.notify_all()
 
     def _sync_all(self) -> None:
         for seg in self._segs.values():
