@@ -468,7 +468,12 @@ class Queue:
             return self._store.peek_time()
 
     def sync(self) -> None:
-        """fsync everything stored so far (whatever ``fsync`` says)."""
+        """fsync everything stored so far, and remove fully acknowledged chunk files now.
+
+        With ``fsync="interval"`` both otherwise happen in the background every
+        ``fsync_interval`` seconds.
+        """
+        self._store.unlink_deferred()
         self._store.sync()
 
     def close(self) -> None:

@@ -130,16 +130,25 @@ def test_task_done_acks_the_oldest_item_of_the_calling_thread(tmp_path: Path) ->
     q.close()
 
 
-def test_consumed_chunks_are_deleted_once_fully_acked(tmp_path: Path) -> None:
-    """A chunk file is removed when every record in it is acknowledged."""
-    with Queue(tmp_path, chunksize=4) as q:
+@pytest.mark.parametrize("fsync", ["always", "interval", "never"])
+def test_consumed_chunks_are_deleted_once_fully_acked(tmp_path: Path, fsync: str) -> None:
+    """A chunk file is removed once every record in it is acknowledged (at the next sync)."""
+
+    def chunks() -> list[str]:
+        return sorted(n for n in os.listdir(tmp_path) if n.startswith("q"))
+
+    with Queue(tmp_path, chunksize=4, fsync=fsync) as q:
         q.put_many(range(12))
         batch = q.get_batch(12)
-        q.ack(*batch[:4])
-        chunks = sorted(n for n in os.listdir(tmp_path) if n.startswith("q"))
-        assert chunks == ["q00001", "q00002"]
+        q.ack(*batch[:3])
+        q.sync()
+        assert chunks() == ["q00000", "q00001", "q00002"]
+        q.ack(batch[3])
+        q.sync()
+        assert chunks() == ["q00001", "q00002"]
         q.ack(*batch[4:8])
-        assert sorted(n for n in os.listdir(tmp_path) if n.startswith("q")) == ["q00002"]
+        q.sync()
+        assert chunks() == ["q00002"]
 
 
 def test_second_instance_in_process_takes_over(tmp_path: Path) -> None:

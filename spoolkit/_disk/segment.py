@@ -12,6 +12,7 @@ import contextlib
 import errno
 import mmap
 import os
+from array import array
 from collections import deque
 
 from spoolkit._disk import framing
@@ -59,6 +60,7 @@ class Segment:
         "loaded",
         "mm",
         "path",
+        "parked",
         "pending",
         "size",
         "unacked",
@@ -79,6 +81,7 @@ class Segment:
         self.unacked = 0
         self.used = 0
         self.pending: deque[int] = deque()
+        self.parked: array[int] | None = None
         self.loaded = False
         self.deleted = False
 
@@ -140,12 +143,26 @@ class Segment:
         self.loaded = False
         self.pending.clear()
 
-    def delete(self) -> None:
-        """Close and remove the file."""
+    def unload(self) -> None:
+        """Unmap and close, keeping the pending offsets (compactly) for :meth:`reload`."""
+        self.parked = array("Q", self.pending)
+        self.close()
+
+    def reload(self) -> None:
+        """Map the file again and restore the offsets :meth:`unload` kept."""
+        self.open()
+        if self.parked is not None:
+            self.pending = deque(self.parked)
+            self.parked = None
+        self.loaded = True
+
+    def delete(self, *, unlink: bool = True) -> None:
+        """Close and (unless the caller unlinks later) remove the file."""
         self.close()
         self.deleted = True
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        if unlink:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
 
     def grow(self, needed_end: int) -> None:
         """Make room up to ``needed_end`` bytes, at least doubling.

@@ -97,6 +97,7 @@ class Store:
         self._head: Segment | None = None
         self._redeliver: list[tuple[int, int]] = []
         self._dirty: set[Segment] = set()
+        self._unlink_later: list[str] = []
         self._dir_dirty = False
         self._synced = 0
         self._sync_cond = threading.Condition(threading.Lock())
@@ -234,11 +235,11 @@ class Store:
                 )
             seg.pending = deque(scan.pending)
             seg.loaded = True
-        elif len(self._unread) == 1:
+        else:
             seg.pending = deque(scan.pending)
             seg.loaded = True
-        else:
-            seg.close()
+            if len(self._unread) > 1:
+                seg.unload()
         return uid
 
     # -- writing -----------------------------------------------------------------------------
@@ -257,7 +258,7 @@ class Store:
             if old.used:
                 self._avg_frame = max(64, old.used // max(1, old.count))
             if old is not self._unread[0]:
-                old.close()  # nothing in it was handed out yet: reload when the reader gets here
+                old.unload()  # nothing in it was handed out yet: reload when the reader gets here
             self._maybe_delete(old)
         return seg
 
@@ -364,21 +365,14 @@ class Store:
 
     def _load(self, seg: Segment) -> None:
         try:
-            seg.open()
-            assert seg.mm is not None
-            scan = scan_chunk(seg.mm, seg.index, self.max_record_bytes)
-        except OSError as exc:
+            seg.reload()
+        except OSError as exc:  # the file went away or became unreadable under us
             self._log.error("chunk_unreadable", chunk=seg.path, error=str(exc))
-            scan = None
-        found = len(scan.pending) if scan else 0
-        if found != seg.unacked:
-            self._log.warning(
-                "chunk_changed_on_disk", chunk=seg.path, expected=seg.unacked, found=found
-            )
-            self.pending_total += found - seg.unacked
-            seg.unacked = found
-        seg.pending = deque(scan.pending) if scan else deque()
-        seg.loaded = True
+            self.pending_total -= seg.unacked
+            seg.unacked = 0
+            seg.pending.clear()
+            seg.parked = None
+            seg.loaded = True
 
     @staticmethod
     def read(seg: Segment, off: int) -> tuple[int, float, int, bytes]:
@@ -423,7 +417,10 @@ class Store:
             return
         if seg.deleted:
             return
-        seg.delete()
+        deferred = self._flusher is not None
+        seg.delete(unlink=not deferred)
+        if deferred:
+            self._unlink_later.append(seg.path)
         self._segs.pop(seg.index, None)
         self._dirty.discard(seg)
         self.bytes_used -= seg.used
@@ -474,6 +471,20 @@ class Store:
                 self._synced = max(self._synced, target)
                 self._sync_cond.notify_all()
 
+    def unlink_deferred(self) -> None:
+        """Remove the files of chunks deleted since the last call (off the ack path).
+
+        A crash before that leaves fully acknowledged chunks, which the next open removes.
+        """
+        with self.lock:
+            paths, self._unlink_later = self._unlink_later, []
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        if paths:
+            with self.lock:
+                self._dir_dirty = True
+
     def _sync_all(self) -> None:
         for seg in self._segs.values():
             if seg.fd >= 0:
@@ -495,6 +506,7 @@ class Store:
         self._stop.set()
         if self._flusher is not None and self._flusher is not threading.current_thread():
             self._flusher.join()
+        self.unlink_deferred()
         try:
             if self.fsync != "never":
                 self.sync()
@@ -522,6 +534,7 @@ class Store:
 def _flush_loop(store: Store, interval: float) -> None:
     log = store._log
     while not store._stop.wait(interval):
+        store.unlink_deferred()
         try:
             store.sync()
         except OSError as exc:
