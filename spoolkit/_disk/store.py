@@ -413,10 +413,15 @@ class Store:
         self.pending_total += 1
 
     def _maybe_delete(self, seg: Segment) -> None:
-        if seg.unacked or seg is self._head or (self._unread and seg is self._unread[0]):
+        if seg.unacked or seg is self._head or seg.deleted:
             return
-        if seg.deleted:
-            return
+        unread = self._unread
+        if unread and seg is unread[0]:
+            if seg.pending:
+                return
+            unread.popleft()  # fully handed out and acknowledged: the reader moves on
+            if not unread[0].loaded:
+                self._load(unread[0])
         deferred = self._flusher is not None
         seg.delete(unlink=not deferred)
         if deferred:

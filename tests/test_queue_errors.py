@@ -1,0 +1,256 @@
+"""Bad input and limits: typed errors that name the problem and change nothing stored."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from spoolkit import Full, Queue
+from spoolkit._disk import segment
+from spoolkit.errors import (
+    ConfigError,
+    LockedError,
+    PathError,
+    RecordTooLargeError,
+    SerializationError,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_unpicklable_item_raises_and_leaves_queue_unchanged(tmp_path: Path) -> None:
+    """An item pickle cannot encode raises SerializationError; nothing is stored."""
+    with Queue(tmp_path) as q:
+        q.put("before")
+        with pytest.raises(SerializationError, match="cannot serialize"):
+            q.put(threading.Lock())
+        with pytest.raises(SerializationError):
+            q.put_many(["ok", threading.Lock()])
+        assert q.qsize() == 1
+        assert q.get_nowait() == "before"
+
+
+def test_json_serializer_rejects_non_json(tmp_path: Path) -> None:
+    """With serializer="json" a set is a SerializationError (also a TypeError)."""
+    with Queue(tmp_path, serializer="json") as q:
+        with pytest.raises(TypeError):
+            q.put({1, 2})
+        q.put({"a": [1, "b"]})
+        assert q.get_nowait() == {"a": [1, "b"]}
+
+
+def test_raw_serializer_takes_bytes_only(tmp_path: Path) -> None:
+    """With serializer="raw" only bytes go in, and come out as they went in."""
+    with Queue(tmp_path, serializer="raw") as q:
+        with pytest.raises(SerializationError, match="bytes only"):
+            q.put("text")
+        q.put(b"\x00\x01")
+        assert q.get_nowait() == b"\x00\x01"
+
+
+def test_custom_serializer_object(tmp_path: Path) -> None:
+    """Any object with dumps/loads is a serializer."""
+
+    class Upper:
+        def dumps(self, obj: str) -> bytes:
+            return obj.upper().encode()
+
+        def loads(self, data: bytes) -> str:
+            return data.decode()
+
+    with Queue(tmp_path, serializer=Upper()) as q:
+        q.put("shout")
+        assert q.get_nowait() == "SHOUT"
+
+
+def test_unknown_serializer_name_is_a_config_error(tmp_path: Path) -> None:
+    """An unknown serializer name raises ConfigError listing the choices."""
+    with pytest.raises(ConfigError, match="pickle"):
+        Queue(tmp_path, serializer="yaml")
+
+
+def test_reopening_with_another_serializer_is_refused(tmp_path: Path) -> None:
+    """A spool holding pickled records refuses to open as json, naming the right one."""
+    with Queue(tmp_path) as q:
+        q.put("x")
+    with pytest.raises(ConfigError, match="serializer='pickle'"):
+        Queue(tmp_path, serializer="json")
+    with Queue(tmp_path) as q:
+        assert q.get_nowait() == "x"
+
+
+def test_record_over_max_record_bytes(tmp_path: Path) -> None:
+    """A record over max_record_bytes raises RecordTooLargeError; nothing stored."""
+    with Queue(tmp_path, serializer="raw", max_record_bytes=100) as q:
+        with pytest.raises(RecordTooLargeError, match="max_record_bytes=100"):
+            q.put(b"x" * 101)
+        q.put(b"x" * 100)
+        assert q.qsize() == 1
+
+
+def test_max_bytes_makes_put_full(tmp_path: Path) -> None:
+    """max_bytes caps disk use: put blocks, honours timeout, raises Full; ack frees room."""
+    with Queue(tmp_path, serializer="raw", chunksize=2, max_bytes=600) as q:
+        q.put_many([b"a" * 100] * 4)
+        with pytest.raises(Full):
+            q.put(b"b" * 100, block=False)
+        with pytest.raises(Full):
+            q.put(b"b" * 100, timeout=0.01)
+        q.ack(*q.get_batch(2))  # the first chunk is now fully acknowledged: its bytes free
+        q.put(b"b" * 100, timeout=0)
+        assert q.qsize() == 3
+
+
+def test_record_larger_than_max_bytes_is_refused_not_blocked(tmp_path: Path) -> None:
+    """A record that could never fit under max_bytes raises instead of blocking forever."""
+    with Queue(tmp_path, serializer="raw", max_bytes=64) as q, pytest.raises(RecordTooLargeError):
+        q.put(b"x" * 100)
+
+
+def test_path_that_is_a_file(tmp_path: Path) -> None:
+    """A path that is a regular file raises PathError naming it."""
+    f = tmp_path / "file"
+    f.write_text("hi")
+    with pytest.raises(PathError, match="is a file") as info:
+        Queue(f)
+    assert info.value.path == str(f)
+
+
+def test_unwritable_path(tmp_path: Path) -> None:
+    """A directory this user cannot write raises PathError naming it."""
+    d = tmp_path / "ro"
+    d.mkdir()
+    if os.geteuid() == 0:  # root writes anywhere but on a read-only filesystem
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(d)], check=True)
+    else:  # pragma: no cover - the suite runs as root in CI
+        d.chmod(0o500)
+    try:
+        with pytest.raises(PathError, match="not writable") as info:
+            Queue(d)
+        assert info.value.path == str(d)
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", str(d)], check=True)
+
+
+def test_second_process_gets_locked_error_with_pid(tmp_path: Path) -> None:
+    """Another process holding the directory: LockedError naming its pid."""
+    code = (
+        "import sys, time\nfrom spoolkit import Queue\n"
+        "q = Queue(sys.argv[1])\nprint('ready', flush=True)\nsys.stdin.read()\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(LockedError) as info:
+            Queue(tmp_path)
+        assert info.value.pid == holder.pid
+        assert str(holder.pid) in str(info.value)
+    finally:
+        holder.kill()
+        holder.wait()
+        assert holder.stdin is not None and holder.stdout is not None
+        holder.stdin.close()
+        holder.stdout.close()
+    with Queue(tmp_path) as q:  # the lock died with the process
+        q.put(1)
+
+
+def test_enospc_when_growing_a_chunk_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """posix_fallocate failing with ENOSPC: put raises it, stored records stay, later puts work."""
+    with Queue(tmp_path, serializer="raw", chunksize=1000) as q:
+        q.put_many([b"a" * 100] * 5)
+        real = os.posix_fallocate
+
+        def full(fd: int, off: int, length: int) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(segment.os, "posix_fallocate", full)
+        with pytest.raises(OSError, match="No space") as info:
+            q.put(b"b" * 2_000_000)  # needs the chunk to grow
+        assert info.value.errno == errno.ENOSPC
+        assert q.qsize() == 5
+        monkeypatch.setattr(segment.os, "posix_fallocate", real)
+        q.put(b"b" * 2_000_000)
+        assert q.qsize() == 6
+    with Queue(tmp_path, serializer="raw", chunksize=1000) as q:
+        items = [d.item for d in q.get_batch(10)]
+    assert items == [b"a" * 100] * 5 + [b"b" * 2_000_000]
+
+
+def test_enospc_when_rolling_to_a_new_chunk_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new chunk that cannot be preallocated is removed again; the queue keeps working."""
+    with Queue(tmp_path, serializer="raw", chunksize=2) as q:
+        q.put_many([b"a", b"b"])
+        real = os.posix_fallocate
+
+        def full(fd: int, off: int, length: int) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(segment.os, "posix_fallocate", full)
+        with pytest.raises(OSError, match="No space"):
+            q.put(b"c")
+        assert sorted(n for n in os.listdir(tmp_path) if n.startswith("q")) == ["q00000"]
+        monkeypatch.setattr(segment.os, "posix_fallocate", real)
+        q.put(b"c")
+        assert [d.item for d in q.get_batch(5)] == [b"a", b"b", b"c"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_real_full_filesystem(tmp_path: Path) -> None:
+    """On a real 256 KiB tmpfs: puts fail with ENOSPC once full; earlier records all come back."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], check=True)
+    try:
+        stored = 0
+        with Queue(mnt / "q", serializer="raw", chunksize=50) as q:
+            with pytest.raises(OSError) as info:
+                while True:
+                    q.put(os.urandom(1000))
+                    stored += 1
+            assert info.value.errno == errno.ENOSPC
+            assert stored > 50
+            assert q.qsize() == stored
+            q.ack(*q.get_batch(100))  # frees the first chunks
+            q.sync()
+            q.put(b"after the disk had room again")
+        with Queue(mnt / "q", serializer="raw", chunksize=50) as q:
+            assert q.qsize() == stored - 100 + 1
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_bad_options_are_config_errors(tmp_path: Path) -> None:
+    """Invalid fsync mode, chunksize or max_bytes raise ConfigError (a ValueError)."""
+    with pytest.raises(ConfigError, match="fsync"):
+        Queue(tmp_path, fsync="sometimes")
+    with pytest.raises(ValueError, match="chunksize"):
+        Queue(tmp_path, chunksize=0)
+    with pytest.raises(ConfigError, match="max_bytes"):
+        Queue(tmp_path, max_bytes=0)
+
+
+def test_tempdir_on_another_filesystem_is_refused(tmp_path: Path) -> None:
+    """tempdir must be on the spool's filesystem (as pqueue requires)."""
+    if os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("/dev/shm is on the same filesystem here")
+    with pytest.raises(PathError, match="another filesystem"):
+        Queue(tmp_path, tempdir="/dev/shm")
