@@ -1,0 +1,464 @@
+"""The consumer pool: worker threads that take batches, deliver them and acknowledge them.
+
+A worker takes up to ``batch_size`` records (waiting up to ``batch_interval`` for a batch to
+fill), hands the data records to the sink and each deferred call to its function, retries
+failures in place with tenacity, and acknowledges a record only once its sink returned or it
+was dead-lettered. Crashes and stuck sink calls are the supervisor's business
+(:mod:`spoolkit._supervisor`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import tenacity
+
+from spoolkit._deferred import DeferredCall, Registered, as_call
+from spoolkit._stats import Counters
+from spoolkit.backends import Backend
+from spoolkit.deadletter import DeadEntry, DeadError, DeadLetters
+from spoolkit.errors import ClosedError, PartialFailure, UnknownDeferredError
+from spoolkit.retry import Clock, RetryPolicy, SystemClock, to_retrying
+from spoolkit.typing import Record
+
+__all__ = ["Pool", "Slot"]
+
+_LINGER_SLICE = 0.05  # how often a lingering worker looks at stop/flush requests
+
+
+class Interrupted(BaseException):
+    """The spool is stopping: a backoff was cut short and the batch goes back to the queue."""
+
+
+class Abandoned(BaseException):
+    """The supervisor gave this worker's batch to another worker: drop it silently."""
+
+
+class Slot:
+    """One worker thread and the batch it holds, shared with the supervisor and ``flush``.
+
+    ``lock`` makes finishing a batch (ack, nack, dead-letter) and abandoning it (the
+    supervisor's nack) mutually exclusive: exactly one of them settles each record.
+    """
+
+    __slots__ = (
+        "abandoned",
+        "call_started",
+        "finished",
+        "index",
+        "inflight",
+        "lock",
+        "rounds",
+        "thread",
+    )
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.lock = threading.Lock()
+        self.inflight: list[Any] = []
+        self.call_started: float | None = None
+        self.abandoned = False
+        self.rounds = 0  # batches taken (under Pool.take_lock)
+        self.finished = 0  # rounds settled (under Pool.progress)
+        self.thread: threading.Thread | None = None
+
+
+SinkCall = Callable[[Sequence[Record]], None]
+
+
+class Pool:
+    """Worker threads over one backend. Created and driven by :class:`spoolkit.Spool`."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        sink: SinkCall,
+        dead: DeadLetters,
+        registry: dict[str, Registered],
+        retry: RetryPolicy | tenacity.Retrying,
+        counters: Counters,
+        clock: Clock,
+        batch_size: int,
+        batch_interval: float,
+        log: Any,
+    ) -> None:
+        self.backend = backend
+        self.sink = sink
+        self.dead = dead
+        self.registry = registry
+        self.retry = retry
+        self.counters = counters
+        self.clock = clock
+        self.batch_size = batch_size
+        self.batch_interval = batch_interval
+        self.log = log
+        self.stopping = threading.Event()
+        self.progress = threading.Condition(threading.Lock())
+        self.take_lock = threading.Lock()
+        self.slots: list[Slot] = []
+        self.nack_epoch = 0
+        self.urgent = 0  # flush() callers waiting: workers do not linger
+        self.on_crash: Callable[[Slot, BaseException, list[Any]], None] = lambda *_: None
+        self._attempts: dict[str, int] = {}
+        self._real_clock = isinstance(clock, SystemClock)
+
+    # -- threads -------------------------------------------------------------------------------
+
+    def spawn(self, index: int) -> Slot:
+        """Start worker ``index`` (replacing the slot of that index, if any)."""
+        slot = Slot(index)
+        slot.thread = threading.Thread(
+            target=self._run, args=(slot,), name=f"spoolkit-worker-{index}", daemon=True
+        )
+        with self.progress:
+            if index < len(self.slots):
+                self.slots[index] = slot
+            else:
+                self.slots.append(slot)
+        slot.thread.start()
+        return slot
+
+    def live(self) -> int:
+        """Workers running and not abandoned."""
+        with self.progress:
+            return sum(
+                1
+                for s in self.slots
+                if not s.abandoned and s.thread is not None and s.thread.is_alive()
+            )
+
+    def _run(self, slot: Slot) -> None:
+        try:
+            while not self.stopping.is_set() and not slot.abandoned:
+                try:
+                    msgs = self._take(slot)
+                except ClosedError:
+                    return
+                if msgs:
+                    self._handle(slot, msgs)
+                with self.progress:
+                    slot.finished = slot.rounds
+                    self.progress.notify_all()
+        except Abandoned:
+            return
+        except BaseException as exc:
+            held = self.abandon(slot)
+            self.counters.error(exc)
+            self.on_crash(slot, exc, held or [])
+
+    def abandon(self, slot: Slot, call_started: float | None = None) -> list[Any] | None:
+        """Take ``slot``'s batch away from it and hand it back to the queue; return it.
+
+        With ``call_started``, only if that sink call is still running; None if not done.
+        """
+        with slot.lock:
+            if slot.abandoned or (call_started is not None and slot.call_started != call_started):
+                return None
+            slot.abandoned = True
+            msgs, slot.inflight = slot.inflight, []
+            if msgs:
+                # closed: every unacknowledged record is delivered again after a restart
+                with contextlib.suppress(ClosedError):
+                    self.backend.nack(*msgs)
+        with self.progress:
+            self.nack_epoch += 1
+            self.progress.notify_all()
+        return msgs
+
+    # -- taking --------------------------------------------------------------------------------
+
+    def _take(self, slot: Slot) -> list[Any]:
+        """Wait for records empty-handed, then take a batch (lingering up to batch_interval).
+
+        Taking and registering the batch in ``slot`` happen under ``take_lock``, so ``flush``
+        sees every record either waiting in the backend or held by a known round of a slot.
+        """
+        backend, size = self.backend, self.batch_size
+        backend.wait(None)
+        with self.take_lock:
+            msgs = slot.inflight = list(backend.get_batch(size, 0))
+            slot.rounds += 1
+        if self.urgent:
+            with self.progress:
+                self.progress.notify_all()
+        if msgs and len(msgs) < size and self.batch_interval > 0:
+            deadline = time.monotonic() + self.batch_interval
+            while len(msgs) < size and not self.stopping.is_set() and not self.urgent:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                if backend.wait(min(remaining, _LINGER_SLICE)):
+                    with self.take_lock:
+                        msgs.extend(backend.get_batch(size - len(msgs), 0))
+        return msgs
+
+    # -- delivering ----------------------------------------------------------------------------
+
+    def _handle(self, slot: Slot, msgs: list[Any]) -> None:
+        if self.stopping.is_set():
+            self._settle(slot, nack=msgs)
+            return
+        data: list[Any] = []
+        calls: list[tuple[Any, DeferredCall]] = []
+        for m in msgs:
+            call = as_call(m.item)
+            if call is None:
+                data.append(m)
+            else:
+                calls.append((m, call))
+        if data:
+            self._deliver(slot, data, self.sink, self.retry)
+        for m, call in calls:
+            reg = self.registry.get(call.name)
+            if reg is None:
+                err = UnknownDeferredError(call.name)
+                now = self.clock.time()
+                self._dead_letter(slot, [m], [1], err, now, now)
+                continue
+            self._deliver(slot, [m], _runner(reg, call), reg.retry or self.retry)
+
+    def _settle(self, slot: Slot, ack: Sequence[Any] = (), nack: Sequence[Any] = ()) -> None:
+        with slot.lock:
+            if slot.abandoned:
+                raise Abandoned
+            if ack:
+                self.backend.ack(*ack)
+            if nack:
+                self.backend.nack(*nack)
+            done = {id(m) for m in (*ack, *nack)}
+            slot.inflight = [m for m in slot.inflight if id(m) not in done]
+        if nack:
+            with self.progress:
+                self.nack_epoch += 1
+
+    def _deliver(
+        self, slot: Slot, msgs: list[Any], target: SinkCall, retry: RetryPolicy | tenacity.Retrying
+    ) -> None:
+        """Deliver ``msgs`` through ``target``: ack, retry in place, or dead-letter."""
+        rid = self.backend.record_id
+        ids = [rid(m) for m in msgs]
+        current = list(range(len(msgs)))
+        tried = [0] * len(msgs)
+        attempts = self._attempts
+        first_at = self.clock.time()
+
+        def attempt() -> None:
+            if slot.abandoned:
+                raise Abandoned
+            records = []
+            retried = 0
+            for i in current:
+                n = tried[i] = attempts.get(ids[i], 0) + 1
+                retried += n > 1
+                m = msgs[i]
+                records.append(Record(ids[i], m.item, m.enqueued_at, n))
+            if retried:
+                self.counters.add("retried", retried)
+            slot.call_started = self.clock.monotonic()
+            try:
+                target(records)
+            except PartialFailure as exc:
+                failed = set(map(str, exc.failed))
+                ok = [i for i in current if ids[i] not in failed]
+                if len(ok) < len(current):
+                    self._delivered(slot, [msgs[i] for i in ok], [ids[i] for i in ok])
+                    current[:] = [i for i in current if ids[i] in failed]
+                    self._failed(current, ids, tried, exc)
+                    raise
+            except Exception as exc:
+                self._failed(current, ids, tried, exc)
+                raise
+            finally:
+                slot.call_started = None
+
+        try:
+            attempt()
+        except Exception as first_error:
+            self._retry(slot, msgs, ids, current, tried, attempt, retry, first_error, first_at)
+            return
+        self._delivered(slot, [msgs[i] for i in current], [ids[i] for i in current])
+
+    def _failed(self, current: list[int], ids: list[str], tried: list[int], exc: Exception) -> None:
+        for i in current:
+            self._attempts[ids[i]] = tried[i]
+        self.counters.error(exc)
+
+    def _delivered(self, slot: Slot, msgs: list[Any], ids: list[str]) -> None:
+        self._settle(slot, ack=msgs)
+        attempts = self._attempts
+        if attempts:
+            for i in ids:
+                attempts.pop(i, None)
+        self.counters.add("delivered", len(msgs))
+
+    def _retry(  # noqa: PLR0917 - private, the state of one delivery
+        self,
+        slot: Slot,
+        msgs: list[Any],
+        ids: list[str],
+        current: list[int],
+        tried: list[int],
+        attempt: Callable[[], None],
+        retry: RetryPolicy | tenacity.Retrying,
+        first_error: Exception,
+        first_at: float,
+    ) -> None:
+        pending: list[Exception] = [first_error]
+
+        def again() -> None:
+            if pending:
+                raise pending.pop()  # attempt 1 already happened: tell tenacity how it went
+            attempt()
+
+        retrying = to_retrying(retry, self._sleep)
+        retrying.before_sleep = self._log_retry(msgs, ids, current)
+        try:
+            retrying(again)
+        except Interrupted:
+            self._settle(slot, nack=[msgs[i] for i in current])
+            return
+        except tenacity.RetryError as err:
+            last = err.last_attempt.exception() or first_error
+        except Exception as exc:
+            last = exc
+        else:
+            self._delivered(slot, [msgs[i] for i in current], [ids[i] for i in current])
+            return
+        self._dead_letter(
+            slot,
+            [msgs[i] for i in current],
+            [tried[i] for i in current],
+            last,
+            first_at,
+            self.clock.time(),
+        )
+        for i in current:
+            self._attempts.pop(ids[i], None)
+
+    def _log_retry(
+        self, msgs: list[Any], ids: list[str], current: list[int]
+    ) -> Callable[[tenacity.RetryCallState], None]:
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome is not None else None
+            self.log.warning(
+                "batch_retry",
+                attempt=state.attempt_number,
+                wait=round(state.upcoming_sleep, 3),
+                batch_size=len(current),
+                record_ids=_id_range([ids[i] for i in current]),
+                error=repr(exc),
+            )
+
+        return before_sleep
+
+    def _dead_letter(  # noqa: PLR0917 - private
+        self,
+        slot: Slot,
+        msgs: list[Any],
+        tried: list[int],
+        exc: BaseException,
+        first_at: float,
+        last_at: float,
+    ) -> None:
+        encode, rid = self.backend.encode, self.backend.record_id
+        error = DeadError.from_exception(exc)
+        entries = [
+            DeadEntry(rid(m), encode(m.item), m.enqueued_at, error, n, first_at, last_at)
+            for m, n in zip(msgs, tried, strict=True)
+        ]
+        self.dead.add(entries)  # fsynced before the originals are acknowledged
+        self._settle(slot, ack=msgs)
+        self.counters.add("dead_lettered", len(msgs))
+        self.counters.error(exc)
+        self.log.error(
+            "batch_dead_lettered",
+            batch_size=len(msgs),
+            record_ids=_id_range([e.record_id for e in entries]),
+            error=repr(exc),
+        )
+
+    def _sleep(self, seconds: float) -> None:
+        """tenacity's sleep: returns early, raising :class:`Interrupted`, when stopping."""
+        if self.stopping.is_set():
+            raise Interrupted
+        if self._real_clock:
+            self.stopping.wait(seconds)
+        else:
+            self.clock.sleep(seconds)
+        if self.stopping.is_set():
+            raise Interrupted
+
+    # -- flush support -------------------------------------------------------------------------
+
+    def wait_delivered(self, since: float, deadline: float) -> bool:
+        """Wait until every record stored before ``since`` (wall clock) is settled.
+
+        Phase 1 waits until none of them waits in the backend any more, and notes which round
+        of which worker may hold them; phase 2 waits for those rounds to end. A nack in the
+        meantime (a crash, a stuck sink) puts records back: start again.
+        """
+        with self.progress:
+            self.urgent += 1
+        try:
+            while True:
+                with self.progress:
+                    epoch = self.nack_epoch
+                while True:
+                    with self.take_lock:
+                        if self._all_taken(since):
+                            need = [(s, s.rounds) for s in self.slots]
+                            break
+                    with self.progress:
+                        if not self._wait(deadline):
+                            return False
+                with self.progress:
+                    while any(not s.abandoned and s.finished < n for s, n in need):
+                        if not self._wait(deadline):
+                            return False
+                    if self.nack_epoch == epoch:
+                        return True
+        finally:
+            with self.progress:
+                self.urgent -= 1
+
+    def _all_taken(self, since: float) -> bool:
+        oldest = self.backend.oldest_enqueued_at()
+        return oldest is None or oldest > since
+
+    def _wait(self, deadline: float) -> bool:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        self.progress.wait(min(remaining, _LINGER_SLICE))
+        return True
+
+    def wait_idle(self, deadline: float) -> bool:
+        """Wait until no live worker holds a batch."""
+        with self.progress:
+            while any(s.inflight and not s.abandoned for s in self.slots):
+                if not self._wait(deadline):
+                    return False
+        return True
+
+    def oldest_inflight(self) -> float | None:
+        """``enqueued_at`` of the oldest record held by a worker."""
+        times = [m.enqueued_at for s in list(self.slots) for m in list(s.inflight)]
+        return min(times, default=None)
+
+
+def _runner(reg: Registered, call: DeferredCall) -> SinkCall:
+    def run(_records: Sequence[Record]) -> None:
+        reg.run(call)
+
+    return run
+
+
+def _id_range(ids: Sequence[str]) -> str:
+    if not ids:
+        return ""
+    return ids[0] if len(ids) == 1 else f"{ids[0]}..{ids[-1]}"

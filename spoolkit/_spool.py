@@ -1,0 +1,437 @@
+"""``spoolkit.Spool``: a durable buffer in front of a sink, drained by a supervised pool."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from queue import Full
+from typing import Any, Literal, ParamSpec, Protocol, TypeVar, overload
+
+import tenacity
+
+from spoolkit._deferred import DeferredCall, DeferredFunction, DeferredHandle, Registered, to_item
+from spoolkit._deferred import producer as _producer
+from spoolkit._log import get_logger
+from spoolkit._pool import Pool
+from spoolkit._stats import Counters, SpoolStats
+from spoolkit._supervisor import Supervisor
+from spoolkit.backends import Backend, open_backend
+from spoolkit.deadletter import DeadLetters
+from spoolkit.errors import ClosedError, ConfigError, PermanentError, SpoolFull
+from spoolkit.retry import Clock, RetryPolicy, SystemClock, to_retrying
+from spoolkit.typing import Record, Serializer
+
+__all__ = ["Spool"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+WhenFull = Literal["block", "drop_newest", "drop_oldest", "raise"]
+_WHEN_FULL = ("block", "drop_newest", "drop_oldest", "raise")
+
+
+class _DeferredDecorator(Protocol):
+    def __call__(self, func: Callable[P, Any], /) -> DeferredFunction[P]: ...
+
+
+class Spool:
+    """A durable, disk-backed buffer between producers and a sink.
+
+    ``put`` stores a record on disk and returns: producers never wait on the sink. ``workers``
+    threads take batches of up to ``batch_size`` records and hand them to ``sink.write``,
+    retrying failures per ``retry`` and dead-lettering what cannot be delivered. A record is
+    acknowledged (removed) only once its sink returned or it was dead-lettered, so after a
+    crash every record not yet acknowledged is delivered again: at least once.
+
+    Args:
+        path: the spool directory (dead letters live in ``<path>/dead``).
+        sink: an object with ``write(batch)`` (and optional ``open()``/``close()``), a plain
+            callable taking the batch, or None for a spool of deferred calls only.
+        workers: consumer threads. With 1, records reach the sink in put order.
+        batch_size: the most records per ``write`` call.
+        batch_interval: the longest a worker waits for a batch to fill once it holds at least
+            one record, in seconds (0 hands over what is there at once).
+        retry: a :class:`~spoolkit.RetryPolicy` or a ``tenacity.Retrying``.
+        max_bytes: cap on the spool's bytes on disk; what happens at the cap is ``when_full``.
+        when_full: ``"block"`` (``put`` waits for room, up to its ``timeout``),
+            ``"drop_newest"``, ``"drop_oldest"`` or ``"raise"``
+            (:class:`~spoolkit.errors.SpoolFull`).
+        fsync: ``"always"``, ``"interval"`` or ``"never"`` (see :class:`spoolkit.Queue`).
+        serializer: ``"pickle"``, ``"json"``, ``"raw"`` or a serializer object.
+        sink_timeout: seconds after which a running sink call counts as stuck and its batch is
+            handed to another worker; None never.
+        backend: None (the disk queue at ``path``) or a :class:`~spoolkit.backends.Backend`.
+        clock: where time is read and backoffs wait (:class:`spoolkit.testing.FakeClock`).
+
+    Raises:
+        ConfigError: an invalid option.
+        LockedError: another process holds ``path``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        sink: Any,
+        *,
+        workers: int = 2,
+        batch_size: int = 100,
+        batch_interval: float = 0.5,
+        retry: RetryPolicy | tenacity.Retrying | None = None,
+        max_bytes: int | None = None,
+        when_full: WhenFull = "block",
+        fsync: str = "interval",
+        serializer: str | Serializer = "pickle",
+        sink_timeout: float | None = 300.0,
+        backend: str | Backend | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        _check(workers, batch_size, batch_interval, when_full, sink_timeout)
+        self._retry = retry if retry is not None else RetryPolicy()
+        to_retrying(self._retry, time.sleep)  # a ConfigError now rather than in a worker
+        self._sink = sink
+        self._write = _as_write(sink)
+        self._when_full = when_full
+        self._max_bytes = max_bytes
+        self._serializer_name = serializer if isinstance(serializer, str) else "custom"
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._backend = open_backend(
+            backend, path, serializer=serializer, fsync=fsync, max_bytes=max_bytes
+        )
+        self.path = str(getattr(self._backend, "path", os.path.abspath(path)))
+        try:
+            self._dead = DeadLetters(
+                os.path.join(self.path, "dead"), self._backend.decode, self._backend.restore
+            )
+        except BaseException:
+            self._backend.close()
+            raise
+        self._log = get_logger(spool=self.path)
+        self._counters = Counters()
+        self._registry: dict[str, Registered] = {}
+        self._pool = Pool(
+            self._backend,
+            sink=self._write,
+            dead=self._dead,
+            registry=self._registry,
+            retry=self._retry,
+            counters=self._counters,
+            clock=self._clock,
+            batch_size=batch_size,
+            batch_interval=batch_interval,
+            log=self._log,
+        )
+        self._supervisor = Supervisor(
+            self._pool,
+            workers=workers,
+            sink_timeout=sink_timeout,
+            counters=self._counters,
+            clock=self._clock,
+            log=self._log,
+        )
+        self._state = "new"
+        self._state_lock = threading.Lock()
+        self._accepting = True
+        self._dropping = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the sink (its ``open()``, if any) and start the workers. Idempotent.
+
+        Raises:
+            ClosedError: the spool was stopped.
+        """
+        with self._state_lock:
+            if self._state == "running":
+                return
+            if self._state != "new":
+                raise ClosedError(f"spool at {self.path!r} was stopped; create a new Spool")
+            opener = getattr(self._sink, "open", None)
+            if callable(opener):
+                opener()
+            self._supervisor.start()
+            self._state = "running"
+        self._log.info("spool_started", backlog=self._backend.backlog())
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every record in the spool now has been delivered or dead-lettered.
+
+        "Now" includes the backlog recovered from disk and records in flight; records put
+        after the call are not waited for (though a few may be, harmlessly). Costs nothing
+        to the producers.
+
+        Args:
+            timeout: the most seconds to wait; None waits as long as it takes.
+
+        Returns:
+            True once they all were; False on timeout (or when the spool is not running and
+            records are waiting).
+        """
+        since = time.time()
+        deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
+        return self._pool.wait_delivered(since, deadline)
+
+    def stop(self, drain: bool = True, timeout: float = 30.0) -> bool:
+        """Stop: refuse new records, finish in-flight batches, persist, release the directory.
+
+        Args:
+            drain: first deliver what is waiting (like :meth:`flush`) within ``timeout``.
+            timeout: the most seconds for draining and for in-flight batches. A backoff in
+                progress is cut short (its batch stays in the spool); a sink call still
+                running at the end is abandoned and its batch delivered again next time.
+
+        Returns:
+            True if everything that had to be finished was; False if the timeout cut it short.
+            Either way nothing is lost: what was not delivered stays on disk.
+        """
+        with self._state_lock:
+            if self._state == "stopped":
+                return True
+            was_running = self._state == "running"
+            self._state = "stopped"
+            self._accepting = False
+        deadline = time.monotonic() + timeout
+        clean = True
+        if was_running and drain:
+            clean = self.flush(timeout)
+        pool = self._pool
+        pool.stopping.set()
+        self._supervisor.stop()
+        if was_running and not pool.wait_idle(deadline):
+            clean = False
+            for slot in list(pool.slots):
+                pool.abandon(slot)
+        try:
+            self._backend.close()
+        finally:
+            for slot in list(pool.slots):
+                if slot.thread is not None and not slot.abandoned:
+                    slot.thread.join(max(0.0, deadline - time.monotonic()))
+            closer = getattr(self._sink, "close", None)
+            try:
+                if was_running and callable(closer):
+                    closer()
+            finally:
+                self._dead.close()
+        self._log.info("spool_stopped", clean=clean)
+        return clean
+
+    def __enter__(self) -> Spool:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- putting -------------------------------------------------------------------------------
+
+    def put(self, item: Any, *, timeout: float | None = None) -> None:
+        """Store ``item`` for the sink. Costs one queue put, whatever the sink is doing.
+
+        Args:
+            item: any object the serializer accepts.
+            timeout: with ``when_full="block"``, the most seconds to wait for room.
+
+        Raises:
+            SpoolFull: no room (``when_full="raise"``, or ``"block"`` after ``timeout``).
+            SerializationError: ``item`` cannot be serialized; nothing was stored.
+            ClosedError: the spool was stopped.
+        """
+        if not self._accepting:
+            raise ClosedError(f"spool at {self.path!r} was stopped")
+        mode = self._when_full
+        try:
+            self._backend.put(item, block=mode == "block", timeout=timeout)
+        except Full:
+            if mode in ("block", "raise"):
+                raise SpoolFull(f"spool at {self.path!r} is at max_bytes") from None
+            if not self._make_room(item):
+                return
+        if self._dropping:
+            self._end_drops()
+        c = self._counters
+        with c.lock:
+            c.enqueued += 1
+
+    def _make_room(self, item: Any) -> bool:
+        """Apply a drop policy; True if ``item`` was stored in the end."""
+        if self._when_full == "drop_oldest":
+            while self._backend.drop_oldest():
+                self._dropped(1)
+                try:
+                    self._backend.put(item, block=False, timeout=None)
+                except Full:
+                    continue
+                return True
+        self._dropped(1)
+        return False
+
+    def _dropped(self, n: int) -> None:
+        self._counters.add("dropped", n)
+        if not self._dropping:
+            self._dropping = True
+            self._log.warning("spool_full_dropping", when_full=self._when_full)
+
+    def _end_drops(self) -> None:
+        self._dropping = False
+        self._log.info("spool_full_ended", dropped_total=self._counters.dropped)
+
+    def put_many(self, items: Iterable[Any]) -> None:
+        """Store every item, in order, at the cost of one copy per chunk.
+
+        With ``when_full="block"`` (or no ``max_bytes``) every item is serialized first: if
+        one cannot be, none is stored. With another ``when_full`` and a ``max_bytes``, the
+        items go in one by one as with :meth:`put`.
+
+        Raises:
+            as :meth:`put`.
+        """
+        if not self._accepting:
+            raise ClosedError(f"spool at {self.path!r} was stopped")
+        items = items if isinstance(items, Sequence) else list(items)
+        if self._when_full == "block" or self._max_bytes is None:
+            self._backend.put_many(items)
+            self._counters.add("enqueued", len(items))
+            return
+        for item in items:
+            self.put(item)
+
+    # -- decorators ----------------------------------------------------------------------------
+
+    def producer(self, func: Callable[P, R]) -> Callable[P, R]:
+        """Decorator: what ``func`` returns (or yields, for a generator) is also put here.
+
+        ``None`` is not put. Works on methods, generator functions and ``async def``
+        functions; callers get the same values as without the decorator.
+        """
+        return _producer(self.put, func)
+
+    @overload
+    def deferred(self, func: Callable[P, Any], /) -> DeferredFunction[P]: ...
+
+    @overload
+    def deferred(
+        self,
+        *,
+        name: str | None = None,
+        retry: RetryPolicy | tenacity.Retrying | None = None,
+    ) -> _DeferredDecorator: ...
+
+    def deferred(
+        self,
+        func: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        retry: RetryPolicy | tenacity.Retrying | None = None,
+    ) -> Any:
+        """Decorator: calling the function stores the call; the workers run it later.
+
+        The call (registered name and arguments) is stored durably and a
+        :class:`~spoolkit.DeferredHandle` is returned at once. Workers run the real function
+        with ``retry`` (default: the spool's) and dead-letter it like a batch when it keeps
+        failing, even after a restart, as long as the function is registered again (under the
+        same name) before :meth:`start`.
+
+        Args:
+            func: the function (when used as ``@spool.deferred`` without arguments).
+            name: the name it is stored under; default ``module.qualname``.
+            retry: its retry policy.
+
+        Raises:
+            ConfigError: ``name`` is already registered to another function.
+        """
+
+        def register(f: Callable[..., Any]) -> DeferredFunction[Any]:
+            key = name or f"{f.__module__}.{f.__qualname__}"
+            old = self._registry.get(key)
+            if old is not None and old.func is not f:
+                raise ConfigError(f"a deferred function is already registered as {key!r}")
+            if retry is not None:
+                to_retrying(retry, time.sleep)
+            self._registry[key] = Registered(f, retry)
+            return DeferredFunction(self._defer, f, key)
+
+        return register(func) if func is not None else register
+
+    def _defer(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> DeferredHandle:
+        if not self._accepting:
+            raise ClosedError(f"spool at {self.path!r} was stopped")
+        item = to_item(DeferredCall(name, args, kwargs), self._serializer_name)
+        try:
+            rid = self._backend.put_durable(item, block=self._when_full != "raise", timeout=None)
+        except Full:
+            raise SpoolFull(f"spool at {self.path!r} is at max_bytes") from None
+        self._counters.add("enqueued")
+        return DeferredHandle(rid, name)
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def dead_letters(self) -> DeadLetters:
+        """The dead-letter store: ``list()``, ``requeue(ids)``, ``purge(ids)``, ``len()``."""
+        return self._dead
+
+    def stats(self) -> SpoolStats:
+        """A snapshot of the counters and gauges (cheap: no disk access)."""
+        c = self._counters
+        backend = self._backend
+        try:
+            oldest = backend.oldest_enqueued_at()
+        except ClosedError:
+            oldest = None
+        inflight = self._pool.oldest_inflight()
+        times = [t for t in (oldest, inflight) if t is not None]
+        # records are stamped by the backend with the real time.time(), not the spool's clock
+        age = max(0.0, time.time() - min(times)) if times else 0.0
+        with c.lock:
+            return SpoolStats(
+                enqueued=c.enqueued,
+                delivered=c.delivered,
+                retried=c.retried,
+                dead_lettered=c.dead_lettered,
+                dropped=c.dropped,
+                backlog=backend.backlog(),
+                bytes_on_disk=backend.bytes_used() + self._dead.bytes_used(),
+                oldest_age=age,
+                worker_restarts=c.worker_restarts,
+                last_error=c.last_error,
+            )
+
+    def __repr__(self) -> str:
+        return f"<spoolkit.Spool path={self.path!r} state={self._state}>"
+
+
+def _check(
+    workers: int,
+    batch_size: int,
+    batch_interval: float,
+    when_full: str,
+    sink_timeout: float | None,
+) -> None:
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers!r}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size!r}")
+    if batch_interval < 0:
+        raise ConfigError(f"batch_interval must be >= 0 seconds, got {batch_interval!r}")
+    if when_full not in _WHEN_FULL:
+        raise ConfigError(f"when_full must be one of {_WHEN_FULL}, got {when_full!r}")
+    if sink_timeout is not None and sink_timeout <= 0:
+        raise ConfigError(f"sink_timeout must be > 0 seconds or None, got {sink_timeout!r}")
+
+
+def _as_write(sink: Any) -> Callable[[Sequence[Record]], None]:
+    if sink is None:
+
+        def no_sink(batch: Sequence[Record]) -> None:
+            raise PermanentError("this spool has no sink: data records cannot be delivered")
+
+        return no_sink
+    write = getattr(sink, "write", None)
+    if callable(write):
+        return write  # type: ignore[no-any-return]
+    if callable(sink):
+        return sink  # type: ignore[no-any-return]
+    raise ConfigError(f"sink {sink!r} has no write(batch) method and is not callable")

@@ -1,0 +1,124 @@
+"""Where a :class:`~spoolkit.Spool` keeps its records: the ``Backend`` protocol.
+
+The Spool talks to its storage only through :class:`Backend`, so another store (a Redis
+Streams backend, ``Spool(..., backend="redis://...")``) plugs in without changing the Spool.
+The default is :class:`spoolkit.backends.disk.DiskBackend`, the local disk queue.
+
+A backend hands out *messages*: opaque objects with ``.item`` and ``.enqueued_at`` that go back
+to :meth:`Backend.ack` or :meth:`Backend.nack`; :meth:`Backend.record_id` names each with the
+stable string id sinks see as ``Record.id``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from spoolkit.backends.disk import DiskBackend
+from spoolkit.errors import ConfigError
+from spoolkit.typing import Serializer
+
+__all__ = ["Backend", "open_backend"]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The storage under a spool: a durable queue with per-message acknowledgement."""
+
+    @property
+    def uid(self) -> str:
+        """A stable id of this store, the prefix of its record ids."""
+
+    def encode(self, item: Any) -> bytes:
+        """Serialize ``item``; raise :class:`~spoolkit.errors.SerializationError` if it can't."""
+
+    def decode(self, payload: bytes) -> Any:
+        """The inverse of :meth:`encode`."""
+
+    def put(self, item: Any, *, block: bool, timeout: float | None) -> None:
+        """Store ``item``. Raise ``queue.Full`` when there is no room in time."""
+
+    def put_durable(self, item: Any, *, block: bool, timeout: float | None) -> str:
+        """Store ``item`` and make it durable (fsync) before returning its record id."""
+
+    def put_many(self, items: Iterable[Any]) -> None:
+        """Store every item in order (waiting for room), or none if one can't be serialized."""
+
+    def restore(self, payload: bytes, record_id: str, enqueued_at: float) -> None:
+        """Store an encoded record again under its old id (dead-letter requeue), durably."""
+
+    def wait(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` for a message to be waiting; False on timeout.
+
+        Raises:
+            ClosedError: the backend was closed (before or during the wait).
+        """
+
+    def get_batch(self, max_items: int, timeout: float | None) -> Sequence[Any]:
+        """Hand out up to ``max_items`` messages, waiting up to ``timeout`` for the first."""
+
+    def record_id(self, message: Any) -> str:
+        """The record id of ``message``."""
+
+    def ack(self, *messages: Any) -> None:
+        """Acknowledge: the messages are done and leave the store."""
+
+    def nack(self, *messages: Any) -> None:
+        """Hand the messages back, to be delivered again before newer ones."""
+
+    def drop_oldest(self) -> bool:
+        """Remove the oldest waiting message; False when none waits."""
+
+    def waiting(self) -> int:
+        """Messages waiting to be handed out."""
+
+    def backlog(self) -> int:
+        """Messages not acknowledged yet (waiting plus handed out)."""
+
+    def bytes_used(self) -> int:
+        """Bytes the store takes."""
+
+    def oldest_enqueued_at(self) -> float | None:
+        """``enqueued_at`` of the next message to be handed out, or None."""
+
+    def close(self) -> None:
+        """Persist and release the store. Blocked ``get_batch`` callers get ClosedError."""
+
+
+def open_backend(
+    backend: str | Backend | None,
+    path: str | os.PathLike[str],
+    *,
+    serializer: str | Serializer,
+    fsync: str,
+    max_bytes: int | None,
+) -> Backend:
+    """Open the backend ``backend`` names (``None`` or ``"disk"``: the disk queue at ``path``).
+
+    The disk queue uses chunk files of 1000 records, or with ``max_bytes`` about
+    ``max_bytes / 8 KiB`` records (8 to 1000): space on disk is freed a whole chunk file at a
+    time, so smaller chunks let a full spool make room in smaller steps.
+
+    Raises:
+        ConfigError: an unknown backend name or URL, or a backend not available yet.
+    """
+    if backend is None or backend == "disk":
+        chunksize = 1000 if max_bytes is None else max(8, min(1000, max_bytes // 8192))
+        return DiskBackend(
+            path, serializer=serializer, fsync=fsync, max_bytes=max_bytes, chunksize=chunksize
+        )
+    if isinstance(backend, str):
+        scheme = backend.split("://", 1)[0] if "://" in backend else ""
+        if scheme in {"redis", "rediss"}:
+            raise ConfigError(
+                "the Redis Streams backend is not available in this version of spoolkit; "
+                "use the default disk backend"
+            )
+        raise ConfigError(
+            f"unknown backend {backend.split('@')[-1]!r}; use None (the disk queue) or an "
+            "object implementing spoolkit.backends.Backend"
+        )
+    if not isinstance(backend, Backend):
+        raise ConfigError(f"backend {backend!r} does not implement spoolkit.backends.Backend")
+    return backend

@@ -1,0 +1,152 @@
+"""The default backend: :class:`spoolkit.Queue` on local disk.
+
+Record ids are ``"<queue uid>-<record number>"``: the uid is fixed when the directory is
+created and the number is the queue's own record id, kept across redeliveries, restarts and
+dead-letter requeues.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from spoolkit._queue import Delivery, Queue
+from spoolkit.errors import ConfigError
+from spoolkit.typing import Serializer
+
+__all__ = ["DiskBackend"]
+
+
+class DiskBackend:
+    """A :class:`~spoolkit.backends.Backend` over one :class:`spoolkit.Queue` directory.
+
+    Args:
+        path: the queue directory.
+        serializer: as for :class:`spoolkit.Queue`.
+        fsync: as for :class:`spoolkit.Queue`.
+        max_bytes: cap on the bytes of records on disk.
+        chunksize: records per chunk file.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        serializer: str | Serializer = "pickle",
+        fsync: str = "interval",
+        max_bytes: int | None = None,
+        chunksize: int = 1000,
+    ) -> None:
+        self.queue = Queue(
+            path, chunksize=chunksize, serializer=serializer, fsync=fsync, max_bytes=max_bytes
+        )
+        self._prefix = self.queue.uid + "-"
+
+    @property
+    def uid(self) -> str:
+        """The queue directory's uid."""
+        return self.queue.uid
+
+    @property
+    def path(self) -> str:
+        """The queue directory."""
+        return self.queue.path
+
+    def encode(self, item: Any) -> bytes:
+        """Serialize ``item`` with the queue's serializer."""
+        return self.queue._encode(item)
+
+    def decode(self, payload: bytes) -> Any:
+        """Deserialize with the queue's serializer."""
+        return self.queue._serializer.loads(payload)
+
+    def put(self, item: Any, *, block: bool, timeout: float | None) -> None:
+        """``Queue.put``: raises ``queue.Full`` when there is no room in time."""
+        self.queue.put(item, block, timeout)
+
+    def put_durable(self, item: Any, *, block: bool, timeout: float | None) -> str:
+        """Store ``item``, fsync it, and return its record id.
+
+        The queue's ``put`` does not return ids, so the id is taken first and the record is
+        stored under it (the queue's ``_put_record``, as a dead-letter requeue does).
+        """
+        q = self.queue
+        payload = q._encode(item)
+        with q._lock:
+            q._store.check_open()
+            if q._bounded:
+                q._wait_for_room(len(payload), block, timeout)
+            number = q._store.next_id
+            q._store.next_id = number + 1
+        q._put_record(payload, number, time.time())
+        q._store.sync()
+        return self._prefix + str(number)
+
+    def put_many(self, items: Iterable[Any]) -> None:
+        """Store every item, in order."""
+        self.queue.put_many(items)
+
+    def restore(self, payload: bytes, record_id: str, enqueued_at: float) -> None:
+        """Store ``payload`` again under ``record_id`` and fsync it.
+
+        Raises:
+            ConfigError: ``record_id`` was not issued by this directory.
+        """
+        uid, _, number = record_id.rpartition("-")
+        if uid != self.uid or not number.isdigit():
+            raise ConfigError(f"record id {record_id!r} does not belong to {self.path!r}")
+        self.queue._put_record(payload, int(number), enqueued_at)
+        self.queue._store.sync()
+
+    def wait(self, timeout: float | None) -> bool:
+        """Wait until a record waits to be handed out, taking nothing."""
+        q = self.queue
+        with q._lock:
+            q._store.check_open()
+            return q._wait_for_records(True, timeout)
+
+    def get_batch(self, max_items: int, timeout: float | None) -> Sequence[Delivery]:
+        """``Queue.get_batch``."""
+        return self.queue.get_batch(max_items, timeout)
+
+    def record_id(self, message: Delivery) -> str:
+        """``"<uid>-<id>"``."""
+        return self._prefix + str(message.id)
+
+    def ack(self, *messages: Delivery) -> None:
+        """``Queue.ack``."""
+        self.queue.ack(*messages)
+
+    def nack(self, *messages: Delivery) -> None:
+        """``Queue.nack``."""
+        self.queue.nack(*messages)
+
+    def drop_oldest(self) -> bool:
+        """Take the oldest waiting record and acknowledge it unseen."""
+        batch = self.queue.get_batch(1, timeout=0)
+        if not batch:
+            return False
+        self.queue.ack(*batch)
+        return True
+
+    def waiting(self) -> int:
+        """``Queue.qsize``."""
+        return self.queue.qsize()
+
+    def backlog(self) -> int:
+        """``Queue.unfinished_tasks``."""
+        return self.queue.unfinished_tasks
+
+    def bytes_used(self) -> int:
+        """``Queue.bytes_used``."""
+        return self.queue.bytes_used
+
+    def oldest_enqueued_at(self) -> float | None:
+        """``Queue.oldest_enqueued_at``."""
+        return self.queue.oldest_enqueued_at()
+
+    def close(self) -> None:
+        """``Queue.close``."""
+        self.queue.close()

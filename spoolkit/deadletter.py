@@ -1,0 +1,228 @@
+"""The dead-letter store: records no sink would take, kept with why, until someone decides.
+
+Each spool keeps its dead letters in ``<spool path>/dead/``, itself a :class:`spoolkit.Queue`
+(checksummed frames, ``fsync="always"``). A record is written there and fsynced *before* the
+original is acknowledged, so a crash in between leaves it in both places (delivered again,
+dead-lettered again: at least once, never lost).
+
+:meth:`DeadLetters.requeue` copies entries back into the spool under their old record ids,
+fsyncs them, and only then removes them from the store: killed half-way, a requeued record may
+stay in the dead letters too (requeue it again, or purge it; the sink sees it at least once).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import traceback
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from spoolkit._queue import Delivery, Queue
+from spoolkit.typing import Record
+
+__all__ = ["DeadError", "DeadLetter", "DeadLetters"]
+
+_FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class DeadError:
+    """Why a record was dead-lettered.
+
+    Attributes:
+        type: the qualified name of the exception type.
+        message: ``str()`` of the exception.
+        traceback: the formatted traceback text ("" when there was none).
+    """
+
+    type: str
+    message: str
+    traceback: str
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> DeadError:
+        """Describe ``exc``."""
+        kind = type(exc)
+        name = (
+            kind.__qualname__
+            if kind.__module__ == "builtins"
+            else (f"{kind.__module__}.{kind.__qualname__}")
+        )
+        # the error itself and what it was raised from; not the earlier attempts' errors
+        # that tenacity leaves as implicit context
+        text = "".join(traceback.format_exception(exc, chain=exc.__cause__ is not None))
+        return cls(name, str(exc), text)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One dead record.
+
+    Attributes:
+        record: the record as its sink last saw it.
+        error: the error of the last attempt.
+        attempts: attempts made in the process that gave up.
+        first_attempt_at: wall-clock time of the first of those attempts.
+        last_attempt_at: wall-clock time of the last one.
+    """
+
+    record: Record
+    error: DeadError
+    attempts: int
+    first_attempt_at: float
+    last_attempt_at: float
+
+    @property
+    def id(self) -> str:
+        """The record id."""
+        return self.record.id
+
+
+@dataclass(frozen=True, slots=True)
+class DeadEntry:
+    """What :meth:`DeadLetters.add` stores: a record still encoded, with its error."""
+
+    record_id: str
+    payload: bytes
+    enqueued_at: float
+    error: DeadError
+    attempts: int
+    first_attempt_at: float
+    last_attempt_at: float
+
+    def to_wire(self) -> tuple[Any, ...]:
+        """A plain tuple, stable across versions of this class."""
+        e = self.error
+        return (
+            _FORMAT,
+            self.record_id,
+            self.payload,
+            self.enqueued_at,
+            (e.type, e.message, e.traceback),
+            self.attempts,
+            self.first_attempt_at,
+            self.last_attempt_at,
+        )
+
+    @classmethod
+    def from_wire(cls, data: tuple[Any, ...]) -> DeadEntry:
+        """The inverse of :meth:`to_wire`."""
+        _v, rid, payload, t, (etype, emsg, etb), attempts, first, last = data
+        return cls(rid, payload, t, DeadError(etype, emsg, etb), attempts, first, last)
+
+
+class DeadLetters:
+    """The dead letters of one spool (``spool.dead_letters``).
+
+    Every method is thread-safe; :meth:`list`, :meth:`requeue` and :meth:`purge` read the whole
+    store, so they cost time proportional to the number of dead letters.
+
+    Args:
+        path: the store's directory (``<spool path>/dead``).
+        decode: turns a stored payload back into the item (the spool's serializer).
+        restore: puts a payload back into the spool under its record id, durably.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        decode: Callable[[bytes], Any],
+        restore: Callable[[bytes, str, float], None],
+    ) -> None:
+        self._queue = Queue(path, chunksize=256, serializer="pickle", fsync="always")
+        self._decode = decode
+        self._restore = restore
+        self._lock = threading.Lock()
+
+    @property
+    def path(self) -> str:
+        """The store's directory."""
+        return self._queue.path
+
+    def add(self, entries: Sequence[DeadEntry]) -> None:
+        """Store ``entries`` and fsync them before returning.
+
+        Raises:
+            OSError: the disk refused them; nothing may be acknowledged then.
+        """
+        if entries:
+            with self._lock:
+                self._queue.put_many([e.to_wire() for e in entries], durable=True)
+
+    def _take_all(self) -> list[tuple[Delivery, DeadEntry]]:
+        batch = self._queue.get_batch(1 << 62, timeout=0)
+        return [(d, DeadEntry.from_wire(d.item)) for d in batch]
+
+    def _letter(self, entry: DeadEntry) -> DeadLetter:
+        record = Record(
+            entry.record_id, self._decode(entry.payload), entry.enqueued_at, entry.attempts
+        )
+        return DeadLetter(
+            record, entry.error, entry.attempts, entry.first_attempt_at, entry.last_attempt_at
+        )
+
+    def list(self) -> list[DeadLetter]:
+        """Every dead letter, oldest first."""
+        with self._lock:
+            taken = self._take_all()
+            self._queue.nack(*(d for d, _ in taken))
+        return [self._letter(e) for _, e in taken]
+
+    def _select(self, ids: Collection[str] | None, act: Callable[[DeadEntry], None] | None) -> int:
+        wanted = None if ids is None else set(ids)
+        with self._lock:
+            taken = self._take_all()
+            chosen = [(d, e) for d, e in taken if wanted is None or e.record_id in wanted]
+            rest = [d for d, e in taken if wanted is not None and e.record_id not in wanted]
+            done: list[Delivery] = []
+            try:
+                for d, e in chosen:
+                    if act is not None:
+                        act(e)
+                    done.append(d)
+            finally:
+                self._queue.ack(*done)
+                self._queue.nack(*rest, *(d for d, _ in chosen[len(done) :]))
+        return len(done)
+
+    def requeue(self, ids: Collection[str] | None = None) -> int:
+        """Put dead letters back into the spool, each keeping its record id.
+
+        Args:
+            ids: the record ids to requeue; ``None`` for all of them.
+
+        Returns:
+            How many were requeued.
+        """
+        return self._select(ids, lambda e: self._restore(e.payload, e.record_id, e.enqueued_at))
+
+    def purge(self, ids: Collection[str] | None = None) -> int:
+        """Delete dead letters for good.
+
+        Args:
+            ids: the record ids to delete; ``None`` for all of them.
+
+        Returns:
+            How many were deleted.
+        """
+        return self._select(ids, None)
+
+    def len(self) -> int:
+        """How many dead letters there are (``len(spool.dead_letters)`` works too)."""
+        return self._queue.unfinished_tasks
+
+    def __len__(self) -> int:
+        return self.len()
+
+    def bytes_used(self) -> int:
+        """Bytes the store takes on disk."""
+        return self._queue.bytes_used
+
+    def close(self) -> None:
+        """Persist and release the store's directory."""
+        self._queue.close()
+
+    def __repr__(self) -> str:
+        return f"<spoolkit.DeadLetters path={self.path!r} len={len(self)}>"

@@ -1,0 +1,155 @@
+"""Retry policies for sinks and deferred calls, built on tenacity, and the clock they wait on.
+
+A :class:`RetryPolicy` is a small frozen description (attempts, exponential backoff, jitter,
+which errors to retry) that :meth:`RetryPolicy.build` turns into a ``tenacity.Retrying``. A
+ready-made ``tenacity.Retrying`` is accepted wherever a policy is; spoolkit copies it with its
+own interruptible ``sleep`` so that stopping a spool never waits out a backoff.
+
+Time goes through a :class:`Clock` (``time``, ``monotonic``, ``sleep``): the real one by
+default, :class:`spoolkit.testing.FakeClock` in tests.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import tenacity
+
+from spoolkit.errors import ConfigError, PermanentError, TransientError
+
+__all__ = ["Clock", "RetryPolicy", "SystemClock", "to_retrying"]
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """Where a spool reads the time and waits.
+
+    ``time`` is wall-clock seconds since the epoch (record timestamps), ``monotonic`` measures
+    durations (stuck sinks), ``sleep`` waits (backoff, restarts).
+    """
+
+    def time(self) -> float:
+        """Seconds since the epoch."""
+
+    def monotonic(self) -> float:
+        """A clock that never goes back, for durations."""
+
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds``."""
+
+
+class SystemClock:
+    """The real clock: :func:`time.time`, :func:`time.monotonic`, :func:`time.sleep`."""
+
+    def time(self) -> float:
+        """Seconds since the epoch."""
+        return time.time()
+
+    def monotonic(self) -> float:
+        """``time.monotonic()``."""
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        """``time.sleep(seconds)``."""
+        time.sleep(seconds)
+
+
+def _retry_after(state: tenacity.RetryCallState) -> float:
+    outcome = state.outcome
+    if outcome is None or not outcome.failed:
+        return 0.0
+    exc = outcome.exception()
+    after = getattr(exc, "retry_after", None)
+    return float(after) if isinstance(exc, TransientError) and after else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently a failed batch is tried again.
+
+    The wait before attempt ``n + 1`` is ``min(max_wait, initial_wait * multiplier ** (n - 1))``
+    plus a random jitter in ``[0, jitter]`` seconds, and at least the ``retry_after`` a
+    :class:`~spoolkit.errors.TransientError` asked for. After ``max_attempts`` attempts the batch
+    is dead-lettered.
+
+    Args:
+        max_attempts: attempts in all, the first included (``>= 1``).
+        initial_wait: seconds before the second attempt.
+        max_wait: the longest wait between two attempts, in seconds.
+        multiplier: growth of the wait from one attempt to the next.
+        jitter: the most random seconds added to each wait.
+        retry_on: exception types worth another attempt.
+        give_up_on: exception types that dead-letter at once, even if listed in ``retry_on``.
+        seed: seeds the jitter, for reproducible tests; ``None`` for a random one.
+    """
+
+    max_attempts: int = 5
+    initial_wait: float = 0.5
+    max_wait: float = 30.0
+    multiplier: float = 2.0
+    jitter: float = 0.5
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    give_up_on: tuple[type[BaseException], ...] = (PermanentError,)
+    seed: int | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigError(f"max_attempts must be >= 1, got {self.max_attempts!r}")
+        for name in ("initial_wait", "max_wait", "jitter"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0 seconds, got {getattr(self, name)!r}")
+        if self.multiplier < 1:
+            raise ConfigError(f"multiplier must be >= 1, got {self.multiplier!r}")
+
+    def wait_for(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based), jitter included."""
+        base = min(self.max_wait, self.initial_wait * self.multiplier ** (attempt - 1))
+        extra = (rng or random).uniform(0, self.jitter) if self.jitter else 0.0
+        return base + extra
+
+    def build(self, sleep: Callable[[float], None] = time.sleep) -> tenacity.Retrying:
+        """Return the ``tenacity.Retrying`` this policy describes, waiting with ``sleep``."""
+        rng = random.Random(self.seed)  # noqa: S311 - jitter, not cryptography
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            return max(self.wait_for(state.attempt_number, rng), _retry_after(state))
+
+        retry = tenacity.retry_if_exception_type(self.retry_on)
+        if self.give_up_on:
+            retry = retry & tenacity.retry_if_not_exception_type(self.give_up_on)  # type: ignore[assignment]
+        return tenacity.Retrying(
+            sleep=sleep,
+            stop=tenacity.stop_after_attempt(self.max_attempts),
+            wait=wait,
+            retry=retry,
+            reraise=False,
+        )
+
+
+def to_retrying(
+    retry: RetryPolicy | tenacity.Retrying, sleep: Callable[[float], None]
+) -> tenacity.Retrying:
+    """A fresh ``tenacity.Retrying`` for ``retry`` that waits with ``sleep``.
+
+    A user-supplied ``Retrying`` is copied with spoolkit's ``sleep``; its ``reraise`` and
+    ``retry_error_callback`` are reset so that exhaustion always reaches the dead letters.
+
+    Raises:
+        ConfigError: ``retry`` is neither a :class:`RetryPolicy` nor a ``tenacity.Retrying``.
+    """
+    if isinstance(retry, RetryPolicy):
+        return retry.build(sleep)
+    if isinstance(retry, tenacity.Retrying):
+        return retry.copy(sleep=sleep, reraise=False, retry_error_callback=None)
+    raise ConfigError(f"retry must be a spoolkit.RetryPolicy or a tenacity.Retrying, got {retry!r}")
+
+
+def describe(retry: RetryPolicy | tenacity.Retrying) -> dict[str, Any]:
+    """A small dict describing ``retry``, for logs."""
+    if isinstance(retry, RetryPolicy):
+        return {"max_attempts": retry.max_attempts, "max_wait": retry.max_wait}
+    return {"retrying": type(retry).__name__}
