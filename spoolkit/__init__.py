@@ -9,6 +9,7 @@ from spoolkit._queue import Delivery, Queue
 from spoolkit._spool import Spool
 from spoolkit._stats import SpoolStats
 from spoolkit.deadletter import DeadError, DeadLetter, DeadLetters
+from spoolkit.producers import SpoolHandler, SpoolProcessor
 from spoolkit.retry import RetryPolicy
 from spoolkit.typing import Record, Serializer, Sink
 
@@ -29,6 +30,8 @@ __all__ = [
     "Serializer",
     "Sink",
     "Spool",
+    "SpoolHandler",
+    "SpoolProcessor",
     "SpoolStats",
     "__version__",
 ]

@@ -1,0 +1,375 @@
+"""``spoolkit.SpoolHandler``: a stdlib ``logging.Handler`` that puts each record into a spool.
+
+Each ``LogRecord`` becomes a JSON-safe dict (see :func:`record_to_dict`) built without any JSON
+round-trip: values are checked by type, with a fast path for ``str``/``int``/``float``/``bool``/
+``None``, recursion for dicts, lists and tuples, and ``repr`` for anything else.
+
+Loops are avoided twice over. A thread-local guard drops any record emitted while this thread
+is already inside a spoolkit producer (the spool's own code, a serializer, a sink factory), which
+could otherwise re-enter the spool's lock. And, by default, records of the ``spoolkit`` logger
+hierarchy are not spooled at all: they describe the spool (retries, dead letters), and feeding
+them back into it would turn one failing sink into a growing stream of records about itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import logging
+import math
+import os
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from spoolkit.errors import ConfigError
+
+__all__ = ["SpoolHandler", "json_safe", "record_to_dict", "resolve_sink", "utc_iso"]
+
+
+class _Spool(Protocol):
+    """What a producer needs from a spool: ``put`` (and ``stop`` when it owns the spool)."""
+
+    def put(self, item: Any) -> None: ...  # pragma: no cover
+
+
+# -- record -> dict ------------------------------------------------------------------------------
+
+_BLANK = logging.LogRecord("", 0, "", 0, "", (), None)
+_BASE_LEN = len(_BLANK.__dict__)
+# Attributes every LogRecord has, plus those formatters add: anything else came from `extra=`.
+_STANDARD = frozenset(_BLANK.__dict__) | {"message", "asctime", "taskName"}
+_SCALARS = frozenset({str, int, bool, type(None)})
+_MAX_DEPTH = 32  # deeper nesting is stored as its repr
+_EXC_FORMATTER = logging.Formatter()
+_second: list[tuple[int, str]] = [(-1, "")]  # (second, "YYYY-MM-DDTHH:MM:SS."), swapped whole
+
+
+def utc_iso(created: float) -> str:
+    """``created`` (seconds since the epoch) as UTC ISO-8601 with microseconds and a ``Z``.
+
+    The form of structlog's ``TimeStamper(fmt="iso", utc=True)``, e.g.
+    ``2024-05-01T12:00:00.123456Z``. The part up to the second is cached.
+    """
+    sec = int(created)
+    cached = _second[0]
+    if sec != cached[0]:
+        cached = _second[0] = (sec, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(sec)))
+    return "%s%06dZ" % (cached[1], (created - sec) * 1e6)  # noqa: UP031 - fastest form here
+
+
+def json_safe(value: Any, _depth: int = 0) -> Any:  # noqa: PLR0911 - one return per type
+    """Return ``value`` if JSON holds it as it is, else a JSON-safe copy.
+
+    ``str``, ``int``, ``bool``, ``None`` and finite floats pass untouched (NaN and infinities
+    become ``"nan"``/``"inf"``/``"-inf"``); dicts get ``str`` keys (``str(key)``) and safe
+    values; lists and tuples become lists; subclasses of ``str``/``int``/``float`` (enums and the
+    like) become the plain value; anything else, and nesting deeper than 32, becomes its ``repr``.
+    """
+    cls = type(value)
+    if cls in _SCALARS:
+        return value
+    if cls is float:
+        return value if math.isfinite(value) else repr(value)
+    if _depth >= _MAX_DEPTH:
+        return _repr(value)
+    if cls is dict:
+        d = _depth + 1
+        return {
+            (k if type(k) is str else str(k)): (v if type(v) in _SCALARS else json_safe(v, d))
+            for k, v in value.items()
+        }
+    if cls is list or cls is tuple:
+        d = _depth + 1
+        return [v if type(v) in _SCALARS else json_safe(v, d) for v in value]
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        return json_safe(float.__float__(value))
+    return _repr(value)
+
+
+def _repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception as exc:  # a broken __repr__ must not lose the record
+        return f"<unrepresentable {type(value).__name__}: {exc!r}>"
+
+
+def record_to_dict(record: logging.LogRecord, message: str | None = None) -> dict[str, Any]:
+    """Turn ``record`` into the JSON-safe dict a :class:`SpoolHandler` spools.
+
+    Args:
+        record: the stdlib record.
+        message: the message to store; ``record.getMessage()`` (args applied) when ``None``.
+
+    Returns:
+        ``timestamp`` (UTC ISO-8601), ``level``, ``logger``, ``message``, ``module``,
+        ``function``, ``line``, ``process``, ``thread``, ``exception`` and ``stack`` (text, or
+        ``None``) and ``extra`` (the ``extra=`` fields made JSON-safe; ``{}`` when none).
+    """
+    attrs = record.__dict__
+    extra: dict[str, Any] = {}
+    if len(attrs) > _BASE_LEN:  # more than the standard attributes: extra= (or a formatter's)
+        std = _STANDARD
+        extra = {
+            k: (v if type(v) in _SCALARS else json_safe(v, 1))
+            for k, v in attrs.items()
+            if k not in std
+        }
+    exc = record.exc_text
+    if not exc and record.exc_info and record.exc_info[0] is not None:
+        exc = record.exc_text = _EXC_FORMATTER.formatException(record.exc_info)  # as Formatter
+    return {
+        "timestamp": utc_iso(record.created),
+        "level": record.levelname,
+        "logger": record.name,
+        "message": record.getMessage() if message is None else message,
+        "module": record.module,
+        "function": record.funcName,
+        "line": record.lineno,
+        "process": record.process,
+        "thread": record.thread,
+        "exception": exc or None,
+        "stack": record.stack_info,
+        "extra": extra,
+    }
+
+
+# -- loop guard ----------------------------------------------------------------------------------
+
+
+class _Guard(threading.local):
+    active = False
+
+
+guard = _Guard()
+"""Set while this thread is inside a producer; shared by the handler and the processor."""
+
+
+def is_spoolkit_logger(name: str) -> bool:
+    """Whether ``name`` is ``spoolkit`` or one of its children."""
+    return name.startswith("spoolkit") and (len(name) == 8 or name[8] == ".")
+
+
+# -- plain-value configuration ---------------------------------------------------------------------
+
+_DOTTED = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def _import_attr(spec: str) -> Any:
+    module, _, attr = spec.partition(":")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot import {spec!r} (want 'package.module:name'): {exc}") from exc
+    return obj
+
+
+def resolve_sink(sink: Any) -> Any:
+    """Turn a plain-value sink description into a sink.
+
+    A string with ``://`` goes to :func:`spoolkit.sinks.from_url`; ``"pkg.module:name"`` is
+    imported, then called with no arguments if it is a class or a callable without ``write``
+    (a factory), else used as it is. Anything else is returned unchanged.
+
+    Raises:
+        ConfigError: the string is neither a URL nor an importable ``pkg.module:name``.
+    """
+    if not isinstance(sink, str):
+        return sink
+    if "://" in sink:
+        # imported when asked for, so that a handler made without a URL never loads the sinks
+        return importlib.import_module("spoolkit.sinks").from_url(sink)
+    if not _DOTTED.match(sink):
+        raise ConfigError(f"sink {sink!r} is neither a URL ('scheme://...') nor 'pkg.module:name'")
+    obj = _import_attr(sink)
+    if isinstance(obj, type) or (callable(obj) and not hasattr(obj, "write")):
+        return obj()
+    return obj
+
+
+def bounded_put(spool: Any, timeout: float) -> Callable[[Any], None]:
+    """``spool.put`` that waits at most ``timeout`` seconds for room, raising ``queue.Full``."""
+    put: Callable[..., None] = spool.put
+    try:
+        params = inspect.signature(put).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: assume the plain signature
+        params = {}  # type: ignore[assignment]
+    if "timeout" in params:
+        return functools.partial(put, timeout=timeout)
+    if getattr(spool, "when_full", "block") != "block":
+        return put  # "raise" or a dropping policy never waits
+    full = getattr(spool, "full", None)
+    if not callable(full):
+        return put  # no way to bound the wait: documented for spools without put(timeout=)
+
+    def guarded(item: Any) -> None:
+        if full():
+            raise queue.Full
+        put(item)
+
+    return guarded
+
+
+# -- the handler -----------------------------------------------------------------------------------
+
+
+class SpoolHandler(logging.Handler):
+    """A ``logging.Handler`` that puts every record, as a JSON-safe dict, into a spool.
+
+    The dict's keys are documented in :func:`record_to_dict`. ``message`` is
+    ``record.getMessage()``; if a formatter was set with :meth:`setFormatter`, ``message`` is
+    what it formats instead (and the formatter is the only extra cost).
+
+    :meth:`emit` never raises into the application: a full spool (no room within
+    ``put_timeout``) counts in :attr:`dropped`, any other failure counts in :attr:`errors` and
+    goes to :meth:`handleError`. Records skipped by the loop guard count in :attr:`skipped`.
+
+    Cost per record: building the dict plus ``spool.put`` (a serialization and one copy into
+    the page cache). Durability follows the spool's ``fsync`` setting.
+
+    Args:
+        spool_or_path: a spool (used as is, not started, not stopped), or a directory (a
+            :class:`spoolkit.Spool` is created there with ``sink`` and ``spool_options``,
+            started now and stopped by :meth:`close`), or ``"pkg.module:factory"`` returning a
+            spool.
+        level: the handler's level.
+        sink: with a path, the sink: an object, a URL (``spoolkit.sinks.from_url``) or
+            ``"pkg.module:name"`` (see :func:`resolve_sink`).
+        put_timeout: the most seconds :meth:`emit` waits for room in a full spool before
+            dropping the record.
+        include_spoolkit_logs: spool the ``spoolkit`` loggers' own records too. Off by default:
+            a failing sink would otherwise feed records about itself back into the spool.
+        own_spool: stop the spool on :meth:`close`; by default only a spool made from a path.
+        close_timeout: seconds :meth:`close` lets an owned spool deliver what it holds.
+        spool_options: keyword arguments for the :class:`spoolkit.Spool` made from a path
+            (``workers``, ``fsync``, ``max_bytes``...).
+
+    Raises:
+        ConfigError: a path without a sink, options given with a ready spool, a bad sink string.
+    """
+
+    def __init__(
+        self,
+        spool_or_path: Any,
+        level: int | str = logging.NOTSET,
+        *,
+        sink: Any = None,
+        put_timeout: float = 0.1,
+        include_spoolkit_logs: bool = False,
+        own_spool: bool | None = None,
+        close_timeout: float = 30.0,
+        spool_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(level)
+        if put_timeout < 0:
+            raise ConfigError(f"put_timeout must be >= 0 seconds, got {put_timeout!r}")
+        spool, created = _open_spool(spool_or_path, sink, spool_options)
+        self.spool: Any = spool
+        self.owns_spool = created if own_spool is None else own_spool
+        self.put_timeout = put_timeout
+        self.close_timeout = close_timeout
+        self.include_spoolkit_logs = include_spoolkit_logs
+        self.dropped = 0
+        self.errors = 0
+        self.skipped = 0
+        self._put = bounded_put(spool, put_timeout)
+        self._closed = False
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        """Filter ``record``, then :meth:`emit` it without taking the handler lock.
+
+        The spool's ``put`` is thread-safe, so concurrent threads need not queue up here.
+        """
+        rv = self.filter(record)
+        if not rv:
+            return False
+        self.emit(rv if isinstance(rv, logging.LogRecord) else record)  # 3.12: a filter's copy
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Put ``record`` into the spool as a dict; never raises (see the class docstring)."""
+        g = guard
+        if g.active or (not self.include_spoolkit_logs and is_spoolkit_logger(record.name)):
+            self.skipped += 1
+            return
+        g.active = True
+        try:
+            fmt = self.formatter
+            self._put(record_to_dict(record, None if fmt is None else fmt.format(record)))
+        except queue.Full:
+            self.dropped += 1
+        except Exception:
+            self.errors += 1
+            self.handleError(record)
+        finally:
+            g.active = False
+
+    def flush(self) -> None:
+        """Nothing to do: a record is in the spool once :meth:`emit` returns.
+
+        Delivery is the spool's business: ``handler.spool.flush(timeout)`` waits for it.
+        """
+
+    def close(self) -> None:
+        """Stop the spool if this handler owns it (draining for ``close_timeout`` seconds).
+
+        Records not delivered by then stay on disk for the next start. Safe to call twice.
+        """
+        self.acquire()
+        try:
+            closing, self._closed = not self._closed, True
+        finally:
+            self.release()
+        if closing and self.owns_spool:
+            g = guard
+            g.active = True  # the spool's shutdown logs must not come back in here
+            try:
+                self.spool.stop(drain=True, timeout=self.close_timeout)
+            except Exception:
+                self.errors += 1
+                logging.getLogger("spoolkit").exception("spool_handler_close_failed")
+            finally:
+                g.active = False
+        super().close()
+
+    def __repr__(self) -> str:
+        return f"<SpoolHandler {logging.getLevelName(self.level)} spool={self.spool!r}>"
+
+
+def _open_spool(
+    spool_or_path: Any, sink: Any, options: Mapping[str, Any] | None
+) -> tuple[Any, bool]:
+    """The spool to use and whether it was created here (from a path)."""
+    if isinstance(spool_or_path, str) and _DOTTED.match(spool_or_path):
+        spool_or_path = _import_attr(spool_or_path)
+        if callable(spool_or_path) and not hasattr(spool_or_path, "put"):
+            spool_or_path = spool_or_path()
+    if not isinstance(spool_or_path, (str, os.PathLike)):
+        if sink is not None or options:
+            raise ConfigError("sink= and spool_options= go with a path, not a ready spool")
+        if not callable(getattr(spool_or_path, "put", None)):
+            raise ConfigError(f"expected a spool or a path, got {spool_or_path!r}")
+        return spool_or_path, False
+    if sink is None:
+        raise ConfigError(
+            f"SpoolHandler({os.fspath(spool_or_path)!r}) needs sink=: an object, a URL "
+            "or 'pkg.module:factory'"
+        )
+    from spoolkit._spool import Spool  # noqa: PLC0415 - the Spool facade imports this module
+
+    try:
+        spool = Spool(spool_or_path, resolve_sink(sink), **dict(options or {}))
+    except TypeError as exc:
+        raise ConfigError(f"bad spool_options {dict(options or {})!r}: {exc}") from exc
+    spool.start()
+    return spool, True
