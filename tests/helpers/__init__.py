@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -42,3 +43,42 @@ def spool_factory(tmp_path: Path) -> Iterator[Any]:
     yield make
     for spool in made:
         spool.stop(drain=False, timeout=5)
+
+
+class EventLog(logging.Handler):
+    """Captures spoolkit's structlog events from the stdlib logger; tests wait on them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.events: list[dict[str, Any]] = []
+        self._cond = threading.Condition()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Keep the event dict."""
+        event = getattr(record, "spoolkit", None)
+        if event is not None:
+            with self._cond:
+                self.events.append(dict(event))
+                self._cond.notify_all()
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        """Events called ``name``."""
+        with self._cond:
+            return [e for e in self.events if e["event"] == name]
+
+    def wait_for(self, name: str, count: int = 1, timeout: float = 10.0) -> bool:
+        """Wait until ``count`` events called ``name`` arrived; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self.named(name)) >= count, timeout)
+
+
+def event_log_factory() -> Iterator[EventLog]:
+    """An EventLog attached to the 'spoolkit' logger for the test's duration."""
+    handler = EventLog()
+    logger = logging.getLogger("spoolkit")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(old_level)
