@@ -37,7 +37,7 @@ class _Spool(Protocol):
     def put(self, item: Any) -> None: ...  # pragma: no cover
 
 
-# -- record -> dict ------------------------------------------------------------------------------
+# -- record -> dict ----------------------------------------------------------------------------
 
 _BLANK = logging.LogRecord("", 0, "", 0, "", (), None)
 _BASE_LEN = len(_BLANK.__dict__)
@@ -142,7 +142,7 @@ def record_to_dict(record: logging.LogRecord, message: str | None = None) -> dic
     }
 
 
-# -- loop guard ----------------------------------------------------------------------------------
+# -- loop guard --------------------------------------------------------------------------------
 
 
 class _Guard(threading.local):
@@ -158,7 +158,7 @@ def is_spoolkit_logger(name: str) -> bool:
     return name.startswith("spoolkit") and (len(name) == 8 or name[8] == ".")
 
 
-# -- plain-value configuration ---------------------------------------------------------------------
+# -- plain-value configuration -----------------------------------------------------------------
 
 _DOTTED = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
@@ -220,7 +220,7 @@ def bounded_put(spool: Any, timeout: float) -> Callable[[Any], None]:
     return guarded
 
 
-# -- the handler -----------------------------------------------------------------------------------
+# -- the handler -------------------------------------------------------------------------------
 
 
 class SpoolHandler(logging.Handler):
@@ -299,11 +299,14 @@ class SpoolHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """Put ``record`` into the spool as a dict; never raises (see the class docstring)."""
         g = guard
-        if g.active or (not self.include_spoolkit_logs and is_spoolkit_logger(record.name)):
+        if g.active:
             self.skipped += 1
             return
         g.active = True
         try:
+            if not self.include_spoolkit_logs and is_spoolkit_logger(record.name):
+                self.skipped += 1
+                return
             fmt = self.formatter
             self._put(record_to_dict(record, None if fmt is None else fmt.format(record)))
         except queue.Full:
