@@ -30,6 +30,7 @@ R = TypeVar("R")
 
 WhenFull = Literal["block", "drop_newest", "drop_oldest", "raise"]
 _WHEN_FULL = ("block", "drop_newest", "drop_oldest", "raise")
+_BURST_QUIET = 1.0  # seconds without a drop that end a burst of drops (one log per burst)
 
 
 class _DeferredDecorator(Protocol):
@@ -134,6 +135,8 @@ class Spool:
         self._state_lock = threading.Lock()
         self._accepting = True
         self._dropping = False
+        self._burst_drops = 0
+        self._last_drop = float("-inf")
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -249,8 +252,9 @@ class Spool:
                 raise SpoolFull(f"spool at {self.path!r} is at max_bytes") from None
             if not self._make_room(item):
                 return
-        if self._dropping:
-            self._end_drops()
+        else:
+            if self._dropping and self._clock.monotonic() - self._last_drop > _BURST_QUIET:
+                self._end_drops()
         c = self._counters
         with c.lock:
             c.enqueued += 1
@@ -269,14 +273,22 @@ class Spool:
         return False
 
     def _dropped(self, n: int) -> None:
-        self._counters.add("dropped", n)
+        """Count a drop; the first of a burst is logged (a burst ends after a quiet second)."""
+        c = self._counters
+        with c.lock:
+            c.dropped += n
+            self._burst_drops += n
+        self._last_drop = self._clock.monotonic()
         if not self._dropping:
             self._dropping = True
-            self._log.warning("spool_full_dropping", when_full=self._when_full)
+            self._log.warning(
+                "spool_full_dropping", when_full=self._when_full, max_bytes=self._max_bytes
+            )
 
     def _end_drops(self) -> None:
         self._dropping = False
-        self._log.info("spool_full_ended", dropped_total=self._counters.dropped)
+        dropped, self._burst_drops = self._burst_drops, 0
+        self._log.info("spool_full_ended", when_full=self._when_full, dropped=dropped)
 
     def put_many(self, items: Iterable[Any]) -> None:
         """Store every item, in order, at the cost of one copy per chunk.
