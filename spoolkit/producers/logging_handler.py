@@ -304,7 +304,12 @@ class SpoolHandler(logging.Handler):
             return
         g.active = True
         try:
-            if not self.include_spoolkit_logs and is_spoolkit_logger(record.name):
+            name = record.name
+            if (
+                name.startswith("spoolkit")  # cheap first test, false for almost every record
+                and not self.include_spoolkit_logs
+                and is_spoolkit_logger(name)
+            ):
                 self.skipped += 1
                 return
             fmt = self.formatter
