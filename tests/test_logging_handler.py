@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from freezegun import freeze_time
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spoolkit import RetryPolicy, Spool, SpoolHandler
@@ -222,12 +222,14 @@ any_values = st.recursive(
 )
 
 
+@settings(deadline=None)  # a loaded CI machine must not turn slowness into failures
 @given(json_values)
 def test_json_values_pass_unchanged(value: Any) -> None:
     """Values JSON holds as they are come back equal."""
     assert json_safe(value) == value
 
 
+@settings(deadline=None)
 @given(any_values)
 def test_anything_becomes_strict_json(value: Any) -> None:
     """Any value becomes something strict JSON (no NaN) can encode."""

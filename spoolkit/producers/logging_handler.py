@@ -267,7 +267,7 @@ class SpoolHandler(logging.Handler):
         put_timeout: float = 0.1,
         include_spoolkit_logs: bool = False,
         own_spool: bool | None = None,
-        close_timeout: float = 30.0,
+        close_timeout: float = 5.0,
         spool_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(level)
