@@ -206,7 +206,8 @@ class Pool:
         data: list[Any] = []
         calls: list[tuple[Any, DeferredCall]] = []
         for m in msgs:
-            call = as_call(m.item)
+            kind = type(m.item)
+            call = as_call(m.item) if kind is DeferredCall or kind is dict else None
             if call is None:
                 data.append(m)
             else:
@@ -230,8 +231,12 @@ class Pool:
                 self.backend.ack(*ack)
             if nack:
                 self.backend.nack(*nack)
-            done = {id(m) for m in (*ack, *nack)}
-            slot.inflight = [m for m in slot.inflight if id(m) not in done]
+            settled = len(ack) + len(nack)
+            if settled >= len(slot.inflight):
+                slot.inflight = []
+            else:
+                done = {id(m) for m in (*ack, *nack)}
+                slot.inflight = [m for m in slot.inflight if id(m) not in done]
         if nack:
             with self.progress:
                 self.nack_epoch += 1
@@ -240,8 +245,7 @@ class Pool:
         self, slot: Slot, msgs: list[Any], target: SinkCall, retry: RetryPolicy | tenacity.Retrying
     ) -> None:
         """Deliver ``msgs`` through ``target``: ack, retry in place, or dead-letter."""
-        rid = self.backend.record_id
-        ids = [rid(m) for m in msgs]
+        ids = self.backend.record_ids(msgs)
         current = list(range(len(msgs)))
         tried = [0] * len(msgs)
         attempts = self._attempts
@@ -250,13 +254,19 @@ class Pool:
         def attempt() -> None:
             if slot.abandoned:
                 raise Abandoned
-            records = []
             retried = 0
-            for i in current:
-                n = tried[i] = attempts.get(ids[i], 0) + 1
-                retried += n > 1
-                m = msgs[i]
-                records.append(Record(ids[i], m.item, m.enqueued_at, n))
+            if attempts or len(current) < len(msgs):
+                records = []
+                for i in current:
+                    n = tried[i] = attempts.get(ids[i], 0) + 1
+                    retried += n > 1
+                    m = msgs[i]
+                    records.append(Record(ids[i], m.item, m.enqueued_at, n))
+            else:  # the common case: nothing failed lately, every record is on attempt 1
+                tried[:] = [1] * len(msgs)
+                records = [
+                    Record(i, m.item, m.enqueued_at, 1) for i, m in zip(ids, msgs, strict=True)
+                ]
             if retried:
                 self.counters.add("retried", retried)
             slot.call_started = self.clock.monotonic()

@@ -119,11 +119,11 @@ class Supervisor:
             msgs = self.pool.abandon(slot, started)
             if msgs is None:
                 continue  # it returned in the meantime
+            self.pool.spawn(slot.index)
             self.counters.add("worker_restarts")
             self._bound(slot, msgs).error(
                 "sink_stuck", running_for=round(now - started, 3), sink_timeout=limit
             )
-            self.pool.spawn(slot.index)
 
     def _bound(self, slot: Slot, msgs: list[Any]) -> Any:
         rid = self.pool.backend.record_id

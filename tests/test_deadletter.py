@@ -61,7 +61,7 @@ def test_dead_letter_keeps_record_error_attempts_and_times(make_spool: Any) -> N
 
 def test_len_list_and_purge(make_spool: Any) -> None:
     """len() counts, purge(ids) deletes those, purge() deletes all."""
-    with make_spool(Rejecting({1, 2, 3}), batch_size=1) as spool:
+    with make_spool(Rejecting({1, 2, 3}), batch_size=1, workers=1) as spool:
         spool.put_many([1, 2, 3, 4])
         assert spool.flush(10)
         dead = spool.dead_letters

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
+from spoolkit import Record
 from spoolkit.errors import SpoolError, SpoolFull
 from spoolkit.testing import FakeClock, MemorySink
 from tests.helpers import EventLog, event_log_factory, spool_factory
@@ -106,16 +108,22 @@ def test_drop_newest_counts_and_logs_once_per_burst(make_spool: Any, event_log: 
 def test_drop_newest_second_burst_logs_again(make_spool: Any, event_log: EventLog) -> None:
     """A new burst, after a quiet second with room again, logs again."""
     clock = FakeClock()
-    spool = make_spool(
-        MemorySink(), max_bytes=LIMIT, when_full="drop_newest", batch_size=100, clock=clock
-    )
+    gate = threading.Event()
+
+    def write(batch: Sequence[Record]) -> None:
+        assert gate.wait(30)
+
+    spool = make_spool(write, max_bytes=LIMIT, when_full="drop_newest", clock=clock)
     for i in range(100):
         spool.put(_item(i))
     spool.start()
+    gate.set()
     assert spool.flush(10)
+    gate.clear()  # the sink is down again: the spool fills up
     clock.advance(2)
     for i in range(100):
         spool.put(_item(i))
+    gate.set()
     assert len(event_log.named("spool_full_dropping")) == 2
     assert len(event_log.named("spool_full_ended")) == 1
 

@@ -61,6 +61,9 @@ class Backend(Protocol):
     def record_id(self, message: Any) -> str:
         """The record id of ``message``."""
 
+    def record_ids(self, messages: Sequence[Any]) -> list[str]:
+        """The record id of each message, in order."""
+
     def ack(self, *messages: Any) -> None:
         """Acknowledge: the messages are done and leave the store."""
 

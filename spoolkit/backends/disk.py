@@ -115,6 +115,11 @@ class DiskBackend:
         """``"<uid>-<id>"``."""
         return self._prefix + str(message.id)
 
+    def record_ids(self, messages: Sequence[Delivery]) -> list[str]:
+        """``record_id`` of each message."""
+        prefix = self._prefix
+        return [prefix + str(m.id) for m in messages]
+
     def ack(self, *messages: Delivery) -> None:
         """``Queue.ack``."""
         self.queue.ack(*messages)

@@ -1,0 +1,107 @@
+"""Spool throughput: end-to-end records/s from put to a no-op sink, and the cost of a put
+while the sink is down.
+
+Usage: python benchmarks/spool_bench.py [--quick]
+
+Writes benchmarks/results/spool_bench.json and prints Markdown tables.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from _common import save, table
+
+from spoolkit import Record, RetryPolicy, Spool
+from spoolkit.errors import TransientError
+
+ITEM = {"level": "info", "msg": "user logged in", "user": 12345, "ok": True}
+
+
+def noop(batch: Sequence[Record]) -> None:
+    """The fastest sink there is."""
+
+
+def end_to_end(n: int, workers: int, use_put_many: bool) -> float:
+    """Records/s from the first put until flush() says all were delivered."""
+    with tempfile.TemporaryDirectory() as d:
+        spool = Spool(d, noop, workers=workers, batch_size=500, batch_interval=0)
+        spool.start()
+        t0 = time.perf_counter()
+        if use_put_many:
+            for i in range(0, n, 500):
+                spool.put_many([ITEM] * min(500, n - i))
+        else:
+            put = spool.put
+            for _ in range(n):
+                put(ITEM)
+        assert spool.flush(600)
+        elapsed = time.perf_counter() - t0
+        assert spool.stats().delivered == n
+        spool.stop()
+    return n / elapsed
+
+
+def put_cost_sink_down(n: int) -> float:
+    """Microseconds per put while every sink call fails and workers sit in backoff."""
+    failing = threading.Event()
+
+    def down(batch: Sequence[Record]) -> None:
+        failing.set()
+        raise TransientError("down")
+
+    with tempfile.TemporaryDirectory() as d:
+        retry = RetryPolicy(max_attempts=10**9, initial_wait=3600, jitter=0)
+        spool = Spool(d, down, workers=4, batch_size=500, retry=retry)
+        spool.start()
+        spool.put(ITEM)
+        failing.wait(10)
+        put = spool.put
+        t0 = time.perf_counter()
+        for _ in range(n):
+            put(ITEM)
+        elapsed = time.perf_counter() - t0
+        spool.stop(drain=False)
+    return elapsed / n * 1e6
+
+
+def main() -> None:
+    """Run and report."""
+    quick = "--quick" in sys.argv
+    n = 100_000 if quick else 500_000
+    results: dict[str, float] = {}
+    for workers in (1, 4):
+        results[f"put, {workers} worker(s)"] = end_to_end(n, workers, use_put_many=False)
+        results[f"put_many, {workers} worker(s)"] = end_to_end(n, workers, use_put_many=True)
+    cost = put_cost_sink_down(n // 5)
+    rows = [[k, f"{v:,.0f}"] for k, v in results.items()]
+    print(
+        table(
+            f"End to end, no-op sink, batch_size 500, {n:,} records",
+            ["producer", "records/s"],
+            rows,
+        )
+    )
+    print(table("put while the sink is down", ["", "µs per put"], [["put", f"{cost:.2f}"]]))
+    path = save(
+        "spool_bench",
+        {
+            "command": "python benchmarks/spool_bench.py" + (" --quick" if quick else ""),
+            "records": n,
+            "end_to_end_records_per_s": results,
+            "put_us_while_sink_down": cost,
+        },
+    )
+    print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()
