@@ -1,0 +1,232 @@
+"""The `spoolkit` command line: output, --json, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from spoolkit import Queue
+from spoolkit._disk import framing
+from spoolkit._disk.framing import CHUNK_HEADER_SIZE, FRAME_HEADER_SIZE, Frame
+from spoolkit.cli import EXIT_BUSY, EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, cli, json_safe
+
+COMMANDS = [[], ["inspect"], ["peek"], ["fsck"], ["dead"], ["drain"], ["demo"]]
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    """A click test runner."""
+    return CliRunner()
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Path:
+    """A closed pickle spool: 12 records in chunks of 5, the first 2 acknowledged."""
+    path = tmp_path / "spool"
+    with Queue(path, chunksize=5) as q:
+        q.put_many([{"n": i, "tags": {"a"}} if i == 3 else {"n": i} for i in range(12)])
+        q.ack(*q.get_batch(2, timeout=0))
+    return path
+
+
+@pytest.fixture
+def locked(spool: Path) -> Iterator[Path]:
+    """The spool's lock held by this process, as its owner would hold it."""
+    fd = os.open(spool / "lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.ftruncate(fd, 0)
+    os.write(fd, b"4242\n")
+    yield spool
+    os.close(fd)
+
+
+def _damage_frame(path: Path, chunk: str, nth: int) -> Frame:
+    data = bytearray((path / chunk).read_bytes())
+    frames = [
+        f
+        for f in framing.scan(data, int(chunk[1:]), CHUNK_HEADER_SIZE, len(data), 1 << 20)
+        if isinstance(f, Frame)
+    ]
+    data[frames[nth].offset + FRAME_HEADER_SIZE + 1] ^= 0x55
+    (path / chunk).write_bytes(bytes(data))
+    return frames[nth]
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a) or "spoolkit")
+def test_every_command_has_help(runner: CliRunner, args: list[str]) -> None:
+    """--help works on the group and on every command."""
+    result = runner.invoke(cli, [*args, "--help"])
+    assert result.exit_code == EXIT_OK, result.output
+    assert "Usage:" in result.output
+
+
+def test_inspect_prints_a_summary(runner: CliRunner, spool: Path) -> None:
+    """inspect shows the backlog, chunk files, dead letters and the owner state."""
+    result = runner.invoke(cli, ["inspect", str(spool)])
+    assert result.exit_code == EXIT_OK, result.output
+    for text in ("10 record(s)", "chunk files", "dead letters", "not in use", "pickle"):
+        assert text in result.output
+
+
+def test_inspect_json(runner: CliRunner, spool: Path) -> None:
+    """inspect --json prints the summary as data."""
+    result = runner.invoke(cli, ["inspect", str(spool), "--json"])
+    assert result.exit_code == EXIT_OK
+    data = json.loads(result.output)
+    assert data["backlog"] == 10
+    assert data["chunk_files"] == 3
+    assert data["dead_letters"] == 0
+    assert data["locked"] is False
+    assert data["oldest_age_seconds"] >= 0
+
+
+def test_inspect_shows_the_owner_of_a_spool_in_use(runner: CliRunner, locked: Path) -> None:
+    """inspect reads a locked spool and names the pid holding it."""
+    result = runner.invoke(cli, ["inspect", str(locked), "--json"])
+    assert result.exit_code == EXIT_OK
+    data = json.loads(result.output)
+    assert data["locked"] is True
+    assert data["holder_pid"] == 4242
+
+
+@pytest.mark.parametrize("command", ["inspect", "peek", "fsck"])
+def test_a_bad_path_is_a_one_line_usage_error(
+    runner: CliRunner, tmp_path: Path, command: str
+) -> None:
+    """A missing path exits 2 with one error line and no traceback."""
+    result = runner.invoke(cli, [command, str(tmp_path / "nope")])
+    assert result.exit_code == EXIT_USAGE
+    assert result.output.strip().splitlines() == [
+        f"Error: no such spool directory: {tmp_path}/nope"
+    ]
+    assert "Traceback" not in result.output
+
+
+def test_a_file_is_not_a_spool(runner: CliRunner, tmp_path: Path) -> None:
+    """A path that is a file exits 2 saying so."""
+    (tmp_path / "f").write_text("x")
+    result = runner.invoke(cli, ["peek", str(tmp_path / "f")])
+    assert result.exit_code == EXIT_USAGE
+    assert "is a file, not a spool directory" in result.output
+
+
+def test_a_bad_option_is_a_usage_error(runner: CliRunner, spool: Path) -> None:
+    """A negative -n exits 2 with click's message."""
+    result = runner.invoke(cli, ["peek", str(spool), "-n", "-1"])
+    assert result.exit_code == EXIT_USAGE
+    assert "Invalid value" in result.output
+
+
+def test_peek_prints_the_next_records(runner: CliRunner, spool: Path) -> None:
+    """peek -n 2 shows the next two records' repr."""
+    result = runner.invoke(cli, ["peek", str(spool), "-n", "2"])
+    assert result.exit_code == EXIT_OK
+    assert "{'n': 2}" in result.output
+    assert "{'n': 4}" not in result.output
+
+
+def test_peek_json_is_json_safe(runner: CliRunner, spool: Path) -> None:
+    """peek --json carries JSON values as they are and the rest as their repr."""
+    result = runner.invoke(cli, ["peek", str(spool), "--json", "-n", "3"])
+    assert result.exit_code == EXIT_OK
+    records = json.loads(result.output)
+    assert [r["id"] for r in records] == [2, 3, 4]
+    assert records[0]["item"] == {"n": 2}
+    assert records[1]["item"] == {"n": 3, "tags": "{'a'}"}
+    assert all(r["decode_error"] is None for r in records)
+
+
+def test_json_safe_keeps_json_values_and_reprs_the_rest() -> None:
+    """json_safe keeps JSON-native values and reprs anything else."""
+    assert json_safe({"a": [1, 2.5, None, True, "s"]}) == {"a": [1, 2.5, None, True, "s"]}
+    assert json_safe((1, b"x")) == [1, "b'x'"]
+    assert json_safe({1: 2}) == "{1: 2}"
+
+
+def test_peek_of_an_empty_spool(runner: CliRunner, tmp_path: Path) -> None:
+    """peek on a spool with nothing pending says so and exits 0."""
+    with Queue(tmp_path / "e"):
+        pass
+    result = runner.invoke(cli, ["peek", str(tmp_path / "e")])
+    assert result.exit_code == EXIT_OK
+    assert "no records waiting" in result.output
+
+
+def test_fsck_of_a_clean_spool_exits_0(runner: CliRunner, spool: Path) -> None:
+    """fsck on an undamaged spool says every checksum verified."""
+    result = runner.invoke(cli, ["fsck", str(spool)])
+    assert result.exit_code == EXIT_OK
+    assert "every checksum verified" in result.output
+
+
+def test_fsck_reports_the_damaged_region_and_exits_1(runner: CliRunner, spool: Path) -> None:
+    """fsck lists the exact damaged byte range and exits 1."""
+    victim = _damage_frame(spool, "q00001", 2)
+    result = runner.invoke(cli, ["fsck", str(spool), "--json"])
+    assert result.exit_code == EXIT_PROBLEM
+    data = json.loads(result.output)
+    assert data["ok"] is False
+    assert data["damage"] == [{"chunk": "q00001", "start": victim.offset, "end": victim.end}]
+    text = runner.invoke(cli, ["fsck", str(spool)])
+    assert text.exit_code == EXIT_PROBLEM
+    assert f"q00001 │ {victim.offset}" in text.output
+    assert "--repair" in text.output
+
+
+def test_fsck_repair_keeps_intact_records_and_exits_0(runner: CliRunner, spool: Path) -> None:
+    """fsck --repair rewrites the damaged chunk; the spool then checks clean."""
+    _damage_frame(spool, "q00001", 2)  # record 7
+    result = runner.invoke(cli, ["fsck", str(spool), "--repair"])
+    assert result.exit_code == EXIT_OK, result.output
+    assert "repaired 1 chunk file(s): kept 4 record(s) (4 pending)" in result.output
+    assert runner.invoke(cli, ["fsck", str(spool)]).exit_code == EXIT_OK
+    with Queue(spool, chunksize=5) as q:
+        items = [q.get_nowait()["n"] for _ in range(q.qsize())]
+    assert items == [2, 3, 4, 5, 6, 8, 9, 10, 11]
+
+
+def test_fsck_repair_json(runner: CliRunner, spool: Path) -> None:
+    """fsck --repair --json reports what was rewritten and kept."""
+    _damage_frame(spool, "q00000", 4)
+    result = runner.invoke(cli, ["fsck", str(spool), "--repair", "--json"])
+    assert result.exit_code == EXIT_OK
+    data = json.loads(result.output)
+    assert data["ok"] is False  # what was found
+    assert data["repair"]["rewritten"] == ["q00000"]
+    assert data["repair"]["kept_records"] == 4
+    assert data["repair"]["kept_pending"] == 2
+    assert data["repair"]["ok_after"] is True
+
+
+def test_fsck_repair_refuses_a_spool_in_use(runner: CliRunner, locked: Path) -> None:
+    """fsck --repair on a locked spool exits 3 naming the owner's pid."""
+    result = runner.invoke(cli, ["fsck", str(locked), "--repair"])
+    assert result.exit_code == EXIT_BUSY
+    assert "process 4242" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_python_dash_m_runs_the_cli(spool: Path) -> None:
+    """`python -m spoolkit` is the same command line."""
+    out = subprocess.run(
+        [sys.executable, "-m", "spoolkit", "inspect", str(spool), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(out.stdout)["backlog"] == 10
+
+
+def test_version_option(runner: CliRunner) -> None:
+    """--version prints the package version."""
+    result = runner.invoke(cli, ["--version"])
+    assert result.exit_code == EXIT_OK
+    assert "0.1.0" in result.output

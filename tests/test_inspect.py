@@ -1,0 +1,374 @@
+"""Read-only inspection, peek, fsck and repair of spool directories (spoolkit._inspect)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from spoolkit import Queue, Record, Spool
+from spoolkit import _inspect as insp
+from spoolkit._disk import framing
+from spoolkit._disk.framing import CHUNK_HEADER_SIZE, FRAME_HEADER_SIZE, Frame
+from spoolkit.errors import FormatError, LockedError, PathError, PermanentError
+
+CHILD = """
+import sys, threading
+from spoolkit import Queue, Record, Spool
+q = Queue(sys.argv[1], chunksize=20, serializer="raw", fsync="always")
+q.put_many([b"x%05d" % i for i in range(25)])
+done = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.readline(), done.set()), daemon=True).start()
+print("ready", flush=True)
+i = 0
+while not done.is_set():
+    q.put(b"w%05d" % i)
+    i += 1
+    if i % 10 == 0:  # keep the backlog small: chunk files come and go
+        q.ack(*q.get_batch(1000, timeout=0))
+"""
+
+
+def _item(i: int) -> bytes:
+    return f"record-{i:04d}".encode()
+
+
+def _frames(path: Path) -> dict[str, list[tuple[bytes, bool, int]]]:
+    """Per chunk file: (payload, acked, record id) of every intact frame."""
+    out: dict[str, list[tuple[bytes, bool, int]]] = {}
+    for name in sorted(os.listdir(path)):
+        if not name.startswith("q"):
+            continue
+        data = (path / name).read_bytes()
+        found = []
+        for f in framing.scan(data, int(name[1:]), CHUNK_HEADER_SIZE, len(data), 1 << 20):
+            if isinstance(f, Frame):
+                body = f.offset + FRAME_HEADER_SIZE
+                found.append((data[body : body + f.length], f.acked, f.record_id))
+        out[name] = found
+    return out
+
+
+def _offsets(path: Path, name: str) -> list[Frame]:
+    data = (path / name).read_bytes()
+    scan = framing.scan(data, int(name[1:]), CHUNK_HEADER_SIZE, len(data), 1 << 20)
+    return [f for f in scan if isinstance(f, Frame)]
+
+
+def _flip(file: Path, offset: int) -> None:
+    data = bytearray(file.read_bytes())
+    data[offset] ^= 0xFF
+    file.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Path:
+    """A closed raw spool: 30 records in chunks of 10, the first 5 acknowledged."""
+    path = tmp_path / "spool"
+    with Queue(path, chunksize=10, serializer="raw") as q:
+        q.put_many([_item(i) for i in range(30)])
+        q.ack(*q.get_batch(5, timeout=0))
+    return path
+
+
+@pytest.fixture
+def owner(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[str]]]:
+    """Another process that owns a spool and keeps writing to (and acking) it."""
+    path = tmp_path / "live"
+    with subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        yield path, proc
+        proc.kill()
+
+
+def test_inspect_counts_backlog_chunks_and_age(spool: Path) -> None:
+    """inspect reports unacknowledged records, chunk files and the oldest record's age."""
+    info = insp.inspect_spool(spool)
+    assert info.backlog == 25
+    assert [c.name for c in info.chunks] == ["q00000", "q00001", "q00002"]
+    assert info.chunks[0].frames == 10
+    assert info.chunks[0].pending == 5
+    assert info.serializer == "raw"
+    assert info.format == framing.FORMAT_VERSION
+    assert not info.locked
+    assert info.holder_pid is None
+    assert info.dead_letters == 0
+    assert info.damaged_regions == 0
+    assert info.bytes_on_disk >= sum(c.size for c in info.chunks)
+    assert info.oldest_enqueued_at is not None
+    age = info.oldest_age(now=info.oldest_enqueued_at + 12.5)
+    assert age == pytest.approx(12.5)
+
+
+def test_inspect_reads_a_spool_owned_and_written_by_another_process(
+    owner: tuple[Path, subprocess.Popen[str]],
+) -> None:
+    """inspect, peek and fsck read a live spool without its lock, while it is written."""
+    path, proc = owner
+    for _ in range(30):
+        info = insp.inspect_spool(path)
+        assert info.locked
+        assert info.holder_pid == proc.pid
+        assert info.backlog >= 0
+        assert len(insp.peek(path, 3)) <= 3
+        assert insp.fsck(path).live
+    assert proc.poll() is None  # the owner was never disturbed
+
+
+def test_a_chunk_vanishing_mid_read_is_skipped(
+    spool: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk listed but removed before it is read (fully acked by its owner) is skipped."""
+    real = insp._chunk_names
+
+    def listed_then_gone(path: str) -> list[str]:
+        names = real(path)
+        if names and not path.endswith("dead"):
+            os.unlink(os.path.join(path, names[0]))
+        return names
+
+    monkeypatch.setattr(insp, "_chunk_names", listed_then_gone)
+    info = insp.inspect_spool(spool)
+    assert [c.name for c in info.chunks] == ["q00001", "q00002"]
+    assert info.backlog == 20
+
+
+def test_peek_shows_the_next_records_without_consuming_them(spool: Path) -> None:
+    """peek returns the next pending records in order and leaves them on disk."""
+    records = insp.peek(spool, 3)
+    assert [r.item for r in records] == [_item(5), _item(6), _item(7)]
+    assert [r.id for r in records] == [5, 6, 7]
+    assert all(r.decode_error is None for r in records)
+    assert insp.inspect_spool(spool).backlog == 25
+    with Queue(spool, chunksize=10, serializer="raw") as q:
+        assert q.get_nowait() == _item(5)
+
+
+@pytest.mark.parametrize(
+    ("serializer", "item"),
+    [("pickle", {"a": (1, 2)}), ("json", {"msg": "hi", "n": [1, 2]}), ("raw", b"\x00\xff")],
+)
+def test_peek_decodes_with_the_spool_serializer(
+    tmp_path: Path, serializer: str, item: object
+) -> None:
+    """peek decodes payloads with the serializer named in meta.json."""
+    with Queue(tmp_path / "s", serializer=serializer) as q:
+        q.put(item)
+    (record,) = insp.peek(tmp_path / "s", 10)
+    assert record.item == item
+
+
+def test_peek_keeps_bytes_of_a_custom_serializer(tmp_path: Path) -> None:
+    """With a serializer peek does not know, items are None and the payload is kept."""
+
+    class Upper:
+        name = "upper"
+
+        def dumps(self, obj: object) -> bytes:
+            return str(obj).upper().encode()
+
+        def loads(self, data: bytes) -> object:
+            return data.decode()
+
+    with Queue(tmp_path / "s", serializer=Upper()) as q:
+        q.put("abc")
+    (record,) = insp.peek(tmp_path / "s")
+    assert record.item is None
+    assert record.payload == b"ABC"
+    assert record.decode_error == "unknown serializer 'upper'"
+
+
+def test_peek_of_zero_and_of_an_empty_spool(tmp_path: Path, spool: Path) -> None:
+    """peek with n=0, or on a spool with nothing pending, returns nothing."""
+    assert insp.peek(spool, 0) == []
+    with Queue(tmp_path / "empty"):
+        pass
+    assert insp.peek(tmp_path / "empty") == []
+    with pytest.raises(ValueError, match="n must be"):
+        insp.peek(spool, -1)
+
+
+@pytest.mark.parametrize("kind", ["missing", "file", "not_a_spool"])
+def test_bad_paths_raise_path_error(tmp_path: Path, kind: str) -> None:
+    """A missing path, a file, or a directory holding no spool is a PathError."""
+    target = tmp_path / "x"
+    if kind == "file":
+        target.write_text("hi")
+    elif kind == "not_a_spool":
+        target.mkdir()
+        (target / "other.txt").write_text("hi")
+    for fn in (insp.inspect_spool, insp.peek, insp.fsck, insp.repair):
+        with pytest.raises(PathError):
+            fn(target)
+
+
+def test_a_newer_format_is_refused(spool: Path) -> None:
+    """A spool whose meta.json names a newer format is a FormatError."""
+    info = json.loads((spool / "meta.json").read_text())
+    (spool / "meta.json").write_text(json.dumps({**info, "format": 99}))
+    with pytest.raises(FormatError, match="upgrade spoolkit"):
+        insp.fsck(spool)
+
+
+def test_fsck_of_a_clean_spool_is_ok(spool: Path) -> None:
+    """Every checksum verifies on an undamaged spool."""
+    report = insp.fsck(spool)
+    assert report.ok
+    assert report.records == 30
+    assert report.pending == 25
+    assert report.damage == ()
+    assert not report.live
+    assert report.warnings == ()
+
+
+def test_fsck_reports_the_exact_damaged_frame(spool: Path) -> None:
+    """A flipped payload byte is reported as exactly that frame's byte range."""
+    frames = _offsets(spool, "q00001")
+    victim = frames[3]
+    _flip(spool / "q00001", victim.offset + FRAME_HEADER_SIZE + 2)
+    report = insp.fsck(spool)
+    assert not report.ok
+    assert report.damage == (insp.DamagedRegion("q00001", victim.offset, victim.end),)
+    assert report.damaged_bytes == victim.end - victim.offset
+    assert report.records == 29
+
+
+def test_fsck_reports_a_damaged_chunk_header(spool: Path) -> None:
+    """A damaged chunk header is the region 0..64 of that chunk; its frames still count."""
+    _flip(spool / "q00002", 10)
+    report = insp.fsck(spool)
+    assert report.damage == (insp.DamagedRegion("q00002", 0, CHUNK_HEADER_SIZE),)
+    assert report.records == 30
+
+
+def test_fsck_warns_about_a_missing_meta_file(spool: Path) -> None:
+    """A missing meta.json is a warning (no record is lost), not damage."""
+    (spool / "meta.json").unlink()
+    report = insp.fsck(spool)
+    assert report.ok
+    assert "meta.json" in report.warnings[0]
+
+
+def test_repair_keeps_every_intact_record_and_its_ack_state(spool: Path) -> None:
+    """repair drops only the damaged bytes; intact frames keep their ids and ack words."""
+    before = _frames(spool)
+    frames0 = _offsets(spool, "q00000")
+    frames1 = _offsets(spool, "q00001")
+    _flip(spool / "q00000", frames0[2].offset + 5)  # an acknowledged record
+    _flip(spool / "q00001", frames1[7].offset + FRAME_HEADER_SIZE)  # a pending one
+    with open(spool / "q00001", "r+b") as f:  # garbage after the last frame
+        f.seek(_offsets(spool, "q00001")[-1].end)
+        f.write(b"junk" * 8)
+
+    fixed = insp.repair(spool)
+
+    assert fixed.rewritten == ("q00000", "q00001")
+    assert len(fixed.before.damage) == 3
+    assert fixed.after.ok
+    assert fixed.kept_records == 18
+    assert fixed.kept_pending == 5 + 9
+    after = _frames(spool)
+    assert after["q00000"] == before["q00000"][:2] + before["q00000"][3:]
+    assert after["q00001"] == before["q00001"][:7] + before["q00001"][8:]
+    assert after["q00002"] == before["q00002"]
+    lost = _item(17)
+    with Queue(spool, chunksize=10, serializer="raw") as q:
+        got = [q.get_nowait() for _ in range(q.qsize())]
+    assert got == [_item(i) for i in range(5, 30) if _item(i) != lost]
+
+
+def test_repair_rebuilds_a_damaged_chunk_header(spool: Path) -> None:
+    """A chunk whose header is damaged gets a fresh one; all its records are kept."""
+    _flip(spool / "q00001", 20)
+    fixed = insp.repair(spool)
+    assert fixed.rewritten == ("q00001",)
+    assert fixed.kept_records == 10
+    assert fixed.after.ok
+    header = framing.decode_chunk_header((spool / "q00001").read_bytes()[:CHUNK_HEADER_SIZE])
+    assert header is not None
+    assert header.index == 1
+    assert header.first_id == 10
+    assert header.capacity == 10
+    with Queue(spool, chunksize=10, serializer="raw") as q:
+        assert q.qsize() == 25
+
+
+def test_repair_of_a_clean_spool_changes_nothing(spool: Path) -> None:
+    """With no damage, repair rewrites no file."""
+    stamp = {n: (spool / n).stat().st_mtime_ns for n in os.listdir(spool)}
+    fixed = insp.repair(spool)
+    assert fixed.rewritten == ()
+    assert fixed.after.ok
+    for name in ("q00000", "q00001", "q00002"):
+        assert (spool / name).stat().st_mtime_ns == stamp[name]
+
+
+def test_repair_refuses_a_spool_in_use(owner: tuple[Path, subprocess.Popen[str]]) -> None:
+    """repair needs the directory lock: it names the owning pid and changes nothing."""
+    path, proc = owner
+    with pytest.raises(LockedError) as caught:
+        insp.repair(path)
+    assert caught.value.pid == proc.pid
+    assert str(proc.pid) in str(caught.value)
+
+
+def _reject(batch: Sequence[Record]) -> None:
+    if any(r.item["n"] % 2 for r in batch):
+        raise PermanentError(f"odd record in {[r.item['n'] for r in batch]}")
+
+
+@pytest.fixture
+def spool_with_dead_letters(tmp_path: Path) -> Path:
+    """A stopped Spool whose sink refused the odd records of 0..5 (one per batch)."""
+    path = tmp_path / "spool"
+    spool = Spool(path, _reject, workers=1, batch_size=1, serializer="json")
+    spool.start()
+    spool.put_many([{"n": i} for i in range(6)])
+    assert spool.flush(10)
+    spool.put({"n": 100})  # left waiting: the spool stops without draining
+    spool.stop(drain=False)
+    return path
+
+
+def test_dead_letters_are_listed_without_the_lock(spool_with_dead_letters: Path) -> None:
+    """dead_letters reads dead/ and decodes each entry and its item."""
+    letters = insp.dead_letters(spool_with_dead_letters)
+    assert [d.item for d in letters] == [{"n": 1}, {"n": 3}, {"n": 5}]
+    assert all(d.error_type == "spoolkit.errors.PermanentError" for d in letters)
+    assert letters[0].error == "odd record in [1]"
+    assert letters[0].attempts == 1
+    assert letters[0].id.endswith("-1")
+    assert letters[0].decode_error is None
+
+
+def test_inspect_counts_dead_letters_and_last_error(spool_with_dead_letters: Path) -> None:
+    """inspect reports the dead letters and the newest one's error as the last error."""
+    info = insp.inspect_spool(spool_with_dead_letters)
+    assert info.dead_letters == 3
+    assert info.last_error == "spoolkit.errors.PermanentError: odd record in [5]"
+    assert info.backlog == 1
+
+
+def test_fsck_and_repair_cover_the_dead_letters(spool_with_dead_letters: Path) -> None:
+    """Damage in dead/ is reported as dead/qNNNNN and repaired keeping the other letters."""
+    dead = spool_with_dead_letters / "dead"
+    victim = _offsets(dead, "q00000")[1]
+    _flip(dead / "q00000", victim.end - 1)
+    report = insp.fsck(spool_with_dead_letters)
+    assert report.damage == (insp.DamagedRegion("dead/q00000", victim.offset, victim.end),)
+    assert report.dead_letters == 2
+    fixed = insp.repair(spool_with_dead_letters)
+    assert fixed.rewritten == ("dead/q00000",)
+    assert fixed.after.ok
+    assert [d.item for d in insp.dead_letters(spool_with_dead_letters)] == [{"n": 1}, {"n": 5}]
