@@ -17,6 +17,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, cast
 
 import tenacity
 
+from spoolkit.errors import ConfigError
 from spoolkit.retry import RetryPolicy
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "Registered",
     "as_call",
     "producer",
+    "register_deferred",
     "to_item",
 ]
 
@@ -117,6 +119,26 @@ class DeferredFunction(Generic[P]):
 
     def __repr__(self) -> str:
         return f"<deferred {self.name}>"
+
+
+def register_deferred(
+    registry: dict[str, Registered],
+    func: Callable[P, Any],
+    name: str | None,
+    retry: RetryPolicy | tenacity.Retrying | None,
+    defer: Callable[[str, tuple[Any, ...], dict[str, Any]], DeferredHandle],
+) -> DeferredFunction[P]:
+    """Register ``func`` under ``name`` (default ``module.qualname``) and wrap it.
+
+    Raises:
+        ConfigError: another function is already registered under that name.
+    """
+    key = name or f"{func.__module__}.{func.__qualname__}"
+    old = registry.get(key)
+    if old is not None and old.func is not func:
+        raise ConfigError(f"a deferred function is already registered as {key!r}")
+    registry[key] = Registered(func, retry)
+    return DeferredFunction(defer, func, key)
 
 
 def producer(put: Callable[[Any], None], func: Callable[P, R]) -> Callable[P, R]:

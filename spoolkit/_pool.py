@@ -20,9 +20,9 @@ import tenacity
 from spoolkit._deferred import DeferredCall, Registered, as_call
 from spoolkit._stats import Counters
 from spoolkit.backends import Backend
-from spoolkit.deadletter import DeadEntry, DeadError, DeadLetters
+from spoolkit.deadletter import DeadEntry, DeadLetters
 from spoolkit.errors import ClosedError, PartialFailure, UnknownDeferredError
-from spoolkit.retry import Clock, RetryPolicy, SystemClock, to_retrying
+from spoolkit.retry import Clock, RetryPolicy, SystemClock, id_range, log_retry, to_retrying
 from spoolkit.typing import Record
 
 __all__ = ["Pool", "Slot"]
@@ -326,7 +326,7 @@ class Pool:
             attempt()
 
         retrying = to_retrying(retry, self._sleep)
-        retrying.before_sleep = self._log_retry(msgs, ids, current)
+        retrying.before_sleep = log_retry(self.log, [ids[i] for i in current])
         try:
             retrying(again)
         except Interrupted:
@@ -350,22 +350,6 @@ class Pool:
         for i in current:
             self._attempts.pop(ids[i], None)
 
-    def _log_retry(
-        self, msgs: list[Any], ids: list[str], current: list[int]
-    ) -> Callable[[tenacity.RetryCallState], None]:
-        def before_sleep(state: tenacity.RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome is not None else None
-            self.log.warning(
-                "batch_retry",
-                attempt=state.attempt_number,
-                wait=round(state.upcoming_sleep, 3),
-                batch_size=len(current),
-                record_ids=_id_range([ids[i] for i in current]),
-                error=repr(exc),
-            )
-
-        return before_sleep
-
     def _dead_letter(  # noqa: PLR0917 - private
         self,
         slot: Slot,
@@ -375,12 +359,7 @@ class Pool:
         first_at: float,
         last_at: float,
     ) -> None:
-        encode, rid = self.backend.encode, self.backend.record_id
-        error = DeadError.from_exception(exc)
-        entries = [
-            DeadEntry(rid(m), encode(m.item), m.enqueued_at, error, n, first_at, last_at)
-            for m, n in zip(msgs, tried, strict=True)
-        ]
+        entries = DeadEntry.build(self.backend, msgs, tried, exc, first_at, last_at)
         self.dead.add(entries)  # fsynced before the originals are acknowledged
         self._settle(slot, ack=msgs)
         self.counters.add("dead_lettered", len(msgs))
@@ -388,7 +367,7 @@ class Pool:
         self.log.error(
             "batch_dead_lettered",
             batch_size=len(msgs),
-            record_ids=_id_range([e.record_id for e in entries]),
+            record_ids=id_range([e.record_id for e in entries]),
             error=repr(exc),
         )
 
@@ -403,58 +382,6 @@ class Pool:
         if self.stopping.is_set():
             raise Interrupted
 
-    # -- flush support -------------------------------------------------------------------------
-
-    def wait_delivered(self, since: float, deadline: float) -> bool:
-        """Wait until every record stored before ``since`` (wall clock) is settled.
-
-        Phase 1 waits until none of them waits in the backend any more, and notes which round
-        of which worker may hold them; phase 2 waits for those rounds to end. A nack in the
-        meantime (a crash, a stuck sink) puts records back: start again.
-        """
-        with self.progress:
-            self.urgent += 1
-        try:
-            while True:
-                with self.progress:
-                    epoch = self.nack_epoch
-                while True:
-                    with self.take_lock:
-                        if self._all_taken(since):
-                            need = [(s, s.rounds) for s in self.slots]
-                            break
-                    with self.progress:
-                        if not self._wait(deadline):
-                            return False
-                with self.progress:
-                    while any(not s.abandoned and s.finished < n for s, n in need):
-                        if not self._wait(deadline):
-                            return False
-                    if self.nack_epoch == epoch:
-                        return True
-        finally:
-            with self.progress:
-                self.urgent -= 1
-
-    def _all_taken(self, since: float) -> bool:
-        oldest = self.backend.oldest_enqueued_at()
-        return oldest is None or oldest > since
-
-    def _wait(self, deadline: float) -> bool:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        self.progress.wait(min(remaining, _LINGER_SLICE))
-        return True
-
-    def wait_idle(self, deadline: float) -> bool:
-        """Wait until no live worker holds a batch."""
-        with self.progress:
-            while any(s.inflight and not s.abandoned for s in self.slots):
-                if not self._wait(deadline):
-                    return False
-        return True
-
     def oldest_inflight(self) -> float | None:
         """``enqueued_at`` of the oldest record held by a worker."""
         times = [m.enqueued_at for s in list(self.slots) for m in list(s.inflight)]
@@ -466,9 +393,3 @@ def _runner(reg: Registered, call: DeferredCall) -> SinkCall:
         reg.run(call)
 
     return run
-
-
-def _id_range(ids: Sequence[str]) -> str:
-    if not ids:
-        return ""
-    return ids[0] if len(ids) == 1 else f"{ids[0]}..{ids[-1]}"

@@ -11,11 +11,18 @@ from typing import Any, Literal, ParamSpec, Protocol, TypeVar, overload
 
 import tenacity
 
-from spoolkit._deferred import DeferredCall, DeferredFunction, DeferredHandle, Registered, to_item
+from spoolkit._deferred import (
+    DeferredCall,
+    DeferredFunction,
+    DeferredHandle,
+    Registered,
+    register_deferred,
+    to_item,
+)
 from spoolkit._deferred import producer as _producer
 from spoolkit._log import get_logger
 from spoolkit._pool import Pool
-from spoolkit._stats import Counters, SpoolStats
+from spoolkit._stats import Counters, Drops, SpoolStats, snapshot
 from spoolkit._supervisor import Supervisor
 from spoolkit.backends import Backend, open_backend
 from spoolkit.deadletter import DeadLetters
@@ -30,7 +37,6 @@ R = TypeVar("R")
 
 WhenFull = Literal["block", "drop_newest", "drop_oldest", "raise"]
 _WHEN_FULL = ("block", "drop_newest", "drop_oldest", "raise")
-_BURST_QUIET = 1.0  # seconds without a drop that end a burst of drops (one log per burst)
 
 
 class _DeferredDecorator(Protocol):
@@ -134,9 +140,7 @@ class Spool:
         self._state = "new"
         self._state_lock = threading.Lock()
         self._accepting = True
-        self._dropping = False
-        self._burst_drops = 0
-        self._last_drop = float("-inf")
+        self._drops = Drops(self._counters, self._clock, self._log, when_full, max_bytes)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -174,7 +178,7 @@ class Spool:
         """
         since = time.time()
         deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
-        return self._pool.wait_delivered(since, deadline)
+        return self._supervisor.wait_delivered(since, deadline)
 
     def stop(self, drain: bool = True, timeout: float = 30.0) -> bool:
         """Stop: refuse new records, finish in-flight batches, persist, release the directory.
@@ -202,7 +206,7 @@ class Spool:
         pool = self._pool
         pool.stopping.set()
         self._supervisor.stop()
-        if was_running and not pool.wait_idle(deadline):
+        if was_running and not self._supervisor.wait_idle(deadline):
             clean = False
             for slot in list(pool.slots):
                 pool.abandon(slot)
@@ -253,8 +257,8 @@ class Spool:
             if not self._make_room(item):
                 return
         else:
-            if self._dropping and self._clock.monotonic() - self._last_drop > _BURST_QUIET:
-                self._end_drops()
+            if self._drops.dropping:
+                self._drops.stored()
         c = self._counters
         with c.lock:
             c.enqueued += 1
@@ -263,32 +267,14 @@ class Spool:
         """Apply a drop policy; True if ``item`` was stored in the end."""
         if self._when_full == "drop_oldest":
             while self._backend.drop_oldest():
-                self._dropped(1)
+                self._drops.dropped(1)
                 try:
                     self._backend.put(item, block=False, timeout=None)
                 except Full:
                     continue
                 return True
-        self._dropped(1)
+        self._drops.dropped(1)
         return False
-
-    def _dropped(self, n: int) -> None:
-        """Count a drop; the first of a burst is logged (a burst ends after a quiet second)."""
-        c = self._counters
-        with c.lock:
-            c.dropped += n
-            self._burst_drops += n
-        self._last_drop = self._clock.monotonic()
-        if not self._dropping:
-            self._dropping = True
-            self._log.warning(
-                "spool_full_dropping", when_full=self._when_full, max_bytes=self._max_bytes
-            )
-
-    def _end_drops(self) -> None:
-        self._dropping = False
-        dropped, self._burst_drops = self._burst_drops, 0
-        self._log.info("spool_full_ended", when_full=self._when_full, dropped=dropped)
 
     def put_many(self, items: Iterable[Any]) -> None:
         """Store every item, in order, at the cost of one copy per chunk.
@@ -355,15 +341,11 @@ class Spool:
             ConfigError: ``name`` is already registered to another function.
         """
 
+        if retry is not None:
+            to_retrying(retry, time.sleep)  # a ConfigError now rather than in a worker
+
         def register(f: Callable[..., Any]) -> DeferredFunction[Any]:
-            key = name or f"{f.__module__}.{f.__qualname__}"
-            old = self._registry.get(key)
-            if old is not None and old.func is not f:
-                raise ConfigError(f"a deferred function is already registered as {key!r}")
-            if retry is not None:
-                to_retrying(retry, time.sleep)
-            self._registry[key] = Registered(f, retry)
-            return DeferredFunction(self._defer, f, key)
+            return register_deferred(self._registry, f, name, retry, self._defer)
 
         return register(func) if func is not None else register
 
@@ -387,29 +369,7 @@ class Spool:
 
     def stats(self) -> SpoolStats:
         """A snapshot of the counters and gauges (cheap: no disk access)."""
-        c = self._counters
-        backend = self._backend
-        try:
-            oldest = backend.oldest_enqueued_at()
-        except ClosedError:
-            oldest = None
-        inflight = self._pool.oldest_inflight()
-        times = [t for t in (oldest, inflight) if t is not None]
-        # records are stamped by the backend with the real time.time(), not the spool's clock
-        age = max(0.0, time.time() - min(times)) if times else 0.0
-        with c.lock:
-            return SpoolStats(
-                enqueued=c.enqueued,
-                delivered=c.delivered,
-                retried=c.retried,
-                dead_lettered=c.dead_lettered,
-                dropped=c.dropped,
-                backlog=backend.backlog(),
-                bytes_on_disk=backend.bytes_used() + self._dead.bytes_used(),
-                oldest_age=age,
-                worker_restarts=c.worker_restarts,
-                last_error=c.last_error,
-            )
+        return snapshot(self._counters, self._backend, self._dead.bytes_used(), self._pool)
 
     def __repr__(self) -> str:
         return f"<spoolkit.Spool path={self.path!r} state={self._state}>"

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Counters", "SpoolStats"]
+from spoolkit.errors import ClosedError
+
+if TYPE_CHECKING:
+    from spoolkit._pool import Pool
+    from spoolkit.backends import Backend
+    from spoolkit.retry import Clock
+
+_BURST_QUIET = 1.0  # seconds without a drop that end a burst of drops
+
+__all__ = ["Counters", "Drops", "SpoolStats", "snapshot"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,3 +84,68 @@ class Counters:
     def error(self, exc: BaseException) -> None:
         """Remember ``exc`` as the last error."""
         self.last_error = repr(exc)
+
+
+class Drops:
+    """Counts records dropped by a full spool and logs each burst of drops once.
+
+    A burst starts with a drop and ends at the first record stored after a second (on the
+    spool's clock) without drops; its start is logged as a warning, its end as info with the
+    number dropped.
+    """
+
+    def __init__(
+        self, counters: Counters, clock: Clock, log: Any, when_full: str, max_bytes: int | None
+    ) -> None:
+        self.counters = counters
+        self.clock = clock
+        self.log = log
+        self.when_full = when_full
+        self.max_bytes = max_bytes
+        self.dropping = False
+        self._burst = 0
+        self._last = float("-inf")
+
+    def dropped(self, n: int) -> None:
+        """Count ``n`` dropped records; log if a burst starts."""
+        c = self.counters
+        with c.lock:
+            c.dropped += n
+            self._burst += n
+        self._last = self.clock.monotonic()
+        if not self.dropping:
+            self.dropping = True
+            self.log.warning(
+                "spool_full_dropping", when_full=self.when_full, max_bytes=self.max_bytes
+            )
+
+    def stored(self) -> None:
+        """A record was stored without a drop: end the burst after a quiet second."""
+        if self.dropping and self.clock.monotonic() - self._last > _BURST_QUIET:
+            self.dropping = False
+            dropped, self._burst = self._burst, 0
+            self.log.info("spool_full_ended", when_full=self.when_full, dropped=dropped)
+
+
+def snapshot(counters: Counters, backend: Backend, dead_bytes: int, pool: Pool) -> SpoolStats:
+    """Read the counters and the backend's gauges into a :class:`SpoolStats`."""
+    oldest = None
+    with contextlib.suppress(ClosedError):
+        oldest = backend.oldest_enqueued_at()
+    times = [t for t in (oldest, pool.oldest_inflight()) if t is not None]
+    # records are stamped by the backend with the real time.time(), not the spool's clock
+    age = max(0.0, time.time() - min(times)) if times else 0.0
+    c = counters
+    with c.lock:
+        return SpoolStats(
+            enqueued=c.enqueued,
+            delivered=c.delivered,
+            retried=c.retried,
+            dead_lettered=c.dead_lettered,
+            dropped=c.dropped,
+            backlog=backend.backlog(),
+            bytes_on_disk=backend.bytes_used() + dead_bytes,
+            oldest_age=age,
+            worker_restarts=c.worker_restarts,
+            last_error=c.last_error,
+        )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from typing import Any
 
 from spoolkit._pool import Pool, Slot
@@ -140,3 +141,56 @@ class Supervisor:
             return not self._stop.wait(seconds)
         self.clock.sleep(seconds)
         return not self._stop.is_set()
+
+    # -- waiting for progress (flush, stop) ---------------------------------------------------
+
+    def wait_delivered(self, since: float, deadline: float) -> bool:
+        """Wait until every record stored before ``since`` (wall clock) is settled.
+
+        Phase 1 waits until none of them waits in the backend any more, and notes which round
+        of which worker may hold them (taking a batch and noting it in the worker's slot
+        happen under ``pool.take_lock``); phase 2 waits for those rounds to end. A nack in the
+        meantime (a crash, a stuck sink) puts records back: then it starts over.
+        """
+        pool = self.pool
+        with pool.progress:
+            pool.urgent += 1  # lingering workers hand over what they hold at once
+        try:
+            while True:
+                with pool.progress:
+                    epoch = pool.nack_epoch
+                while True:
+                    with pool.take_lock:
+                        oldest = pool.backend.oldest_enqueued_at()
+                        if oldest is None or oldest > since:
+                            need = [(s, s.rounds) for s in pool.slots]
+                            break
+                    with pool.progress:
+                        if not self._wait_progress(deadline):
+                            return False
+                with pool.progress:
+                    while any(not s.abandoned and s.finished < n for s, n in need):
+                        if not self._wait_progress(deadline):
+                            return False
+                    if pool.nack_epoch == epoch:
+                        return True
+        finally:
+            with pool.progress:
+                pool.urgent -= 1
+
+    def wait_idle(self, deadline: float) -> bool:
+        """Wait until no live worker holds a batch; False at ``deadline`` (monotonic)."""
+        pool = self.pool
+        with pool.progress:
+            while any(s.inflight and not s.abandoned for s in pool.slots):
+                if not self._wait_progress(deadline):
+                    return False
+        return True
+
+    def _wait_progress(self, deadline: float) -> bool:
+        """Wait (holding ``pool.progress``) for a worker's news, or a short while."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        self.pool.progress.wait(min(remaining, _POLL / 5))
+        return True

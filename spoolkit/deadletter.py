@@ -92,6 +92,32 @@ class DeadEntry:
     first_attempt_at: float
     last_attempt_at: float
 
+    @classmethod
+    def build(  # noqa: PLR0917 - mirrors the fields
+        cls,
+        backend: Any,
+        messages: Sequence[Any],
+        attempts: Sequence[int],
+        exc: BaseException,
+        first_attempt_at: float,
+        last_attempt_at: float,
+    ) -> list[DeadEntry]:
+        """Entries for ``messages`` of ``backend`` that failed with ``exc``, re-encoded."""
+        error = DeadError.from_exception(exc)
+        ids = backend.record_ids(messages)
+        return [
+            cls(
+                rid,
+                backend.encode(m.item),
+                m.enqueued_at,
+                error,
+                n,
+                first_attempt_at,
+                last_attempt_at,
+            )
+            for rid, m, n in zip(ids, messages, attempts, strict=True)
+        ]
+
     def to_wire(self) -> tuple[Any, ...]:
         """A plain tuple, stable across versions of this class."""
         e = self.error

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -21,7 +21,7 @@ import tenacity
 
 from spoolkit.errors import ConfigError, PermanentError, TransientError
 
-__all__ = ["Clock", "RetryPolicy", "SystemClock", "to_retrying"]
+__all__ = ["Clock", "RetryPolicy", "SystemClock", "id_range", "log_retry", "to_retrying"]
 
 
 @runtime_checkable
@@ -148,8 +148,25 @@ def to_retrying(
     raise ConfigError(f"retry must be a spoolkit.RetryPolicy or a tenacity.Retrying, got {retry!r}")
 
 
-def describe(retry: RetryPolicy | tenacity.Retrying) -> dict[str, Any]:
-    """A small dict describing ``retry``, for logs."""
-    if isinstance(retry, RetryPolicy):
-        return {"max_attempts": retry.max_attempts, "max_wait": retry.max_wait}
-    return {"retrying": type(retry).__name__}
+def id_range(ids: Sequence[str]) -> str:
+    """``"first..last"`` of a batch's record ids, for logs."""
+    if not ids:
+        return ""
+    return ids[0] if len(ids) == 1 else f"{ids[0]}..{ids[-1]}"
+
+
+def log_retry(log: Any, ids: Sequence[str]) -> Callable[[tenacity.RetryCallState], None]:
+    """A tenacity ``before_sleep`` hook logging each retry of the batch ``ids``."""
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        log.warning(
+            "batch_retry",
+            attempt=state.attempt_number,
+            wait=round(state.upcoming_sleep, 3),
+            batch_size=len(ids),
+            record_ids=id_range(ids),
+            error=repr(exc),
+        )
+
+    return before_sleep
