@@ -7,24 +7,26 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from spoolkit import Queue
+from spoolkit import Queue, Record, Spool
+from spoolkit import _inspect as insp
 from spoolkit._disk import framing
 from spoolkit._disk.framing import CHUNK_HEADER_SIZE, FRAME_HEADER_SIZE, Frame
 from spoolkit.cli import EXIT_BUSY, EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, cli, json_safe
+from spoolkit.errors import PermanentError
 
 COMMANDS = [[], ["inspect"], ["peek"], ["fsck"], ["dead"], ["drain"], ["demo"]]
 
 
 @pytest.fixture
 def runner() -> CliRunner:
-    """A click test runner."""
-    return CliRunner()
+    """A click test runner with a wide terminal (rich tables do not wrap)."""
+    return CliRunner(env={"COLUMNS": "200"})
 
 
 @pytest.fixture
@@ -230,3 +232,81 @@ def test_version_option(runner: CliRunner) -> None:
     result = runner.invoke(cli, ["--version"])
     assert result.exit_code == EXIT_OK
     assert "0.1.0" in result.output
+
+
+def _reject_odd(batch: Sequence[Record]) -> None:
+    if any(r.item["n"] % 2 for r in batch):
+        raise PermanentError(f"odd record {[r.item['n'] for r in batch]}")
+
+
+@pytest.fixture
+def dead_spool(tmp_path: Path) -> Path:
+    """A stopped Spool whose sink refused the odd records of 0..5 (dead letters 1, 3, 5)."""
+    path = tmp_path / "spool"
+    spool = Spool(path, _reject_odd, workers=1, batch_size=1, serializer="json")
+    spool.start()
+    spool.put_many([{"n": i} for i in range(6)])
+    assert spool.flush(10)
+    spool.stop()
+    return path
+
+
+def test_dead_list(runner: CliRunner, dead_spool: Path) -> None:
+    """dead PATH list shows each dead letter with its error."""
+    result = runner.invoke(cli, ["dead", str(dead_spool), "list"])
+    assert result.exit_code == EXIT_OK
+    assert "PermanentError: odd record [3]" in result.output
+    data = json.loads(runner.invoke(cli, ["dead", str(dead_spool), "list", "--json"]).output)
+    assert [d["item"] for d in data] == [{"n": 1}, {"n": 3}, {"n": 5}]
+    assert data[0]["error_type"] == "spoolkit.errors.PermanentError"
+
+
+def test_dead_requeue_by_id(runner: CliRunner, dead_spool: Path) -> None:
+    """dead PATH requeue --id puts that record back into the spool under its id."""
+    ids = [
+        d["id"]
+        for d in json.loads(runner.invoke(cli, ["dead", str(dead_spool), "list", "--json"]).output)
+    ]
+    result = runner.invoke(cli, ["dead", str(dead_spool), "requeue", "--id", ids[1]])
+    assert result.exit_code == EXIT_OK, result.output
+    assert "requeued 1 dead letter(s); 2 left" in result.output
+    (record,) = insp.peek(dead_spool)
+    assert record.item == {"n": 3}
+    assert ids[1].endswith(f"-{record.id}")
+
+
+def test_dead_requeue_of_an_unknown_id_exits_1(runner: CliRunner, dead_spool: Path) -> None:
+    """Requeueing an id that is not a dead letter says so and exits 1."""
+    result = runner.invoke(cli, ["dead", str(dead_spool), "requeue", "--id", "nope-1"])
+    assert result.exit_code == EXIT_PROBLEM
+    assert "not dead letters" in result.output
+
+
+def test_dead_purge_asks_first(runner: CliRunner, dead_spool: Path) -> None:
+    """dead PATH purge asks for confirmation; --yes skips it."""
+    refused = runner.invoke(cli, ["dead", str(dead_spool), "purge"], input="n\n")
+    assert refused.exit_code == EXIT_PROBLEM
+    assert len(insp.dead_letters(dead_spool)) == 3
+    result = runner.invoke(cli, ["dead", str(dead_spool), "purge", "--yes"])
+    assert result.exit_code == EXIT_OK
+    assert "purged 3 dead letter(s); 0 left" in result.output
+    assert insp.dead_letters(dead_spool) == []
+
+
+def test_dead_requeue_refuses_a_spool_in_use(runner: CliRunner, dead_spool: Path) -> None:
+    """requeue needs the spool's lock: a busy spool exits 3."""
+    fd = os.open(dead_spool / "lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        result = runner.invoke(cli, ["dead", str(dead_spool), "requeue"])
+    finally:
+        os.close(fd)
+    assert result.exit_code == EXIT_BUSY
+    assert "in use" in result.output
+
+
+def test_dead_list_of_a_spool_without_dead_letters(runner: CliRunner, spool: Path) -> None:
+    """A plain queue directory has no dead letters."""
+    result = runner.invoke(cli, ["dead", str(spool), "list"])
+    assert result.exit_code == EXIT_OK
+    assert "no dead letters" in result.output
