@@ -557,6 +557,38 @@ def test_bad_configuration_is_a_config_error(
         SpoolHandler(*args, **kwargs)
 
 
+def test_a_half_built_handler_can_be_closed() -> None:
+    """A handler whose construction failed closes cleanly (logging.shutdown closes it at exit)."""
+    with pytest.raises(ConfigError) as info:
+        SpoolHandler("/tmp/x")
+    tb = info.tb
+    half_built = None
+    while tb is not None:
+        if isinstance(tb.tb_frame.f_locals.get("self"), SpoolHandler):
+            half_built = tb.tb_frame.f_locals["self"]
+        tb = tb.tb_next
+    assert half_built is not None
+    half_built.close()
+
+
+def test_a_spool_that_fails_to_start_is_released(tmp_path: Path) -> None:
+    """If the new spool cannot start (the sink's open() fails), its directory is released."""
+
+    class NoOpen(MemorySink):
+        def open(self) -> None:
+            raise OSError("cannot connect")
+
+    with pytest.raises(OSError, match="cannot connect") as info:
+        SpoolHandler(tmp_path / "s", sink=NoOpen())
+    tb, made = info.tb, None
+    while tb is not None:
+        made = tb.tb_frame.f_locals.get("spool", made)
+        tb = tb.tb_next
+    assert isinstance(made, Spool)
+    with pytest.raises(ClosedError):
+        made.put("x")
+
+
 def test_bad_spool_options_are_a_config_error(tmp_path: Path) -> None:
     """An unknown spool option raises ConfigError."""
     with pytest.raises(ConfigError, match="spool_options"):

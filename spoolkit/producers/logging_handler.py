@@ -271,6 +271,9 @@ class SpoolHandler(logging.Handler):
         spool_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(level)
+        # set before anything can fail: logging.shutdown() closes even a half-built handler
+        self.owns_spool = False
+        self._closed = False
         if put_timeout < 0:
             raise ConfigError(f"put_timeout must be >= 0 seconds, got {put_timeout!r}")
         spool, created = _open_spool(spool_or_path, sink, spool_options)
@@ -283,7 +286,6 @@ class SpoolHandler(logging.Handler):
         self.errors = 0
         self.skipped = 0
         self._put = bounded_put(spool, put_timeout)
-        self._closed = False
 
     def handle(self, record: logging.LogRecord) -> bool:
         """Filter ``record``, then :meth:`emit` it without taking the handler lock.
@@ -379,5 +381,9 @@ def _open_spool(
         spool = Spool(spool_or_path, resolve_sink(sink), **dict(options or {}))
     except TypeError as exc:
         raise ConfigError(f"bad spool_options {dict(options or {})!r}: {exc}") from exc
-    spool.start()
+    try:
+        spool.start()
+    except BaseException:
+        spool.stop(drain=False)  # release the directory: nobody else can stop this spool
+        raise
     return spool, True
