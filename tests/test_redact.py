@@ -1,0 +1,96 @@
+"""Credential redaction for URLs, DSNs and messages (spoolkit._redact)."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from spoolkit._redact import MASK, is_sensitive_key, redact_text, redact_url, secrets_in_url
+
+
+def test_password_in_userinfo_is_masked_and_user_kept() -> None:
+    """The password of user:password@host is replaced; the user name stays."""
+    assert redact_url("postgresql://app:s3cret@db:5432/app") == "postgresql://app:***@db:5432/app"
+
+
+def test_url_without_credentials_is_unchanged() -> None:
+    """A URL holding no secret comes back byte for byte."""
+    url = "https://logs.example.com:8443/ingest/v1?format=ndjson&a=1&b=%20x#frag"
+    assert redact_url(url) == url
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "password",
+        "PASSWORD",
+        "passwd",
+        "token",
+        "access_token",
+        "api_key",
+        "apikey",
+        "api-key",
+        "X-Api-Key",
+        "key",
+        "secret",
+        "client_secret",
+        "auth",
+        "sig",
+        "sslpassword",
+    ],
+)
+def test_sensitive_query_values_are_masked(key: str) -> None:
+    """Each sensitive query key has its value masked; other parameters keep theirs."""
+    url = f"https://h/p?format=json&{key}=TOPSECRET&n=5"
+    assert redact_url(url) == f"https://h/p?format=json&{key}={MASK}&n=5"
+
+
+@pytest.mark.parametrize("key", ["format", "table", "stream", "max_bytes", "keep", "timeout"])
+def test_ordinary_keys_are_not_sensitive(key: str) -> None:
+    """Sink option names are not mistaken for secrets."""
+    assert not is_sensitive_key(key)
+
+
+def test_libpq_conninfo_password_is_masked() -> None:
+    """A key=value DSN has password values masked, quoted or not."""
+    dsn = "host=db user=app password='p w\\'d' dbname=app sslpassword=xyz"
+    out = redact_url(dsn)
+    assert out == f"host=db user=app password={MASK} dbname=app sslpassword={MASK}"
+
+
+def test_malformed_url_is_still_masked_and_does_not_raise() -> None:
+    """A URL urlsplit rejects (bad IPv6 literal) still has its password hidden."""
+    out = redact_url("http://u:hunter22@[::1/path")
+    assert "hunter22" not in out
+    assert MASK in out
+
+
+def test_secrets_in_url_lists_raw_and_decoded_spellings() -> None:
+    """secrets_in_url returns the password and secret query values, raw and decoded."""
+    found = secrets_in_url("redis://u:p%40ss@h/0?token=abc&stream=s")
+    assert set(found) == {"p%40ss", "p@ss", "abc"}
+
+
+def test_redact_text_masks_embedded_urls_and_known_secrets() -> None:
+    """URLs inside a message and listed secret values are masked."""
+    text = "failed to reach postgresql://u:pw1@h/db with header Bearer tok-123"
+    out = redact_text(text, ["tok-123"])
+    assert out == f"failed to reach postgresql://u:{MASK}@h/db with header Bearer {MASK}"
+
+
+@given(
+    password=st.text(
+        alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=6, max_size=30
+    )
+)
+def test_no_password_survives_redaction(password: str) -> None:
+    """Whatever the password, neither its raw nor its encoded form is left in the output."""
+    encoded = quote(password, safe="")
+    url = f"https://user:{encoded}@example.com/path?token={encoded}&q=1"
+    assume(encoded not in "https://user:@example.com/path?token=&q=1")
+    out = redact_url(url)
+    assert encoded not in out
+    assert out == f"https://user:{MASK}@example.com/path?token={MASK}&q=1"
