@@ -1,0 +1,284 @@
+"""HttpSink: POST each batch to an HTTP endpoint as a JSON array or NDJSON."""
+
+from __future__ import annotations
+
+import email.utils
+import gzip as gzip_module
+import math
+import threading
+from collections.abc import Generator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Literal, overload
+
+from spoolkit._redact import is_sensitive_key, redact_text, redact_url, secrets_in_url
+from spoolkit.errors import ConfigError, PermanentError, SinkError, TransientError
+from spoolkit.sinks._encode import ToJson, encode_batch
+from spoolkit.typing import Record
+
+try:
+    import httpx
+except ImportError as exc:  # pragma: no cover - exercised only without the extra installed
+    raise ImportError("HttpSink needs httpx: pip install 'spoolkit[http]'") from exc
+
+__all__ = ["HttpSink", "map_http_failure"]
+
+Format = Literal["json", "ndjson"]
+
+_CONTENT_TYPES: dict[str, str] = {"json": "application/json", "ndjson": "application/x-ndjson"}
+_EXCERPT = 200
+# Statuses below 500 that still mean "try again later".
+_TRANSIENT_4XX = frozenset({408, 425, 429})
+
+
+class HttpSink:
+    """POST each batch to ``url``; a 2xx answer means the whole batch was accepted.
+
+    The body is a JSON array (``format="json"``) or one JSON value per line
+    (``format="ndjson"``, ``Content-Type: application/x-ndjson``); each element is
+    ``{"id": ..., "enqueued_at": ..., "item": ...}`` unless ``to_json`` maps the record to
+    another JSON-safe value. Receivers should treat ``id`` as an idempotency key: a batch whose
+    answer was lost is sent again.
+
+    One ``httpx.Client`` (a keep-alive connection pool, safe to share between threads) serves
+    every batch; it is created by ``open()`` or at the first write and released by ``close()``.
+    Redirects are not followed: point the sink at the final URL.
+
+    How answers and errors map (in :func:`map_http_failure`, the one place that decides):
+
+    - 2xx: accepted.
+    - 5xx, 408, 425, 429: :class:`TransientError`; ``Retry-After`` (seconds or an HTTP date)
+      becomes ``retry_after``.
+    - connection, timeout, proxy and remote protocol errors: :class:`TransientError`.
+    - other 3xx and 4xx: :class:`PermanentError` with the status and up to 200 characters of
+      the response body; so are a URL scheme httpx cannot speak and a request httpx refuses to
+      send (a bad header).
+
+    Credentials in the URL (``https://user:pass@host``) are sent as basic auth. No password,
+    token or header value ever appears in ``repr(sink)`` or in an error message.
+
+    Args:
+        url: the endpoint, ``http://`` or ``https://``.
+        format: ``"json"`` (an array per batch) or ``"ndjson"``.
+        gzip: compress the body (``Content-Encoding: gzip``).
+        headers: extra request headers (an ``Authorization`` header, an API key).
+        auth: ``(user, password)`` for basic auth, a string sent as ``Bearer`` token, or any
+            ``httpx.Auth``.
+        timeout: seconds allowed to connect, and between bytes sent or received.
+        to_json: maps a record to a JSON-safe value.
+        transport: an ``httpx`` transport to send through instead of the network (custom TLS
+            or proxies, or ``httpx.MockTransport`` in tests).
+
+    Raises:
+        ConfigError: a bad URL, format or timeout.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        format: Format = "json",  # the option's documented name
+        gzip: bool = False,
+        headers: Mapping[str, str] | None = None,
+        auth: tuple[str, str] | str | httpx.Auth | None = None,
+        timeout: float = 10.0,
+        to_json: ToJson | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        shown = redact_url(url)
+        try:
+            parsed = httpx.URL(url)
+        except (httpx.InvalidURL, TypeError):
+            # from None: httpx's message may quote the URL, password included.
+            raise ConfigError(f"not a valid HTTP URL: {shown!r}") from None
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ConfigError(f"HttpSink needs an http:// or https:// URL with a host: {shown!r}")
+        if format not in _CONTENT_TYPES:
+            raise ConfigError(f"format must be 'json' or 'ndjson', not {format!r}")
+        if isinstance(timeout, bool) or not (isinstance(timeout, int | float) and timeout > 0):
+            raise ConfigError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        self.url = url
+        self.format: Format = format
+        self.gzip = gzip
+        self.timeout = float(timeout)
+        self._headers = dict(headers or {})
+        self._auth = _build_auth(auth)
+        self._to_json = to_json
+        self._transport = transport
+        self._description = f"HttpSink({shown!r})"
+        self._secrets = _secrets(url, self._headers, auth)
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return self._description
+
+    @property
+    def client(self) -> httpx.Client:
+        """The shared ``httpx.Client``, created on first use."""
+        with self._lock:
+            if self._client is None or self._client.is_closed:
+                self._client = httpx.Client(
+                    headers=self._headers,
+                    auth=self._auth,
+                    timeout=self.timeout,
+                    follow_redirects=False,
+                    transport=self._transport,
+                )
+            return self._client
+
+    def open(self) -> None:
+        """Create the connection pool now rather than at the first write."""
+        _ = self.client
+
+    def close(self) -> None:
+        """Close the connection pool. A later ``write`` opens a new one."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def write(self, batch: Sequence[Record]) -> None:
+        """POST the batch and check the answer.
+
+        Raises:
+            TransientError: a retryable status or transport error (see the class docs).
+            PermanentError: any other non-2xx answer, or no record could be encoded as JSON.
+            PartialFailure: some records could not be encoded; the others were accepted.
+        """
+        if not batch:
+            return
+        encoded = encode_batch(batch, self._to_json)
+        encoded.raise_if_all_bad(self._description)
+        lines = [line for _, line in encoded.ok]
+        body = "\n".join(lines) + "\n" if self.format == "ndjson" else f"[{','.join(lines)}]"
+        content = body.encode("utf-8")
+        headers = {}
+        if not any(k.lower() == "content-type" for k in self._headers):
+            headers["Content-Type"] = _CONTENT_TYPES[self.format]
+        if self.gzip:
+            content = gzip_module.compress(content, compresslevel=6, mtime=0)
+            headers["Content-Encoding"] = "gzip"
+        try:
+            response = self.client.post(self.url, content=content, headers=headers)
+        except (httpx.HTTPError, *_HTTPX_OTHER) as exc:
+            raise map_http_failure(exc, self._description, self._secrets) from exc
+        failure = map_http_failure(response, self._description, self._secrets)
+        if failure is not None:
+            raise failure
+        encoded.raise_if_some_bad(self._description)
+
+
+# What httpx raises that is not an HTTPError: misuse or a bad URL, never fixed by waiting.
+_HTTPX_OTHER = (httpx.InvalidURL, httpx.CookieConflict, httpx.StreamError)
+
+
+@overload
+def map_http_failure(
+    outcome: httpx.Response, sink: str, secrets: Sequence[str] = ()
+) -> SinkError | None: ...
+
+
+@overload
+def map_http_failure(outcome: Exception, sink: str, secrets: Sequence[str] = ()) -> SinkError: ...
+
+
+def map_http_failure(
+    outcome: httpx.Response | Exception, sink: str, secrets: Sequence[str] = ()
+) -> SinkError | None:
+    """Turn an httpx answer or error into a spoolkit error: the one place HttpSink decides.
+
+    - a 2xx response: None (accepted).
+    - a 5xx, 408, 425 or 429 response: :class:`TransientError` (with ``retry_after``).
+    - any other response: :class:`PermanentError` with the status and a body excerpt.
+    - ``UnsupportedProtocol``, ``LocalProtocolError`` (httpx refused to send the request) and
+      ``TooManyRedirects``: :class:`PermanentError`.
+    - every other ``RequestError``: connect, read, write, pool and proxy errors and timeouts,
+      ``RemoteProtocolError``, ``DecodingError``: :class:`TransientError`.
+    - ``HTTPStatusError``, ``InvalidURL``, ``CookieConflict``, ``StreamError`` and anything
+      else: :class:`PermanentError`.
+
+    Args:
+        outcome: the response received, or the exception httpx raised.
+        sink: the sink's redacted description.
+        secrets: values to mask if the server or httpx echoes them.
+
+    Returns:
+        The error to raise, or None for a successful (2xx) response.
+    """
+    if isinstance(outcome, httpx.Response):
+        return _status_failure(outcome, sink, secrets)
+    name = type(outcome).__name__
+    detail = redact_text(" ".join(str(outcome).split()), secrets) or "(no message)"
+    refused = (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.TooManyRedirects)
+    if isinstance(outcome, refused):
+        return PermanentError(f"the request cannot be sent ({name}): {detail}", sink=sink)
+    if isinstance(outcome, httpx.RequestError):
+        return TransientError(f"{name} while sending the batch: {detail}", sink=sink)
+    return PermanentError(f"{name}: {detail}", sink=sink)
+
+
+def _status_failure(
+    response: httpx.Response, sink: str, secrets: Sequence[str]
+) -> SinkError | None:
+    status = response.status_code
+    if 200 <= status < 300:  # the 2xx range
+        return None
+    excerpt = redact_text(" ".join(response.text.split())[:_EXCERPT], secrets)
+    message = f"HTTP {status} {response.reason_phrase}: {excerpt or '(empty body)'}"
+    if status >= 500 or status in _TRANSIENT_4XX:  # the 5xx range
+        after = _retry_after(response.headers.get("Retry-After"))
+        return TransientError(message, sink=sink, retry_after=after)
+    return PermanentError(message, sink=sink)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header: delay-seconds or an HTTP date; None if absent/bad."""
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _build_auth(auth: tuple[str, str] | str | httpx.Auth | None) -> httpx.Auth | None:
+    if auth is None or isinstance(auth, httpx.Auth):
+        return auth
+    if isinstance(auth, str):
+        return _BearerAuth(auth)
+    if isinstance(auth, tuple) and len(auth) == 2:  # (user, password)
+        return httpx.BasicAuth(*auth)
+    raise ConfigError("auth must be (user, password), a bearer token string, or an httpx.Auth")
+
+
+def _secrets(
+    url: str, headers: Mapping[str, str], auth: tuple[str, str] | str | httpx.Auth | None
+) -> list[str]:
+    found = secrets_in_url(url)
+    found += [v for k, v in headers.items() if is_sensitive_key(k) or k.lower() == "cookie"]
+    if isinstance(auth, str):
+        found.append(auth)
+    elif isinstance(auth, tuple):
+        found.append(str(auth[1]))
+    return [s for s in found if s]
+
+
+class _BearerAuth(httpx.Auth):
+    """Sends ``Authorization: Bearer <token>``; its repr never shows the token."""
+
+    def __init__(self, token: str) -> None:
+        self._header = f"Bearer {token}"
+
+    def __repr__(self) -> str:
+        return "_BearerAuth(***)"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = self._header
+        yield request
