@@ -1,0 +1,57 @@
+"""Sinks: where a spool delivers its records.
+
+```python
+from spoolkit import Spool
+from spoolkit.sinks import from_url
+
+with Spool("/var/spool/app", from_url("https://logs.example.com/ingest?format=ndjson")) as spool:
+    spool.put({"event": "signup", "user": 42})
+```
+
+Importing this package loads no optional dependency: ``HttpSink`` (httpx),
+``PostgresSink`` (psycopg) and ``RedisStreamSink`` (redis) import their driver the first time
+they are used, and raise ``ImportError`` naming the extra to install when it is missing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from spoolkit.sinks._url import from_url
+from spoolkit.sinks.jsonl import JsonlSink
+from spoolkit.sinks.stdout import StdoutSink
+
+if TYPE_CHECKING:
+    from spoolkit.sinks.http import HttpSink
+    from spoolkit.sinks.postgres import PostgresSink
+    from spoolkit.sinks.redis import RedisStreamSink
+
+__all__ = [
+    "HttpSink",
+    "JsonlSink",
+    "PostgresSink",
+    "RedisStreamSink",
+    "StdoutSink",
+    "from_url",
+]
+
+# Sinks whose module imports an optional driver: loaded on first attribute access.
+_LAZY = {
+    "HttpSink": "spoolkit.sinks.http",
+    "PostgresSink": "spoolkit.sinks.postgres",
+    "RedisStreamSink": "spoolkit.sinks.redis",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
