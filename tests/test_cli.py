@@ -310,3 +310,42 @@ def test_dead_list_of_a_spool_without_dead_letters(runner: CliRunner, spool: Pat
     result = runner.invoke(cli, ["dead", str(spool), "list"])
     assert result.exit_code == EXIT_OK
     assert "no dead letters" in result.output
+
+
+def test_drain_delivers_the_backlog_and_exits_0(runner: CliRunner, tmp_path: Path) -> None:
+    """drain --to jsonl:// delivers every waiting record once and empties the spool."""
+    with Queue(tmp_path / "s", chunksize=5) as q:
+        q.put_many([{"n": i} for i in range(12)])
+    target = tmp_path / "out.jsonl"
+    result = runner.invoke(cli, ["drain", str(tmp_path / "s"), "--to", f"jsonl://{target}"])
+    assert result.exit_code == EXIT_OK, result.output
+    assert "delivered 12, dead-lettered 0" in result.output
+    lines = [json.loads(line) for line in target.read_text().splitlines()]
+    assert sorted(line["item"]["n"] for line in lines) == list(range(12))
+    assert insp.inspect_spool(tmp_path / "s").backlog == 0
+
+
+def test_drain_exits_1_when_a_record_is_dead_lettered(runner: CliRunner, spool: Path) -> None:
+    """A record the sink refuses for good (a set is not JSON) is dead-lettered: exit 1."""
+    target = spool.parent / "out.jsonl"
+    result = runner.invoke(cli, ["drain", str(spool), "--to", f"jsonl://{target}"])
+    assert result.exit_code == EXIT_PROBLEM
+    assert "delivered 9, dead-lettered 1" in result.output
+    assert "see `spoolkit dead`" in result.output
+    assert [d.item["n"] for d in insp.dead_letters(spool)] == [3]
+
+
+def test_drain_to_a_bad_url_is_a_usage_error(runner: CliRunner, spool: Path) -> None:
+    """An unknown sink URL scheme exits 2 before the spool is touched."""
+    result = runner.invoke(cli, ["drain", str(spool), "--to", "nope://x"])
+    assert result.exit_code == EXIT_USAGE
+    assert insp.inspect_spool(spool).backlog == 10
+
+
+def test_drain_stops_at_its_timeout_and_exits_1(runner: CliRunner, spool: Path) -> None:
+    """A sink that cannot be reached leaves the records in the spool after --timeout."""
+    url = "http://127.0.0.1:9/ingest"  # the discard port: connection refused
+    result = runner.invoke(cli, ["drain", str(spool), "--to", url, "--timeout", "0.3"])
+    assert result.exit_code == EXIT_PROBLEM
+    assert "timed out with 10 record(s) left" in result.output
+    assert insp.inspect_spool(spool).backlog == 10
