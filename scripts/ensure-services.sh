@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # Installs the servers the test suite starts by itself (redis-server, PostgreSQL) when missing.
-# The suite starts its own throwaway instances on free loopback ports; nothing is left running.
+# The suite starts its own throwaway instances on free loopback ports; nothing is left running:
+# the packages' own services are kept from starting during the install (policy-rc.d).
 set -euo pipefail
+
+find_initdb() {
+    command -v initdb 2>/dev/null && return 0
+    ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n 1 | grep . && return 0
+    return 1
+}
+
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
-if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-    need+=(postgresql)
-fi
+find_initdb >/dev/null || need+=(postgresql)
+
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "ensure-services: missing ${need[*]}; install them (apt-get install ${need[*]}) or run as root" >&2
@@ -14,7 +21,21 @@ if [ ${#need[@]} -gt 0 ]; then
     fi
     echo "ensure-services: installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # Keep the packages from starting their system-wide services (a redis on 6379, the main
+    # PostgreSQL cluster): the suite starts its own. Only add the policy if none exists.
+    policy=/usr/sbin/policy-rc.d
+    added_policy=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        added_policy=1
+    fi
+    cleanup() { if [ "$added_policy" = 1 ]; then rm -f "$policy"; fi; }
+    trap cleanup EXIT
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-echo "ensure-services: redis-server $(redis-server --version | awk '{print $3}'), initdb present"
+
+command -v redis-server >/dev/null 2>&1 || { echo "ensure-services: redis-server still missing" >&2; exit 1; }
+initdb=$(find_initdb) || { echo "ensure-services: initdb still missing" >&2; exit 1; }
+echo "ensure-services: redis-server $(redis-server --version | awk '{print $3}'), $("$initdb" --version)"
