@@ -270,7 +270,7 @@ def test_batches_share_one_keep_alive_connection(sink_factory: type[HttpSink]) -
     """Against a keep-alive server, several batches travel over a single TCP connection."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _KeepAliveHandler)
     server.peers = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
     thread.start()
     try:
         sink = sink_factory(f"http://127.0.0.1:{server.server_address[1]}/k")

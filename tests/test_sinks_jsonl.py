@@ -205,6 +205,15 @@ def test_missing_directory_is_transient(tmp_path: Path, sink_factory: type[Jsonl
     assert len(lines(tmp_path / "later" / "x.jsonl")) == 1
 
 
+def test_open_tolerates_a_missing_directory_but_not_a_directory_path(
+    tmp_path: Path, sink_factory: type[JsonlSink]
+) -> None:
+    """open() leaves a passing failure to the first write, but reports a path that is a dir."""
+    sink_factory(tmp_path / "later" / "x.jsonl").open()
+    with pytest.raises(PermanentError):
+        sink_factory(tmp_path).open()
+
+
 def test_file_moved_away_starts_a_new_file(tmp_path: Path, sink_factory: type[JsonlSink]) -> None:
     """After an outside tool renames the file, the next batch goes to a fresh file at path."""
     path = tmp_path / "m.jsonl"

@@ -250,6 +250,42 @@ def test_unreachable_server_is_transient(
     assert "pw-SECRET" not in repr(sink)
 
 
+def test_open_creates_the_table_when_reachable(
+    postgres_dsn: str,
+    db: psycopg.Connection[Any],
+    table: str,
+    sink_factory: Callable[..., PostgresSink],
+) -> None:
+    """open() connects and creates the table before any write."""
+    sink_factory(postgres_dsn, table, create_table=True).open()
+    assert rows(db, table) == []
+
+
+def test_open_with_server_down_does_not_raise(
+    table: str, sink_factory: Callable[..., PostgresSink]
+) -> None:
+    """open() tolerates an unreachable server so the spool can start and buffer."""
+    sink = sink_factory(f"postgresql://u@127.0.0.1:{free_port()}/db", table, create_table=True)
+    sink.open()
+    with pytest.raises(TransientError):
+        sink.write(records(1))
+
+
+def test_open_raises_a_permanent_refusal(
+    postgres_dsn: str,
+    db: psycopg.Connection[Any],
+    table: str,
+    sink_factory: Callable[..., PostgresSink],
+) -> None:
+    """A table that cannot be created (no privilege) is reported by open() at once."""
+    role = f"r_{table}"
+    db.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    db.execute(sql.SQL("REVOKE CREATE ON SCHEMA public FROM PUBLIC"))
+    dsn = postgres_dsn.replace("postgres@", f"{role}@", 1)
+    with pytest.raises(PermanentError, match="42501"):
+        sink_factory(dsn, table, create_table=True).open()
+
+
 def test_killed_connection_is_replaced_transparently(
     postgres_dsn: str,
     db: psycopg.Connection[Any],

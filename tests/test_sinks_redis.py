@@ -117,8 +117,16 @@ def test_unreachable_server_is_transient(
     assert isinstance(info.value.__cause__, redis.ConnectionError)
     assert "pw-SECRET" not in str(info.value)
     assert "pw-SECRET" not in repr(sink)
+
+
+def test_open_does_not_need_the_server(
+    stream: str, sink_factory: Callable[..., RedisStreamSink]
+) -> None:
+    """open() with the server down succeeds (the spool can buffer); the write is transient."""
+    sink = sink_factory(f"redis://127.0.0.1:{free_port()}/0", stream)
+    sink.open()
     with pytest.raises(TransientError):
-        sink.open()
+        sink.write(records(1))
 
 
 def test_stopped_server_is_transient_then_recovers(

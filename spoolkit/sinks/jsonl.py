@@ -81,15 +81,19 @@ class JsonlSink:
     def open(self) -> None:
         """Open (creating it if needed) the file now rather than at the first write.
 
+        A failure that may pass (the directory is not there yet) is left to the first write,
+        so the spool can start and buffer meanwhile.
+
         Raises:
-            TransientError: the file cannot be opened for a reason that may pass.
             PermanentError: the path is forbidden or not a file.
         """
         with self._lock:
             try:
                 self._current_fd()
             except OSError as exc:
-                raise self._error(exc, "open") from exc
+                error = self._error(exc, "open")
+                if isinstance(error, PermanentError):
+                    raise error from exc
 
     def close(self) -> None:
         """Close the file. A later ``write`` opens it again."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -138,13 +139,17 @@ class PostgresSink:
         return self._description
 
     def open(self) -> None:
-        """Connect, and create the table when ``create_table`` asks for it.
+        """Connect and, with ``create_table``, create the table, if the server is reachable.
+
+        A server that cannot be reached is not an error here: the spool keeps buffering and
+        the first write tries again. A permanent refusal (no privilege to create the table)
+        is raised at once, so a misconfiguration shows when the spool starts.
 
         Raises:
-            TransientError: the server cannot be reached.
-            PermanentError: the table cannot be created (for example, no privilege).
+            PermanentError: the database refused to create the table.
         """
-        self._run(lambda conn: None)
+        with contextlib.suppress(TransientError):
+            self._run(lambda conn: None)
 
     def close(self) -> None:
         """Close every pooled connection; connections in use close when their write ends."""

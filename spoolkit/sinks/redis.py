@@ -130,15 +130,9 @@ class RedisStreamSink:
             return self._client
 
     def open(self) -> None:
-        """Check the server answers (``PING``).
-
-        Raises:
-            TransientError: the server cannot be reached.
-        """
-        try:
-            self.client.ping()
-        except redis.RedisError as exc:
-            raise map_redis_error(exc, self._description, self._secrets) from exc
+        """Make the client (for a URL). No connection is made: the first write connects, so a
+        server that is down at start does not keep the spool from buffering."""
+        _ = self.client
 
     def close(self) -> None:
         """Close an owned client's connections; a client passed in is left alone."""
