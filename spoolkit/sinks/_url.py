@@ -33,15 +33,13 @@ _FALSE = frozenset({"0", "false", "no", "off"})
 def from_url(url: str) -> Sink:
     """Build a sink from a URL.
 
-    ============================================  ==============================================
-    URL                                           sink
-    ============================================  ==============================================
-    ``http(s)://host/path?format=ndjson``         :class:`~spoolkit.sinks.HttpSink`
-    ``jsonl:///var/log/app.jsonl?max_bytes=N``    :class:`~spoolkit.sinks.JsonlSink`
-    ``postgresql://u:p@host/db?table=events``     :class:`~spoolkit.sinks.PostgresSink`
-    ``redis://host:6379/0?stream=events``         :class:`~spoolkit.sinks.RedisStreamSink`
-    ``stdout://``                                 :class:`~spoolkit.sinks.StdoutSink`
-    ============================================  ==============================================
+    | URL | sink |
+    |---|---|
+    | ``http(s)://host/path?format=ndjson`` | `HttpSink` |
+    | ``jsonl:///var/log/app.jsonl?max_bytes=N`` | `JsonlSink` |
+    | ``postgresql://u:p@host/db?table=events`` | `PostgresSink` |
+    | ``redis://host:6379/0?stream=events`` | `RedisStreamSink` |
+    | ``stdout://`` | `StdoutSink` |
 
     Sink options travel in the query string. For ``http(s)`` the options are ``format``,
     ``gzip`` and ``timeout``; every other query parameter is part of the target URL and is
