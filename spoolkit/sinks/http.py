@@ -66,7 +66,8 @@ class HttpSink:
         timeout: seconds allowed to connect, and between bytes sent or received.
         to_json: maps a record to a JSON-safe value.
         transport: an ``httpx`` transport to send through instead of the network (custom TLS
-            or proxies, or ``httpx.MockTransport`` in tests).
+            or proxies, or ``httpx.MockTransport`` in tests); ``close()`` closes it with the
+            client.
 
     Raises:
         ConfigError: a bad URL, format or timeout.
