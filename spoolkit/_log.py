@@ -15,6 +15,8 @@ import structlog
 __all__ = ["get_logger"]
 
 _STDLIB = logging.getLogger("spoolkit")
+# A library stays silent unless the application configures logging (no last-resort stderr).
+_STDLIB.addHandler(logging.NullHandler())
 
 
 def _to_stdlib_kwargs(_logger: Any, _method: str, event_dict: Any) -> dict[str, Any]:

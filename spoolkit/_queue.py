@@ -376,7 +376,11 @@ class Queue:
                 f"delivery {d.id} was handed out by another Queue instance on {self.path!r}; "
                 "it will be delivered again by this one"
             )
-        return self._outstanding.pop((d._seg.index, d._off), None) is not None
+        key = (d._seg.index, d._off)
+        if self._outstanding.get(key) is not d:  # acked already, or nacked and handed out again
+            return False
+        del self._outstanding[key]
+        return True
 
     def ack(self, *deliveries: Delivery) -> None:
         """Acknowledge deliveries: their records leave the disk (once their chunk is done).

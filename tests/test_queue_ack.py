@@ -201,3 +201,16 @@ def test_record_ids_are_unique_across_reopen_even_when_all_consumed(tmp_path: Pa
     second_ids = [d.id for d in q.get_batch(5)]
     q.close()
     assert not set(first_ids) & set(second_ids)
+
+
+def test_late_ack_of_a_nacked_delivery_does_not_ack_its_redelivery(tmp_path: Path) -> None:
+    """Acking a stale delivery (nacked, then handed out again) leaves the new copy pending."""
+    with Queue(tmp_path) as q:
+        q.put("x")
+        (d1,) = q.get_batch(1, timeout=0)
+        q.nack(d1)
+        (d2,) = q.get_batch(1, timeout=0)
+        q.ack(d1)
+        assert q.unfinished_tasks == 1
+        q.nack(d2)
+        assert q.qsize() == 1
