@@ -34,11 +34,9 @@ def _run_cycles(tmp_path: Path, cycles: int, fsync: str, seed: int) -> None:
         )
         assert child.stdout is not None
         target = rng.randint(1, 600)
-        seen = 0
-        for line in child.stdout:
+        for seen, line in enumerate(child.stdout, 1):
             kind, n = line.split()
             (put_returned if kind == b"P" else ack_returned).add(int(n))
-            seen += 1
             if seen >= target:
                 break
         os.kill(child.pid, signal.SIGKILL)
