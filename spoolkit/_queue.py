@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from queue import Empty, Full
 from typing import Any
 
+from spoolkit._disk.framing import FRAME_HEADER, FRAME_HEADER_SIZE
 from spoolkit._disk.store import Store
 from spoolkit._log import get_logger
 from spoolkit.errors import ClosedError, ConfigError, RecordTooLargeError, SerializationError
@@ -22,6 +23,8 @@ __all__ = ["Delivery", "Queue"]
 _get_ident = threading.get_ident
 _monotonic = time.monotonic
 _now = time.time
+_unpack_header = FRAME_HEADER.unpack_from
+_HEADER = FRAME_HEADER_SIZE
 
 
 class Delivery:
@@ -302,7 +305,10 @@ class Queue:
             if pos is None:
                 return None
             seg, off = pos
-            rid, t, crc, payload = store.read(seg, off)
+            mm = seg.mm
+            assert mm is not None  # a segment with records handed out stays mapped
+            _magic, n, rid, t, crc, _ack = _unpack_header(mm, off)
+            payload = mm[off + _HEADER : off + _HEADER + n]
             try:
                 item = self._loads(payload)
             except Exception as exc:  # kept on disk; delivered again after a restart
@@ -389,11 +395,16 @@ class Queue:
         before this returns.
         """
         store = self._store
+        outstanding = self._outstanding
         with self._lock:
             store.check_open()
             for d in deliveries:
-                if self._pop_outstanding(d):
+                key = (d._seg.index, d._off)
+                if outstanding.get(key) is d:
+                    del outstanding[key]
                     store.ack(d._seg, d._off, d._crc)
+                elif d._store is not store:
+                    self._pop_outstanding(d)  # raises ClosedError
             self._after_ack()
             gen = store.gen
         if self._always:
