@@ -30,8 +30,8 @@ from spoolkit._disk.framing import FIELDS, MAGIC, U32
 Peer = Callable[[str, list[bytes]], tuple[float, float]]
 
 
-def bench_spoolkit(d: str, items: list[bytes]) -> tuple[float, float]:
-    q = spoolkit.Queue(d)
+def stdlib_style(q: Any, items: list[bytes]) -> tuple[float, float]:
+    """put every item, then get + task_done every item: the queue.Queue API."""
     put = rate(len(items), lambda: [q.put(x) for x in items])
 
     def drain() -> None:
@@ -39,9 +39,14 @@ def bench_spoolkit(d: str, items: list[bytes]) -> tuple[float, float]:
             q.get()
             q.task_done()
 
-    got = rate(len(items), drain)
+    return put, rate(len(items), drain)
+
+
+def bench_spoolkit(d: str, items: list[bytes]) -> tuple[float, float]:
+    q = spoolkit.Queue(d)
+    result = stdlib_style(q, items)
     q.close()
-    return put, got
+    return result
 
 
 def bench_spoolkit_batch(d: str, items: list[bytes]) -> tuple[float, float]:
@@ -93,28 +98,14 @@ def bench_pqueue(d: str, items: list[bytes]) -> tuple[float, float]:
 
     os.makedirs(os.path.join(d, "pq"))
     q = pqueue.Queue(os.path.join(d, "pq"), tempdir=d)
-    put = rate(len(items), lambda: [q.put(x) for x in items])
-
-    def drain() -> None:
-        for _ in items:
-            q.get()
-            q.task_done()
-
-    return put, rate(len(items), drain)
+    return stdlib_style(q, items)
 
 
 def bench_persist_file(d: str, items: list[bytes]) -> tuple[float, float]:
     import persistqueue
 
     q = persistqueue.Queue(os.path.join(d, "pf"), tempdir=d)
-    put = rate(len(items), lambda: [q.put(x) for x in items])
-
-    def drain() -> None:
-        for _ in items:
-            q.get()
-            q.task_done()
-
-    return put, rate(len(items), drain)
+    return stdlib_style(q, items)
 
 
 def bench_persist_sqlite_ack(d: str, items: list[bytes]) -> tuple[float, float]:
