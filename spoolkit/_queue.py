@@ -219,8 +219,11 @@ class Queue:
         Every item is serialized before anything is stored: if one cannot be, nothing is.
         On a bounded queue the items go in one by one, waiting for room as :meth:`put` does.
         """
-        encode = self._encode
-        payloads = [encode(item) for item in items]
+        items = list(items)
+        try:
+            payloads = list(map(self._dumps, items))
+        except Exception:  # find the culprit and raise the typed error for it
+            payloads = [self._encode(item) for item in items]
         if not payloads:
             return
         store = self._store

@@ -319,15 +319,17 @@ class Store:
                 seg.grow(start + size)
             parts: list[bytes] = []
             add = parts.extend
-            offsets = seg.pending
+            offsets: list[int] = []
+            mark = offsets.append
             pos, rid, seed = start, self.next_id, seg.index
             for p in batch:
                 n = len(p)
                 fields = fields_pack(n, rid, enqueued_at)
                 add((MAGIC, fields, u32_pack(_crc(p, _crc(fields, seed))), _ZERO4, p))
-                offsets.append(pos)
+                mark(pos)
                 pos += FRAME_HEADER_SIZE + n
                 rid += 1
+            seg.pending.extend(offsets)
             assert seg.mm is not None
             seg.mm[start:pos] = b"".join(parts)
             count = len(batch)
