@@ -28,7 +28,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "the spoolkit command line needs click and rich: pip install 'spoolkit[cli]'"
     ) from exc
 
-from spoolkit import Spool, __version__, _demo
+from spoolkit import Spool, __version__, _demo, _repair
 from spoolkit import _inspect as insp
 from spoolkit.errors import ConfigError, FormatError, LockedError, SpoolError
 
@@ -233,7 +233,7 @@ def fsck(path: str, repair: bool, as_json: bool) -> None:
     rewrites each damaged chunk keeping every intact record and its acknowledgement, then
     exits 0 if the spool is clean.
     """
-    fixed = insp.repair(path) if repair else None
+    fixed = _repair.repair(path) if repair else None
     report = fixed.before if fixed is not None else insp.fsck(path)
     final = fixed.after if fixed is not None else report
     if as_json:
@@ -244,7 +244,7 @@ def fsck(path: str, repair: bool, as_json: bool) -> None:
         sys.exit(EXIT_PROBLEM)
 
 
-def _fsck_json(report: insp.FsckReport, fixed: insp.RepairReport | None) -> dict[str, Any]:
+def _fsck_json(report: insp.FsckReport, fixed: _repair.RepairReport | None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "path": report.path,
         "ok": report.ok,
@@ -267,7 +267,7 @@ def _fsck_json(report: insp.FsckReport, fixed: insp.RepairReport | None) -> dict
     return out
 
 
-def _print_fsck(report: insp.FsckReport, fixed: insp.RepairReport | None) -> None:
+def _print_fsck(report: insp.FsckReport, fixed: _repair.RepairReport | None) -> None:
     console = _console()
     console.print(
         f"{report.path}: {len(report.chunks)} chunk file(s), {report.records:,} intact "

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from spoolkit import Queue, Record, Spool
+from spoolkit import Queue, Record, Spool, _repair
 from spoolkit import _inspect as insp
 from spoolkit._disk import framing
 from spoolkit._disk.framing import CHUNK_HEADER_SIZE, FRAME_HEADER_SIZE, Frame
@@ -208,7 +208,7 @@ def test_bad_paths_raise_path_error(tmp_path: Path, kind: str) -> None:
     elif kind == "not_a_spool":
         target.mkdir()
         (target / "other.txt").write_text("hi")
-    for fn in (insp.inspect_spool, insp.peek, insp.fsck, insp.repair):
+    for fn in (insp.inspect_spool, insp.peek, insp.fsck, _repair.repair):
         with pytest.raises(PathError):
             fn(target)
 
@@ -271,7 +271,7 @@ def test_repair_keeps_every_intact_record_and_its_ack_state(spool: Path) -> None
         f.seek(_offsets(spool, "q00001")[-1].end)
         f.write(b"junk" * 8)
 
-    fixed = insp.repair(spool)
+    fixed = _repair.repair(spool)
 
     assert fixed.rewritten == ("q00000", "q00001")
     assert len(fixed.before.damage) == 3
@@ -291,7 +291,7 @@ def test_repair_keeps_every_intact_record_and_its_ack_state(spool: Path) -> None
 def test_repair_rebuilds_a_damaged_chunk_header(spool: Path) -> None:
     """A chunk whose header is damaged gets a fresh one; all its records are kept."""
     _flip(spool / "q00001", 20)
-    fixed = insp.repair(spool)
+    fixed = _repair.repair(spool)
     assert fixed.rewritten == ("q00001",)
     assert fixed.kept_records == 10
     assert fixed.after.ok
@@ -307,7 +307,7 @@ def test_repair_rebuilds_a_damaged_chunk_header(spool: Path) -> None:
 def test_repair_of_a_clean_spool_changes_nothing(spool: Path) -> None:
     """With no damage, repair rewrites no file."""
     stamp = {n: (spool / n).stat().st_mtime_ns for n in os.listdir(spool)}
-    fixed = insp.repair(spool)
+    fixed = _repair.repair(spool)
     assert fixed.rewritten == ()
     assert fixed.after.ok
     for name in ("q00000", "q00001", "q00002"):
@@ -318,7 +318,7 @@ def test_repair_refuses_a_spool_in_use(owner: tuple[Path, subprocess.Popen[str]]
     """repair needs the directory lock: it names the owning pid and changes nothing."""
     path, proc = owner
     with pytest.raises(LockedError) as caught:
-        insp.repair(path)
+        _repair.repair(path)
     assert caught.value.pid == proc.pid
     assert str(proc.pid) in str(caught.value)
 
@@ -368,7 +368,7 @@ def test_fsck_and_repair_cover_the_dead_letters(spool_with_dead_letters: Path) -
     report = insp.fsck(spool_with_dead_letters)
     assert report.damage == (insp.DamagedRegion("dead/q00000", victim.offset, victim.end),)
     assert report.dead_letters == 2
-    fixed = insp.repair(spool_with_dead_letters)
+    fixed = _repair.repair(spool_with_dead_letters)
     assert fixed.rewritten == ("dead/q00000",)
     assert fixed.after.ok
     assert [d.item for d in insp.dead_letters(spool_with_dead_letters)] == [{"n": 1}, {"n": 5}]
