@@ -214,3 +214,42 @@ def test_late_ack_of_a_nacked_delivery_does_not_ack_its_redelivery(tmp_path: Pat
         assert q.unfinished_tasks == 1
         q.nack(d2)
         assert q.qsize() == 1
+
+
+def test_acknowledged_chunk_files_are_reused_without_losing_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks freed by acks become new chunks: few files are created, every record in order."""
+    from spoolkit._disk import segment
+
+    created: list[int] = []
+    real = segment.Segment.create.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type, directory: str, header: object, initial: int) -> object:
+        created.append(1)
+        return real(cls, directory, header, initial)
+
+    monkeypatch.setattr(segment.Segment, "create", classmethod(counting))
+    with Queue(tmp_path, chunksize=3, fsync="never") as q:
+        got: list[int] = []
+        for i in range(0, 60, 6):
+            q.put_many(range(i, i + 6))
+            batch = q.get_batch(6)
+            got += [d.item for d in batch]
+            q.ack(*batch)
+            assert sorted(n for n in os.listdir(tmp_path) if n.startswith("q")) == [
+                f"q{(i + 6) // 3 - 1:05d}"
+            ]
+        assert got == list(range(60))
+    assert len(created) < 8  # 20 chunks were used, most of them recycled files
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".free-")]
+
+
+def test_leftover_free_files_are_removed_on_open(tmp_path: Path) -> None:
+    """A retired chunk file left by a crash (.free-N) is removed when the queue opens."""
+    with Queue(tmp_path) as q:
+        q.put("x")
+    (tmp_path / ".free-7").write_bytes(b"\0" * 4096)
+    with Queue(tmp_path) as q:
+        assert q.get_nowait() == "x"
+    assert not (tmp_path / ".free-7").exists()

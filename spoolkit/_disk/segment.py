@@ -19,6 +19,7 @@ from spoolkit._disk import framing
 from spoolkit._disk.framing import CHUNK_HEADER_SIZE, ChunkHeader
 
 PAGE = 4096
+FREE_PREFIX = ".free-"  # retired chunk files waiting to be reused
 
 
 def chunk_name(index: int) -> str:
@@ -62,6 +63,7 @@ class Segment:
         "parked",
         "path",
         "pending",
+        "recyclable",
         "size",
         "unacked",
         "used",
@@ -84,6 +86,7 @@ class Segment:
         self.parked: array[int] | None = None
         self.loaded = False
         self.deleted = False
+        self.recyclable = False  # wpos is known to bound every byte written
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -113,7 +116,50 @@ class Segment:
         seg.capacity = header.capacity
         seg.first_id = header.first_id
         seg.loaded = True
+        seg.recyclable = True
         return seg
+
+    def retire(self, directory: str, token: int) -> None:
+        """Erase this fully acknowledged chunk and set its file aside for reuse.
+
+        The frames are zeroed, then the file is renamed to a hidden ``.free-N`` name: the
+        chunk is gone (its name and its records), while the preallocated, mapped file waits
+        to become a new chunk (:meth:`recycle`). A crash leaves a ``.free-N`` file, which the
+        next open removes.
+
+        Raises:
+            OSError: the rename failed (the caller deletes the chunk instead).
+        """
+        mm = self.mm
+        assert mm is not None
+        mm[CHUNK_HEADER_SIZE : self.wpos] = bytes(self.wpos - CHUNK_HEADER_SIZE)
+        path = os.path.join(directory, f"{FREE_PREFIX}{token}")
+        os.rename(self.path, path)
+        self.path = path
+
+    def recycle(self, directory: str, header: ChunkHeader) -> None:
+        """Turn a retired file into the new, empty chunk ``header`` describes.
+
+        The header is written before the rename: a crash leaves either the ``.free-N`` file or
+        an empty chunk, both harmless. Cheaper than creating, preallocating and mapping a file.
+
+        Raises:
+            OSError: the rename failed; the segment is unchanged.
+        """
+        mm = self.mm
+        assert mm is not None
+        mm[0:CHUNK_HEADER_SIZE] = framing.encode_chunk_header(header)
+        path = os.path.join(directory, chunk_name(header.index))
+        os.rename(self.path, path)
+        self.path = path
+        self.index = header.index
+        self.capacity = header.capacity
+        self.first_id = header.first_id
+        self.count = self.unacked = self.used = 0
+        self.wpos = CHUNK_HEADER_SIZE
+        self.pending.clear()
+        self.parked = None
+        self.loaded = True
 
     def open(self) -> None:
         """Map an existing chunk file (read-write). Growing an empty file to hold a header."""

@@ -29,7 +29,7 @@ from spoolkit._disk.framing import (
     ChunkHeader,
 )
 from spoolkit._disk.recovery import scan_chunk
-from spoolkit._disk.segment import Segment, chunk_name, parse_chunk_name
+from spoolkit._disk.segment import FREE_PREFIX, Segment, chunk_name, parse_chunk_name
 from spoolkit._log import get_logger
 from spoolkit.errors import ClosedError, ConfigError, FormatError, PathError, RecordTooLargeError
 
@@ -37,6 +37,7 @@ _ZERO4 = b"\0\0\0\0"
 _OPEN: dict[str, weakref.ref[Store]] = {}
 _OPEN_LOCK = threading.Lock()
 FSYNC_MODES = ("always", "interval", "never")
+FREE_CHUNKS = 4  # fully acknowledged chunk files kept mapped for reuse as new chunks
 
 
 class RecoveryReport:
@@ -98,6 +99,7 @@ class Store:
         self._redeliver: list[tuple[int, int]] = []
         self._dirty: set[Segment] = set()
         self._unlink_later: list[str] = []
+        self._free: list[Segment] = []  # fully acknowledged chunks kept for reuse
         self._dir_dirty = False
         self._synced = 0
         self._sync_cond = threading.Condition(threading.Lock())
@@ -127,7 +129,7 @@ class Store:
         migrated = migrate.pending_pqueue_items(self.path)
         info = meta.read_meta(self.path)
         for name in os.listdir(self.path):
-            if name.endswith(meta.TMP_SUFFIX):
+            if name.endswith(meta.TMP_SUFFIX) or name.startswith(FREE_PREFIX):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(self.path, name))
         indexes = sorted(
@@ -248,8 +250,18 @@ class Store:
         old = self._head
         index = old.index + 1 if old is not None else 0
         header = ChunkHeader(index, self.chunksize, self.next_id, self.uid, time.time())
-        initial = CHUNK_HEADER_SIZE + self.chunksize * self._avg_frame * 5 // 4
-        seg = Segment.create(self.path, header, initial)
+        seg = None
+        if self._free:
+            seg = self._free.pop()
+            try:
+                seg.recycle(self.path, header)
+            except OSError as exc:
+                self._log.warning("chunk_recycle_failed", chunk=seg.path, error=str(exc))
+                seg.delete()
+                seg = None
+        if seg is None:
+            initial = CHUNK_HEADER_SIZE + self.chunksize * self._avg_frame * 5 // 4
+            seg = Segment.create(self.path, header, initial)
         self._segs[index] = seg
         self._unread.append(seg)
         self._head = seg
@@ -424,13 +436,22 @@ class Store:
             unread.popleft()  # fully handed out and acknowledged: the reader moves on
             if not unread[0].loaded:
                 self._load(unread[0])
+        self._segs.pop(seg.index, None)
+        self._dirty.discard(seg)
+        self.bytes_used -= seg.used
+        if seg.recyclable and seg.mm is not None and len(self._free) < FREE_CHUNKS:
+            try:
+                seg.retire(self.path, seg.index)
+            except OSError as exc:
+                self._log.warning("chunk_retire_failed", chunk=seg.path, error=str(exc))
+            else:
+                self._free.append(seg)  # its file becomes a later chunk: see _roll
+                self._dir_dirty = True
+                return
         deferred = self._flusher is not None
         seg.delete(unlink=not deferred)
         if deferred:
             self._unlink_later.append(seg.path)
-        self._segs.pop(seg.index, None)
-        self._dirty.discard(seg)
-        self.bytes_used -= seg.used
         self._dir_dirty = True
 
     # -- durability --------------------------------------------------------------------------
@@ -526,6 +547,9 @@ class Store:
                     del _OPEN[self.path]
 
     def _close_files(self) -> None:
+        for seg in self._free:
+            seg.delete()
+        self._free.clear()
         for seg in self._segs.values():
             seg.close()
         self._segs.clear()
