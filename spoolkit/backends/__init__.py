@@ -97,14 +97,15 @@ def open_backend(
     fsync: str,
     max_bytes: int | None,
 ) -> Backend:
-    """Open the backend ``backend`` names (``None`` or ``"disk"``: the disk queue at ``path``).
+    """Open the backend ``backend`` names (``None`` or ``"disk"``: the disk queue at ``path``;
+    ``"redis://...?stream=S&group=G"``: :class:`spoolkit.backends.redis.RedisBackend`).
 
     The disk queue uses chunk files of 1000 records, or with ``max_bytes`` about
     ``max_bytes / 8 KiB`` records (8 to 1000): space on disk is freed a whole chunk file at a
     time, so smaller chunks let a full spool make room in smaller steps.
 
     Raises:
-        ConfigError: an unknown backend name or URL, or a backend not available yet.
+        ConfigError: an unknown backend name or URL.
     """
     if backend is None or backend == "disk":
         chunksize = 1000 if max_bytes is None else max(8, min(1000, max_bytes // 8192))
@@ -114,10 +115,11 @@ def open_backend(
     if isinstance(backend, str):
         scheme = backend.split("://", 1)[0] if "://" in backend else ""
         if scheme in {"redis", "rediss"}:
-            raise ConfigError(
-                "the Redis Streams backend is not available in this version of spoolkit; "
-                "use the default disk backend"
-            )
+            if max_bytes is not None:
+                raise ConfigError("max_bytes caps the disk backend; cap a stream with maxlen=")
+            from spoolkit.backends.redis import RedisBackend  # noqa: PLC0415 - redis is an extra
+
+            return RedisBackend.from_url(backend, serializer=serializer)
         raise ConfigError(
             f"unknown backend {backend.split('@')[-1]!r}; use None (the disk queue) or an "
             "object implementing spoolkit.backends.Backend"
