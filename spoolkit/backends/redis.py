@@ -339,11 +339,13 @@ class RedisBackend:
         self._call(lambda: self.client.xread({self.stream: start}, count=1, block=ms))
 
     def _read(self, count: int) -> list[StreamMessage]:
-        """Claims due, then this consumer's own history once, then new entries (under lock)."""
-        got = self._claim(count)
+        """This consumer's own pending history (once, first), claims due, then new entries."""
+        got: list[StreamMessage] = []
         if not self._history_read:
             got += self._group_read("0", count)
-            self._history_read = True
+            self._history_read = len(got) < count  # the rest next time
+        if len(got) < count:
+            got += self._claim(count - len(got))
         if len(got) < count:
             got += self._group_read(">", count - len(got))
         return self._screen(got)
