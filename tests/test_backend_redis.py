@@ -192,6 +192,28 @@ def test_dead_letter_failure_leaves_the_record_pending(
     assert client.xpending(stream, "g")["pending"] == 1
 
 
+def test_spool_dead_letters_records_over_max_deliveries(
+    make: Factory, redis_url: str, stream: str, tmp_path: Path
+) -> None:
+    """Bound to a spool's dead letters, a record over max_deliveries never reaches the sink."""
+    make(consumer="crashed", claim_idle=0.05).put("poison", block=True, timeout=None)
+    make(consumer="crashed").get_batch(1, 1)  # delivery 1, never acknowledged
+    sink = MemorySink()
+    url = f"{redis_url}?stream={stream}&group=g&claim_idle=0.05&max_deliveries=1"
+    backend = RedisBackend.from_url(url)
+    spool = Spool(tmp_path / "s", sink, backend=backend)
+    backend.bind_dead_letters(spool.dead_letters)  # as docs/scaling-out.md shows
+    with spool:
+        deadline = time.monotonic() + 5
+        while not len(spool.dead_letters) and time.monotonic() < deadline:
+            spool.flush(0.05)
+        (letter,) = spool.dead_letters.list()
+        assert letter.record.item == "poison"
+        assert "max_deliveries=1" in letter.error.message
+        assert spool.stats().backlog == 0
+    assert sink.batches == []
+
+
 def test_from_url_options(redis_url: str) -> None:
     """from_url reads the backend options from the query and leaves redis-py's to the client."""
     b = RedisBackend.from_url(

@@ -197,9 +197,11 @@ class RedisBackend:
         return self._description
 
     def bind_dead_letters(self, dead: DeadLetters) -> None:
-        """Where records over ``max_deliveries`` go (the spool's :class:`DeadLetters`).
+        """Where records over ``max_deliveries`` (or undecodable) go: the spool's dead letters.
 
-        Unbound, such records are logged (``max_deliveries_exceeded``) and delivered anyway.
+        Unbound, a record over ``max_deliveries`` is logged (``max_deliveries_exceeded``) and
+        delivered anyway; an undecodable one is logged (``undecodable_record``) and left
+        pending.
         """
         self._dead = dead
 
@@ -430,9 +432,11 @@ class RedisBackend:
         ]
         if not bad:
             return msgs
-        if self._dead is None:
+        if self._dead is None:  # nowhere to put them: deliver what can be, log the rest
             for m in bad:
-                self._log.error("max_deliveries_exceeded", record_id=m.record_id, bound=False)
+                undecodable = type(m.item) is _Undecodable
+                event = "undecodable_record" if undecodable else "max_deliveries_exceeded"
+                self._log.error(event, record_id=m.record_id, deliveries=m.deliveries)
             return [m for m in msgs if type(m.item) is not _Undecodable]
         now = time.time()
         entries = []
