@@ -69,7 +69,10 @@ class Spool:
         serializer: ``"pickle"``, ``"json"``, ``"raw"`` or a serializer object.
         sink_timeout: seconds after which a running sink call counts as stuck and its batch is
             handed to another worker; None never.
-        backend: None (the disk queue at ``path``) or a :class:`~spoolkit.backends.Backend`.
+        backend: None (the disk queue at ``path``), a ``redis://host/db?stream=...&group=...``
+            URL (:class:`~spoolkit.backends.redis.RedisBackend`; ``path`` then holds only the
+            dead letters) or a :class:`~spoolkit.backends.Backend` object. A backend with a
+            ``bind_dead_letters`` method is given the spool's dead letters.
         clock: where time is read and backoffs wait (:class:`spoolkit.testing.FakeClock`).
 
     Raises:
@@ -114,6 +117,9 @@ class Spool:
         except BaseException:
             self._backend.close()
             raise
+        bind = getattr(self._backend, "bind_dead_letters", None)
+        if callable(bind):  # backends that dead-letter on their own (max_deliveries)
+            bind(self._dead)
         self._log = get_logger(spool=self.path)
         self._counters = Counters()
         self._registry: dict[str, Registered] = {}

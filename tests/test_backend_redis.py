@@ -200,9 +200,7 @@ def test_spool_dead_letters_records_over_max_deliveries(
     make(consumer="crashed").get_batch(1, 1)  # delivery 1, never acknowledged
     sink = MemorySink()
     url = f"{redis_url}?stream={stream}&group=g&claim_idle=0.05&max_deliveries=1"
-    backend = RedisBackend.from_url(url)
-    spool = Spool(tmp_path / "s", sink, backend=backend)
-    backend.bind_dead_letters(spool.dead_letters)  # as docs/scaling-out.md shows
+    spool = Spool(tmp_path / "s", sink, backend=url)  # binds its dead letters by itself
     with spool:
         deadline = time.monotonic() + 5
         while not len(spool.dead_letters) and time.monotonic() < deadline:
