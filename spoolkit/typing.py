@@ -7,15 +7,13 @@ is anything with ``dumps(obj) -> bytes`` and ``loads(bytes) -> obj``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 __all__ = ["Record", "Serializer", "Sink"]
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One record handed to a sink.
+class Record(NamedTuple):
+    """One record handed to a sink: an immutable named tuple (cheap to build per record).
 
     Attributes:
         id: unique within its spool and stable across restarts, redeliveries and dead-letter
