@@ -13,6 +13,7 @@ import pickle
 import shutil
 
 from spoolkit._disk.meta import read_meta
+from spoolkit._disk.perms import make_private_dir
 from spoolkit._disk.segment import parse_chunk_name
 
 BACKUP = "pqueue-0.1"
@@ -24,7 +25,7 @@ def pending_pqueue_items(path: str) -> list[bytes] | None:
     backup = os.path.join(path, BACKUP)
     top_info = os.path.join(path, INFO)
     if os.path.exists(top_info) and not os.path.exists(os.path.join(path, "meta.json")):
-        os.makedirs(backup, mode=0o700, exist_ok=True)
+        make_private_dir(backup)
         for name in sorted(os.listdir(path)):
             if parse_chunk_name(name) is not None:
                 os.replace(os.path.join(path, name), os.path.join(backup, name))

@@ -28,6 +28,7 @@ from spoolkit._disk.framing import (
     U32,
     ChunkHeader,
 )
+from spoolkit._disk.perms import make_private_dir
 from spoolkit._disk.recovery import scan_chunk
 from spoolkit._disk.segment import FREE_PREFIX, Segment, chunk_name, parse_chunk_name
 from spoolkit._log import get_logger
@@ -602,9 +603,7 @@ def _prepare_dir(path: str) -> str:
     if os.path.exists(path) and not os.path.isdir(path):
         raise PathError(f"spool path {path!r} is a file, not a directory; choose a directory", path)
     try:
-        if not os.path.isdir(path):
-            os.makedirs(path, mode=0o700, exist_ok=True)
-            os.chmod(path, 0o700)
+        make_private_dir(path)
     except OSError as exc:
         raise PathError(f"cannot create spool directory {path!r}: {exc.strerror}", path) from exc
     if not os.access(path, os.W_OK | os.X_OK):
