@@ -38,6 +38,9 @@ class SpoolStats:
         oldest_age: seconds since the oldest record not yet delivered was put; 0 when none.
         worker_restarts: workers restarted after a crash or a stuck sink call.
         last_error: ``repr`` of the last sink or worker error, or None.
+        undecodable: stored records skipped because their serializer could not read them
+            back (a tampered or wrongly keyed encrypted record, a renamed pickled class); they
+            stay on disk and are tried again after a restart.
     """
 
     enqueued: int
@@ -50,6 +53,7 @@ class SpoolStats:
     oldest_age: float
     worker_restarts: int
     last_error: str | None
+    undecodable: int = 0
 
 
 class Counters:
@@ -148,4 +152,5 @@ def snapshot(counters: Counters, backend: Backend, dead_bytes: int, pool: Pool) 
             oldest_age=age,
             worker_restarts=c.worker_restarts,
             last_error=c.last_error,
+            undecodable=getattr(backend, "undecodable", 0),
         )

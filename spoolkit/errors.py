@@ -9,6 +9,8 @@ SpoolError
 │   └── PathError (OSError)             the spool path is a file, unwritable, or unusable
 ├── SerializationError (TypeError)      an item the serializer cannot encode; nothing was stored
 ├── RecordTooLargeError (ValueError)    an encoded record over ``max_record_bytes``
+├── UndecodableRecordError (ValueError) a stored record its serializer cannot read back
+│   └── TamperedRecordError             an encrypted record failed authentication
 ├── FormatError                         a directory written by an unknown, newer format
 ├── LockedError                         another process holds the spool directory (.pid)
 ├── ClosedError                         the queue/spool was closed or taken over
@@ -45,7 +47,9 @@ __all__ = [
     "SinkError",
     "SpoolError",
     "SpoolFull",
+    "TamperedRecordError",
     "TransientError",
+    "UndecodableRecordError",
     "UnknownDeferredError",
 ]
 
@@ -92,6 +96,23 @@ class RecordTooLargeError(SpoolError, ValueError):
         )
         self.size = size
         self.limit = limit
+
+
+class UndecodableRecordError(SpoolError, ValueError):
+    """A stored record cannot be decoded: not in its serializer's format, or its key is missing.
+
+    Raised by a serializer's ``loads``. The queue skips such a record for the session, logs
+    it (``record_undecodable``) and counts it (``Queue.undecodable``, ``SpoolStats.undecodable``);
+    it stays on disk and is tried again after a restart.
+    """
+
+
+class TamperedRecordError(UndecodableRecordError):
+    """An encrypted record failed authentication: it was altered, or sealed with another key.
+
+    Raised by :class:`spoolkit.crypto.EncryptedSerializer` before anything is decrypted, so
+    the inner serializer never sees the bytes. Handled like any undecodable record.
+    """
 
 
 class FormatError(SpoolError):

@@ -31,6 +31,7 @@ _COUNTERS = {
     "dead_lettered": "Records moved to the dead letters.",
     "dropped": "Records discarded because the spool was full.",
     "worker_restarts": "Workers restarted after a crash or a stuck sink call.",
+    "undecodable": "Stored records skipped because they could not be decoded (or authenticated).",
 }
 _GAUGES = {
     "backlog": "Records not yet acknowledged (waiting or in flight).",

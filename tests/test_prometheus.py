@@ -32,6 +32,7 @@ def test_collector_exports_the_stats(make_spool: Any) -> None:
         "dead_lettered_total",
         "dropped_total",
         "worker_restarts_total",
+        "undecodable_total",
         "backlog",
         "bytes_on_disk",
         "oldest_age_seconds",

@@ -54,6 +54,11 @@ class DiskBackend:
         """The queue directory."""
         return self.queue.path
 
+    @property
+    def undecodable(self) -> int:
+        """Records skipped since the queue was opened because they could not be decoded."""
+        return self.queue.undecodable
+
     def encode(self, item: Any) -> bytes:
         """Serialize ``item`` with the queue's serializer."""
         return self.queue._encode(item)
