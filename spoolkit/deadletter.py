@@ -12,7 +12,9 @@ stay in the dead letters too (requeue it again, or purge it; the sink sees it at
 
 from __future__ import annotations
 
+import io
 import os
+import pickle
 import threading
 import traceback
 from collections.abc import Callable, Collection, Sequence
@@ -139,6 +141,31 @@ class DeadEntry:
         return cls(rid, payload, t, DeadError(etype, emsg, etb), attempts, first, last)
 
 
+class _WireSerializer:
+    """Pickles :meth:`DeadEntry.to_wire` tuples; loads them without resolving any global.
+
+    An entry holds only tuples, strings, bytes and numbers, none of which needs a global to
+    load, so refusing every global costs nothing and keeps the store safe to read even when
+    someone else could write it: a pickle that names a class or function is undecodable
+    (skipped and counted by the queue), never run. Named ``pickle`` (the format on disk).
+    """
+
+    name = "pickle"
+
+    def dumps(self, obj: Any) -> bytes:
+        """Pickle ``obj``."""
+        return pickle.dumps(obj, 5)
+
+    def loads(self, data: bytes) -> Any:
+        """Unpickle plain data; any global raises ``pickle.UnpicklingError``."""
+        return _NoGlobals(io.BytesIO(data)).load()
+
+
+class _NoGlobals(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"dead-letter entries hold no objects, found {module}.{name}")
+
+
 class DeadLetters:
     """The dead letters of one spool (``spool.dead_letters``).
 
@@ -157,7 +184,7 @@ class DeadLetters:
         decode: Callable[[bytes], Any],
         restore: Callable[[bytes, str, float], None],
     ) -> None:
-        self._queue = Queue(path, chunksize=256, serializer="pickle", fsync="always")
+        self._queue = Queue(path, chunksize=256, serializer=_WireSerializer(), fsync="always")
         self._decode = decode
         self._restore = restore
         self._lock = threading.Lock()

@@ -185,3 +185,49 @@ def test_existing_private_directory_is_not_warned_about(
     with caplog.at_level(logging.WARNING, logger="spoolkit"):
         Queue(tmp_path / "q").close()
     assert "spool_dir_permissions_loose" not in caplog.text
+
+
+class _Plant:
+    """Unpickling this calls ``open(path, "w")``: a stand-in for code an attacker would run."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (self.path, "w"))
+
+
+class _AsIs:
+    """Stores bytes as they are, under the dead-letter store's serializer name."""
+
+    name = "pickle"
+
+    def dumps(self, obj: bytes) -> bytes:
+        return obj
+
+    def loads(self, data: bytes) -> bytes:
+        return data
+
+
+def test_dead_letters_never_unpickle_objects(tmp_path: Path) -> None:
+    """A pickle planted in <spool>/dead that names a callable is skipped, never run."""
+    import pickle
+
+    marker = tmp_path / "pwned"
+    root = tmp_path / "s"
+    spool = Spool(root, sink=_Refuse(), serializer="json")
+    spool.start()
+    try:
+        spool.put({"n": 1})
+        spool.flush(timeout=10)
+    finally:
+        spool.stop()
+    with Queue(root / "dead", serializer=_AsIs()) as dead:
+        dead.put(pickle.dumps(_Plant(str(marker)), 5))
+    spool = Spool(root, sink=_Refuse(), serializer="json")
+    try:
+        letters = spool.dead_letters.list()
+    finally:
+        spool.stop()
+    assert [d.record.item for d in letters] == [{"n": 1}]
+    assert not marker.exists()
