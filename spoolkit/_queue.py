@@ -12,6 +12,7 @@ from queue import Empty, Full
 from typing import Any
 
 from spoolkit._disk.framing import FRAME_HEADER, FRAME_HEADER_SIZE
+from spoolkit._disk.ioerrors import NOT_STORED, NOT_SYNCED, storage_error
 from spoolkit._disk.store import Store
 from spoolkit._log import get_logger
 from spoolkit.errors import ClosedError, ConfigError, RecordTooLargeError, SerializationError
@@ -25,6 +26,9 @@ _monotonic = time.monotonic
 _now = time.time
 _unpack_header = FRAME_HEADER.unpack_from
 _HEADER = FRAME_HEADER_SIZE
+_ACK_NOT_SYNCED = (
+    "the acknowledgement is recorded, but after a power loss the record may be delivered again"
+)
 
 
 class Delivery:
@@ -84,6 +88,7 @@ class Queue:
         PathError: ``path`` is a file or not writable.
         LockedError: another process holds the directory.
         ConfigError: an invalid option.
+        StorageError: the disk refused to open it (e.g. ``meta.json`` could not be written).
     """
 
     def __init__(
@@ -102,15 +107,19 @@ class Queue:
         name, self._serializer = resolve(serializer)
         if max_bytes is not None and max_bytes <= 0:
             raise ConfigError(f"max_bytes must be a positive number of bytes, got {max_bytes!r}")
-        self._store = store = Store(
-            os.fspath(path),
-            chunksize=chunksize,
-            serializer_name=name,
-            fsync=fsync,
-            fsync_interval=fsync_interval,
-            max_record_bytes=max_record_bytes,
-            tempdir=tempdir,
-        )
+        try:
+            self._store = store = Store(
+                os.fspath(path),
+                chunksize=chunksize,
+                serializer_name=name,
+                fsync=fsync,
+                fsync_interval=fsync_interval,
+                max_record_bytes=max_record_bytes,
+                tempdir=tempdir,
+            )
+        except OSError as exc:
+            where = os.path.abspath(os.fspath(path))
+            raise storage_error(exc, where, "cannot open", "nothing was changed") from exc
         self._finalizer = weakref.finalize(self, store.close)
         self.maxsize = maxsize
         self.max_bytes = max_bytes
@@ -160,6 +169,11 @@ class Queue:
         return self._store.closed
 
     @property
+    def fsync_errors(self) -> int:
+        """Background fsyncs (``fsync="interval"``) that failed; each is logged and retried."""
+        return self._store.fsync_errors
+
+    @property
     def recovery(self) -> Any:
         """What opening found: ``.pending``, ``.damaged_regions``, ``.damaged_bytes``..."""
         return self._store.report
@@ -193,7 +207,9 @@ class Queue:
             RecordTooLargeError: the encoded item is over ``max_record_bytes``.
             Full: no room within ``timeout`` (or at once when ``block`` is false).
             ValueError: ``timeout`` is negative.
-            OSError: the disk refused the space (``ENOSPC``); the queue is unchanged.
+            DiskFullError: the disk refused the space (``ENOSPC``); the queue is unchanged.
+            StorageError: another I/O error. If the fsync failed, the record is stored (and
+                will be delivered) but may not survive a power loss; the message says which.
         """
         payload = self._encode(item)
         store = self._store
@@ -202,12 +218,21 @@ class Queue:
                 store.check_open()
             if self._bounded:
                 self._wait_for_room(len(payload), block, timeout)
-            store.append(payload, None, _now())
+            try:
+                store.append(payload, None, _now())
+            except OSError as exc:
+                raise storage_error(exc, store.path, "cannot store the record", NOT_STORED) from exc
             gen = store.gen
             if self._not_empty._waiters:  # type: ignore[attr-defined]
                 self._not_empty.notify()
         if durable or self._always:
-            store.sync(gen)
+            self._sync(gen, "the record's fsync failed")
+
+    def _sync(self, gen: int | None, doing: str, outcome: str = NOT_SYNCED) -> None:
+        try:
+            self._store.sync(gen)
+        except OSError as exc:
+            raise storage_error(exc, self._store.path, doing, outcome) from exc
 
     def put_nowait(self, item: Any) -> None:
         """``put(item, block=False)``."""
@@ -218,6 +243,11 @@ class Queue:
 
         Every item is serialized before anything is stored: if one cannot be, nothing is.
         On a bounded queue the items go in one by one, waiting for room as :meth:`put` does.
+
+        Raises:
+            DiskFullError: the disk refused the space; ``.stored`` items (the first ones) were
+                stored, the rest were not.
+            StorageError: another I/O error (``.stored`` as above), or a failed fsync.
         """
         items = list(items)
         try:
@@ -227,29 +257,46 @@ class Queue:
         if not payloads:
             return
         store = self._store
-        if self._bounded:
-            for p in payloads:
+        stored = 0
+        try:
+            if self._bounded:
+                for p in payloads:
+                    with self._lock:
+                        store.check_open()
+                        self._wait_for_room(len(p), True, None)
+                        store.append(p, None, _now())
+                        stored += 1
+                        self._not_empty.notify()
+            else:
                 with self._lock:
                     store.check_open()
-                    self._wait_for_room(len(p), True, None)
-                    store.append(p, None, _now())
-                    self._not_empty.notify()
-        else:
-            with self._lock:
-                store.check_open()
-                store.append_many(payloads, _now())
-                self._not_empty.notify_all()
+                    first = store.next_id
+                    try:
+                        store.append_many(payloads, _now())
+                    finally:
+                        stored = store.next_id - first
+                        if stored:
+                            self._not_empty.notify_all()
+        except OSError as exc:
+            outcome = f"the first {stored} of {len(payloads)} items were stored, the rest not"
+            raise storage_error(
+                exc, store.path, "cannot store the items", outcome, stored=stored
+            ) from exc
         if durable or self._always:
-            store.sync()
+            self._sync(None, "the items' fsync failed")
 
     def _put_record(self, payload: bytes, record_id: int, enqueued_at: float) -> None:
         """Store an already-encoded record keeping its id (dead-letter requeue)."""
+        store = self._store
         with self._lock:
-            self._store.check_open()
-            self._store.append(payload, record_id, enqueued_at)
+            store.check_open()
+            try:
+                store.append(payload, record_id, enqueued_at)
+            except OSError as exc:
+                raise storage_error(exc, store.path, "cannot store the record", NOT_STORED) from exc
             self._not_empty.notify()
         if self._always:
-            self._store.sync()
+            self._sync(None, "the record's fsync failed")
 
     def _full(self, size: int) -> bool:
         store = self._store
@@ -411,7 +458,7 @@ class Queue:
             self._after_ack()
             gen = store.gen
         if self._always:
-            store.sync(gen)
+            self._sync(gen, "the acknowledgement's fsync failed", _ACK_NOT_SYNCED)
 
     def _after_ack(self) -> None:
         if self._bounded:
@@ -455,7 +502,7 @@ class Queue:
             self._after_ack()
             gen = store.gen
         if self._always:
-            store.sync(gen)
+            self._sync(gen, "the acknowledgement's fsync failed", _ACK_NOT_SYNCED)
 
     def join(self) -> None:
         """Block until every record put has been acknowledged."""
@@ -490,16 +537,29 @@ class Queue:
 
         With ``fsync="interval"`` both otherwise happen in the background every
         ``fsync_interval`` seconds.
+
+        Raises:
+            StorageError: the fsync failed; what was stored stays stored (and is fsynced again
+                by the next sync).
         """
         self._store.unlink_deferred()
-        self._store.sync()
+        self._sync(None, "fsync failed", "records stay stored; the next sync tries again")
 
     def close(self) -> None:
         """Persist and release the directory. Later calls raise :class:`ClosedError`.
 
         Records handed out and not acknowledged are delivered again by the next instance.
+
+        Raises:
+            StorageError: the final fsync failed; the directory is released all the same and
+                what was stored stays stored.
         """
-        self._finalizer()
+        try:
+            self._finalizer()
+        except OSError as exc:
+            raise storage_error(
+                exc, self._store.path, "the final fsync failed", "records stay stored"
+            ) from exc
 
     def __enter__(self) -> Queue:
         return self

@@ -13,6 +13,8 @@ SpoolError
 │   └── TamperedRecordError             an encrypted record failed authentication
 ├── FormatError                         a directory written by an unknown, newer format
 ├── LockedError                         another process holds the spool directory (.pid)
+├── StorageError (OSError)              the disk refused a write, fsync or rename (EIO, EROFS)
+│   └── DiskFullError                   no space left (ENOSPC, EDQUOT) or file too large (EFBIG)
 ├── ClosedError                         the queue/spool was closed or taken over
 ├── SpoolFull (queue.Full)              ``when_full="raise"`` and the spool is at ``max_bytes``
 ├── SinkError                           raised by sinks; carries ``.sink``
@@ -36,6 +38,7 @@ from typing import Any
 __all__ = [
     "ClosedError",
     "ConfigError",
+    "DiskFullError",
     "FormatError",
     "LockedError",
     "PartialFailure",
@@ -48,6 +51,7 @@ __all__ = [
     "SpoolError",
     "SpoolFull",
     "TamperedRecordError",
+    "StorageError",
     "TransientError",
     "UndecodableRecordError",
     "UnknownDeferredError",
@@ -144,6 +148,38 @@ class LockedError(SpoolError):
         )
         self.path = path
         self.pid = pid
+
+
+class StorageError(SpoolError, OSError):
+    """The disk refused an operation: an I/O error, a read-only filesystem, a failed rename.
+
+    Records stored before are kept. The message says what became of the call's own records
+    (not stored, or stored but not fsynced); ``errno`` is the underlying error's.
+
+    Attributes:
+        path: the spool directory.
+        stored: for ``put_many``, how many of its items (a prefix) were stored; else None.
+    """
+
+    def __init__(
+        self, message: str, *, path: str, errno: int | None = None, stored: int | None = None
+    ) -> None:
+        if errno is None:
+            super().__init__(message)
+        else:
+            super().__init__(errno, message)
+        self.path = path
+        self.stored = stored
+
+    def __str__(self) -> str:
+        return str(self.args[-1])
+
+
+class DiskFullError(StorageError):
+    """No room for a record: ``ENOSPC``, ``EDQUOT``, or a file size limit (``EFBIG``).
+
+    The record was not stored; puts work again once there is room.
+    """
 
 
 class ClosedError(SpoolError):

@@ -86,7 +86,7 @@ class DiskBackend:
             number = q._store.next_id
             q._store.next_id = number + 1
         q._put_record(payload, number, time.time())
-        q._store.sync()
+        q._sync(None, "the record's fsync failed")
         return self._prefix + str(number)
 
     def put_many(self, items: Iterable[Any]) -> None:
@@ -103,7 +103,7 @@ class DiskBackend:
         if uid != self.uid or not number.isdigit():
             raise ConfigError(f"record id {record_id!r} does not belong to {self.path!r}")
         self.queue._put_record(payload, int(number), enqueued_at)
-        self.queue._store.sync()
+        self.queue._sync(None, "the record's fsync failed")
 
     def wait(self, timeout: float | None) -> bool:
         """Wait until a record waits to be handed out, taking nothing."""
