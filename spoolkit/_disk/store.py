@@ -449,11 +449,21 @@ class Store:
                 self._free.append(seg)  # its file becomes a later chunk: see _roll
                 self._dir_dirty = True
                 return
-        deferred = self._flusher is not None
-        seg.delete(unlink=not deferred)
-        if deferred:
+        seg.delete(unlink=False)
+        if self._flusher is not None:
             self._unlink_later.append(seg.path)
+        else:
+            self._unlink(seg.path)
         self._dir_dirty = True
+
+    def _unlink(self, path: str) -> None:
+        """Remove a fully acknowledged chunk file; if that fails, the next open removes it."""
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            self._log.warning("chunk_unlink_failed", chunk=path, error=str(exc))
 
     # -- durability --------------------------------------------------------------------------
 
@@ -508,8 +518,7 @@ class Store:
         with self.lock:
             paths, self._unlink_later = self._unlink_later, []
         for path in paths:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+            self._unlink(path)
         if paths:
             with self.lock:
                 self._dir_dirty = True
@@ -566,8 +575,8 @@ class Store:
 def _flush_loop(store: Store, interval: float) -> None:
     log = store._log
     while not store._stop.wait(interval):
-        store.unlink_deferred()
         try:
+            store.unlink_deferred()
             store.sync()
         except OSError as exc:
             store.fsync_errors += 1
