@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import errno
 import json
-import logging
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +22,7 @@ import pytest
 
 from spoolkit import Queue
 from spoolkit.errors import DiskFullError, StorageError
-from tests.helpers.faults import EIO, ENOSPC, EROFS, Faults, creating
+from tests.helpers.faults import EIO, ENOSPC, EROFS, Faults, LogEvents, creating, log_events
 
 ROOT = Path(__file__).resolve().parent.parent
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
@@ -48,39 +46,11 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(mnt)], check=True)
 
 
-class _Events(logging.Handler):
-    """Collects spoolkit's log events; ``seen[name]`` is set when event ``name`` is logged."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.events: list[dict[str, object]] = []
-        self.seen: dict[str, threading.Event] = {}
-
-    def expect(self, name: str) -> threading.Event:
-        self.seen[name] = event = threading.Event()
-        return event
-
-    def emit(self, record: logging.LogRecord) -> None:
-        fields = getattr(record, "spoolkit", {})
-        self.events.append(fields)
-        event = self.seen.get(str(fields.get("event")))
-        if event is not None:
-            event.set()
-
-
 @pytest.fixture
-def events() -> Iterator[_Events]:
+def events() -> Iterator[LogEvents]:
     """spoolkit's log events, as they are emitted."""
-    handler = _Events()
-    logger = logging.getLogger("spoolkit")
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
+    with log_events() as handler:
         yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
 
 
 def _drain(path: Path, **options: object) -> list[bytes]:
@@ -236,7 +206,7 @@ def test_eio_from_fsync_on_ack_keeps_the_ack(tmp_path: Path, faults: Faults) -> 
 
 
 def test_background_fsync_failure_is_logged_counted_and_retried(
-    tmp_path: Path, faults: Faults, events: _Events
+    tmp_path: Path, faults: Faults, events: LogEvents
 ) -> None:
     """fsync="interval": a failing background fsync is logged, counted, and retried later."""
     failed = events.expect("background_fsync_failed")
@@ -334,7 +304,7 @@ def test_failing_metadata_write_on_a_fresh_directory(tmp_path: Path, faults: Fau
 # -- a read-only directory -----------------------------------------------------------------------
 
 
-def test_read_only_directory_after_open(tmp_path: Path, faults: Faults, events: _Events) -> None:
+def test_read_only_directory_after_open(tmp_path: Path, faults: Faults, events: LogEvents) -> None:
     """EROFS on create/rename/unlink: rollover puts fail typed, acks work, nothing is lost."""
     with Queue(tmp_path, serializer="raw", chunksize=2, fsync="always") as q:
         q.put_many([b"a", b"b", b"c", b"d"])  # q00000: a, b; q00001: c, d
@@ -353,7 +323,7 @@ def test_read_only_directory_after_open(tmp_path: Path, faults: Faults, events: 
 
 
 def test_read_only_directory_does_not_stop_background_fsync(
-    tmp_path: Path, faults: Faults, events: _Events
+    tmp_path: Path, faults: Faults, events: LogEvents
 ) -> None:
     """fsync="interval": chunk files that cannot be removed leave the flusher running."""
     unlink_failed = events.expect("chunk_unlink_failed")

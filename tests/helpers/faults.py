@@ -10,10 +10,12 @@ that, while a fault is armed, calls on paths under a chosen directory raise ``OS
 from __future__ import annotations
 
 import errno as errno_mod
+import logging
 import os
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,3 +105,40 @@ def creating(args: tuple[Any, ...]) -> bool:
 ENOSPC = errno_mod.ENOSPC
 EIO = errno_mod.EIO
 EROFS = errno_mod.EROFS
+
+
+class LogEvents(logging.Handler):
+    """Collects spoolkit's log events; :meth:`expect` gives an Event set when one is logged."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.events: list[dict[str, object]] = []
+        self.seen: dict[str, threading.Event] = {}
+
+    def expect(self, name: str) -> threading.Event:
+        """An Event set once event ``name`` is logged (from now on)."""
+        self.seen[name] = event = threading.Event()
+        return event
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Keep the record's event dict; wake whoever expects it."""
+        fields = getattr(record, "spoolkit", {})
+        self.events.append(fields)
+        event = self.seen.get(str(fields.get("event")))
+        if event is not None:
+            event.set()
+
+
+@contextmanager
+def log_events() -> Iterator[LogEvents]:
+    """Collect the ``spoolkit`` logger's events, at every level, while inside."""
+    handler = LogEvents()
+    logger = logging.getLogger("spoolkit")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
