@@ -18,6 +18,7 @@ from typing import Any
 import tenacity
 
 from spoolkit._deferred import DeferredCall, Registered, as_call
+from spoolkit._redact import error_repr
 from spoolkit._stats import Counters
 from spoolkit.backends import Backend
 from spoolkit.deadletter import DeadEntry, DeadLetters
@@ -368,7 +369,7 @@ class Pool:
             "batch_dead_lettered",
             batch_size=len(msgs),
             record_ids=id_range([e.record_id for e in entries]),
-            error=repr(exc),
+            error=error_repr(exc),
         )
 
     def _sleep(self, seconds: float) -> None:

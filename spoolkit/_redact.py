@@ -9,11 +9,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-__all__ = ["MASK", "is_sensitive_key", "redact_text", "redact_url", "secrets_in_url"]
+__all__ = [
+    "MASK",
+    "carry_secrets",
+    "error_repr",
+    "is_sensitive_key",
+    "redact_exception_text",
+    "redact_text",
+    "redact_url",
+    "secrets_in_url",
+]
 
 MASK = "***"
+_CARRIED = "_spoolkit_secrets"  # attribute naming the secrets an error's chain may hold
 
 # Parts of query/conninfo keys that mark the value as a secret. Matching is by substring on the
 # lower-cased key with "-" read as "_": a false positive only hides a harmless value.
@@ -135,6 +146,60 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def carry_secrets(error: E, secrets: Iterable[str]) -> E:
+    """Attach ``secrets`` to ``error`` so text about its chain can be redacted later.
+
+    A sink raises its mapped error ``from`` the driver's exception, whose message was not
+    redacted; a formatted traceback of the chain (a dead letter's ``error.traceback``) shows
+    it. :func:`redact_exception_text` masks every secret carried anywhere in the chain.
+
+    Args:
+        error: the error about to be raised.
+        secrets: the values to hide (passwords, tokens, header values).
+
+    Returns:
+        ``error`` itself.
+    """
+    values = tuple(s for s in secrets if s)
+    if values:
+        setattr(error, _CARRIED, values)
+    return error
+
+
+def redact_exception_text(error: BaseException, text: str) -> str:
+    """Mask in ``text`` the URLs with credentials and the secrets ``error``'s chain carries.
+
+    Args:
+        error: the exception the text describes; its ``__cause__``, ``__context__``,
+            ``last_error`` and ``cause`` are searched too.
+        text: its message or formatted traceback.
+
+    Returns:
+        The text with credentials masked.
+    """
+    secrets: list[str] = []
+    seen: set[int] = set()
+    todo: list[object] = [error]
+    while todo:
+        exc = todo.pop()
+        if not isinstance(exc, BaseException) or id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        secrets.extend(getattr(exc, _CARRIED, ()))
+        # RetryExhausted.last_error and PartialFailure.cause are chained by attribute
+        todo += [exc.__cause__, exc.__context__, getattr(exc, "last_error", None)]
+        todo.append(getattr(exc, "cause", None))
+    return redact_text(text, secrets)
+
+
+def error_repr(error: BaseException) -> str:
+    """``repr(error)`` with credentials masked, for logs and ``Spool.stats().last_error``."""
+    return redact_exception_text(error, repr(error))
 
 
 def _redact_query(query: str) -> str:

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from spoolkit._redact import error_repr
 from spoolkit.errors import ClosedError
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ class Counters:
 
     def error(self, exc: BaseException) -> None:
         """Remember ``exc`` as the last error."""
-        self.last_error = repr(exc)
+        self.last_error = error_repr(exc)
 
 
 class Drops:

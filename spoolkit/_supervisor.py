@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from spoolkit._pool import Pool, Slot
+from spoolkit._redact import error_repr
 from spoolkit._stats import Counters
 from spoolkit.retry import Clock, SystemClock
 
@@ -102,7 +103,7 @@ class Supervisor:
         self._last_crash = now
         delay = min(_MAX_RESTART_WAIT, _FIRST_RESTART_WAIT * 2**self._streak)
         self.counters.add("worker_restarts")
-        self._bound(slot, msgs).error("worker_crashed", error=repr(exc), restart_in=delay)
+        self._bound(slot, msgs).error("worker_crashed", error=error_repr(exc), restart_in=delay)
         if self._wait(delay):
             self.pool.spawn(slot.index)
             self._bound(slot, msgs).info("worker_restarted")

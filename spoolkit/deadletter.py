@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from spoolkit._queue import Delivery, Queue
+from spoolkit._redact import redact_exception_text
 from spoolkit.typing import Record
 
 __all__ = ["DeadError", "DeadLetter", "DeadLetters"]
@@ -55,7 +56,8 @@ class DeadError:
         # the error itself and what it was raised from; not the earlier attempts' errors
         # that tenacity leaves as implicit context
         text = "".join(traceback.format_exception(exc, chain=exc.__cause__ is not None))
-        return cls(name, str(exc), text)
+        # a driver's exception in the chain may quote a URL or header a sink masked in its own
+        return cls(name, redact_exception_text(exc, str(exc)), redact_exception_text(exc, text))
 
 
 @dataclass(frozen=True, slots=True)

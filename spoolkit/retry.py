@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import tenacity
 
+from spoolkit._redact import error_repr
 from spoolkit.errors import ConfigError, PermanentError, TransientError
 
 __all__ = ["Clock", "RetryPolicy", "SystemClock", "id_range", "log_retry", "to_retrying"]
@@ -166,7 +167,7 @@ def log_retry(log: Any, ids: Sequence[str]) -> Callable[[tenacity.RetryCallState
             wait=round(state.upcoming_sleep, 3),
             batch_size=len(ids),
             record_ids=id_range(ids),
-            error=repr(exc),
+            error=error_repr(exc) if exc is not None else "None",
         )
 
     return before_sleep

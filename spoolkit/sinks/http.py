@@ -10,7 +10,13 @@ from collections.abc import Generator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Literal, overload
 
-from spoolkit._redact import is_sensitive_key, redact_text, redact_url, secrets_in_url
+from spoolkit._redact import (
+    carry_secrets,
+    is_sensitive_key,
+    redact_text,
+    redact_url,
+    secrets_in_url,
+)
 from spoolkit.errors import ConfigError, PermanentError, SinkError, TransientError
 from spoolkit.sinks._encode import ToJson, encode_batch
 from spoolkit.typing import Record
@@ -208,12 +214,16 @@ def map_http_failure(
     """
     if isinstance(outcome, httpx.Response):
         return _status_failure(outcome, sink, secrets)
-    name = type(outcome).__name__
-    detail = redact_text(" ".join(str(outcome).split()), secrets) or "(no message)"
+    return carry_secrets(_exception_failure(outcome, sink, secrets), secrets)
+
+
+def _exception_failure(exc: Exception, sink: str, secrets: Sequence[str]) -> SinkError:
+    name = type(exc).__name__
+    detail = redact_text(" ".join(str(exc).split()), secrets) or "(no message)"
     refused = (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.TooManyRedirects)
-    if isinstance(outcome, refused):
+    if isinstance(exc, refused):
         return PermanentError(f"the request cannot be sent ({name}): {detail}", sink=sink)
-    if isinstance(outcome, httpx.RequestError):
+    if isinstance(exc, httpx.RequestError):
         return TransientError(f"{name} while sending the batch: {detail}", sink=sink)
     return PermanentError(f"{name}: {detail}", sink=sink)
 

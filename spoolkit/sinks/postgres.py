@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from spoolkit._redact import redact_text, redact_url, secrets_in_url
+from spoolkit._redact import carry_secrets, redact_text, redact_url, secrets_in_url
 from spoolkit.errors import ConfigError, PartialFailure, PermanentError, SinkError, TransientError
 from spoolkit.sinks._encode import dumps
 from spoolkit.typing import Record
@@ -314,9 +314,8 @@ def map_pg_error(exc: psycopg.Error, sink: str, secrets: Sequence[str] = ()) -> 
         psycopg.ProgrammingError,
         psycopg.NotSupportedError,
     )
-    if isinstance(exc, permanent):
-        return PermanentError(message, sink=sink)
-    return TransientError(message, sink=sink)
+    kind = PermanentError if isinstance(exc, permanent) else TransientError
+    return carry_secrets(kind(message, sink=sink), secrets)
 
 
 def _jsonb(value: Any) -> Jsonb:

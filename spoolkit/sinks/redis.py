@@ -6,7 +6,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from spoolkit._redact import redact_text, redact_url, secrets_in_url
+from spoolkit._redact import carry_secrets, redact_text, redact_url, secrets_in_url
 from spoolkit.errors import ConfigError, PermanentError, SinkError, TransientError
 from spoolkit.sinks._encode import encode_batch
 from spoolkit.typing import Record
@@ -192,11 +192,11 @@ def map_redis_error(exc: redis.RedisError, sink: str, secrets: Sequence[str] = (
     """
     detail = " ".join(str(exc).split()) or "(no message)"
     message = redact_text(f"{type(exc).__name__}: {detail}", secrets)
-    if isinstance(exc, _TRANSIENT):
-        return TransientError(message, sink=sink)
-    if isinstance(exc, redis.ResponseError | redis.DataError):
-        return PermanentError(message, sink=sink)
-    return TransientError(message, sink=sink)
+    permanent = isinstance(exc, redis.ResponseError | redis.DataError) and not isinstance(
+        exc, _TRANSIENT
+    )
+    kind = PermanentError if permanent else TransientError
+    return carry_secrets(kind(message, sink=sink), secrets)
 
 
 def _item(record: Record) -> Any:
