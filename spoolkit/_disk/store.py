@@ -146,10 +146,11 @@ class Store:
                 f"spoolkit reads ({framing.FORMAT_VERSION}); upgrade spoolkit",
                 self.path,
             )
-        uid = bytes.fromhex(info["uid"]) if info and _valid_uid(info.get("uid")) else None
+        meta_uid = bytes.fromhex(info["uid"]) if info and _valid_uid(info.get("uid")) else None
+        uid = None  # a chunk header's (checksummed) wins over meta.json's (which is not)
         for i in indexes:
-            uid = self._recover_chunk(i, uid, last=i == indexes[-1])
-        self.uid = uid or os.urandom(16)
+            uid = self._recover_chunk(i, uid, last=i == indexes[-1], fallback=meta_uid)
+        self.uid = uid or meta_uid or os.urandom(16)
         self._check_serializer(info, serializer_name)
         fresh = {
             "format": framing.FORMAT_VERSION,
@@ -160,7 +161,7 @@ class Store:
         if (
             info is None
             or info.get("serializer") != serializer_name
-            or not _valid_uid(info.get("uid"))
+            or info.get("uid") != self.uid.hex()
         ):
             meta.write_meta(self.path, fresh, self.tempdir)
         if self._head is None:
@@ -192,7 +193,9 @@ class Store:
                 f"serializer={was!r}; open it with serializer={was!r} (or drain it first)"
             )
 
-    def _recover_chunk(self, index: int, uid: bytes | None, *, last: bool) -> bytes | None:
+    def _recover_chunk(
+        self, index: int, uid: bytes | None, *, last: bool, fallback: bytes | None = None
+    ) -> bytes | None:
         seg = Segment(os.path.join(self.path, chunk_name(index)), index)
         try:
             seg.open()
@@ -234,7 +237,13 @@ class Store:
             _zero_tail(seg, scan.end)
             if h is None:
                 seg.mm[0:CHUNK_HEADER_SIZE] = framing.encode_chunk_header(
-                    ChunkHeader(index, seg.capacity, seg.first_id, uid or b"\0" * 16, time.time())
+                    ChunkHeader(
+                        index,
+                        seg.capacity,
+                        seg.first_id,
+                        uid or fallback or b"\0" * 16,
+                        time.time(),
+                    )
                 )
             seg.pending = deque(scan.pending)
             seg.loaded = True
