@@ -367,15 +367,33 @@ class Queue:
             block = timeout is None or timeout > 0
             if not self._wait_for_records(block, timeout):
                 return out
-            take = self._take
-            while len(out) < max_items:
-                d = take()
-                if d is None:
-                    break
-                out.append(d)
+            self._take_into(out, max_items)
             if self._bounded and out:
                 self._not_full.notify_all()
         return out
+
+    def _take_into(self, out: list[Delivery], max_items: int) -> None:
+        """``_take`` in bulk: append up to ``max_items`` deliveries to ``out``."""
+        store, outstanding, loads = self._store, self._outstanding, self._loads
+        while len(out) < max_items:
+            run = store.take_run(max_items - len(out))
+            if run is None:
+                return
+            seg, offs = run
+            mm, index = seg.mm, seg.index
+            assert mm is not None  # a segment with records handed out stays mapped
+            for off in offs:
+                _magic, n, rid, t, crc, _ack = _unpack_header(mm, off)
+                body = off + _HEADER
+                try:
+                    item = loads(mm[body : body + n])
+                except Exception as exc:  # kept on disk; delivered again after a restart
+                    self.undecodable += 1
+                    self._log.error("record_undecodable", record_id=rid, error=repr(exc))
+                    continue
+                d = Delivery(store, seg, off, crc, rid, t, item)
+                outstanding[index, off] = d
+                out.append(d)
 
     # -- acknowledging -------------------------------------------------------------------------
 
@@ -401,13 +419,23 @@ class Queue:
         outstanding = self._outstanding
         with self._lock:
             store.check_open()
-            for d in deliveries:
-                key = (d._seg.index, d._off)
-                if outstanding.get(key) is d:
-                    del outstanding[key]
-                    store.ack(d._seg, d._off, d._crc)
-                elif d._store is not store:
-                    self._pop_outstanding(d)  # raises ClosedError
+            seg: Any = None
+            marks: list[tuple[int, int]] = []
+            try:
+                for d in deliveries:
+                    key = (d._seg.index, d._off)
+                    if outstanding.get(key) is d:
+                        del outstanding[key]
+                        if d._seg is not seg:  # one ack_run per run of the same chunk
+                            if marks:
+                                store.ack_run(seg, marks)
+                            seg, marks = d._seg, []
+                        marks.append((d._off, d._crc))
+                    elif d._store is not store:
+                        self._pop_outstanding(d)  # raises ClosedError
+            finally:
+                if marks:
+                    store.ack_run(seg, marks)
             self._after_ack()
             gen = store.gen
         if self._always:
