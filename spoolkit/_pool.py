@@ -17,7 +17,7 @@ from typing import Any
 
 import tenacity
 
-from spoolkit._deferred import DeferredCall, Registered, as_call
+from spoolkit._deferred import CALL_MARK, DeferredCall, Registered, as_call
 from spoolkit._redact import error_repr
 from spoolkit._stats import Counters
 from spoolkit.backends import Backend
@@ -207,8 +207,11 @@ class Pool:
         data: list[Any] = []
         calls: list[tuple[Any, DeferredCall]] = []
         for m in msgs:
-            kind = type(m.item)
-            call = as_call(m.item) if kind is DeferredCall or kind is dict else None
+            item = m.item
+            kind = type(item)
+            call = None
+            if kind is DeferredCall or (kind is dict and CALL_MARK in item):
+                call = as_call(item)
             if call is None:
                 data.append(m)
             else:

@@ -387,6 +387,36 @@ class Store:
             if not unread[0].loaded:
                 self._load(unread[0])
 
+    def take_run(self, n: int) -> tuple[Segment, list[int]] | None:
+        """Hand out up to ``n`` pending positions from one chunk (as :meth:`take`, in bulk).
+
+        A redelivery comes alone (the heap orders them across chunks); otherwise the offsets
+        are the next ones of the oldest chunk with records waiting.
+        """
+        if self._redeliver:
+            index, off = heapq.heappop(self._redeliver)
+            self.pending_total -= 1
+            return self._segs[index], [off]
+        unread = self._unread
+        while True:
+            seg = unread[0]
+            pending = seg.pending
+            if pending:
+                if n >= len(pending):
+                    offs = list(pending)
+                    pending.clear()
+                else:
+                    pop = pending.popleft
+                    offs = [pop() for _ in range(n)]
+                self.pending_total -= len(offs)
+                return seg, offs
+            if seg is self._head:
+                return None
+            unread.popleft()
+            self._maybe_delete(seg)
+            if not unread[0].loaded:
+                self._load(unread[0])
+
     def _load(self, seg: Segment) -> None:
         try:
             seg.reload()
@@ -426,6 +456,19 @@ class Store:
         assert seg.mm is not None
         seg.mm[off + ACK_OFFSET : off + FRAME_HEADER_SIZE] = U32.pack(crc ^ framing.ACK_MASK)
         seg.unacked -= 1
+        self.gen += 1
+        self._dirty.add(seg)
+        if seg.unacked == 0:
+            self._maybe_delete(seg)
+
+    def ack_run(self, seg: Segment, marks: list[tuple[int, int]]) -> None:
+        """:meth:`ack` for several ``(offset, crc)`` frames of one chunk."""
+        mm = seg.mm
+        assert mm is not None
+        pack, mask = U32.pack, framing.ACK_MASK
+        for off, crc in marks:
+            mm[off + ACK_OFFSET : off + FRAME_HEADER_SIZE] = pack(crc ^ mask)
+        seg.unacked -= len(marks)
         self.gen += 1
         self._dirty.add(seg)
         if seg.unacked == 0:
