@@ -28,6 +28,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "..", "docs", "assets", "benchmarks")
 COLOURS = ("#3f51b5", "#ff9800", "#009688", "#e91e63", "#795548")
 SKIP = {"machine", "command"}
+# the row each table's ratios are taken against, where a table has one
+REFERENCES = (
+    "spoolkit (get_batch+ack)",
+    "raw os.write loop",
+    "FileHandler",
+    "JSONRenderer to file",
+    "disk, 1 worker(s)",
+)
 
 Table = dict[str, dict[str, float]]  # row -> measure -> value
 
@@ -76,10 +84,17 @@ def markdown(name: str, results: dict[str, Any]) -> str:
         parts += [", ".join(f"{k}: **{_fmt(float(v))}**" for k, v in scalars.items()), ""]
     for title, table in tables(results).items():
         measures = _measures(table)
-        parts += [f"**{title}**", "", "| | " + " | ".join(measures) + " |"]
-        parts.append("|---" * (len(measures) + 1) + "|")
+        ref = next((r for r in REFERENCES if r in table), None)
+        parts += [f"**{title}**" + (f" (ratios to {ref})" if ref else ""), ""]
+        parts += ["| | " + " | ".join(measures) + " |", "|---" * (len(measures) + 1) + "|"]
         for row, values in table.items():
-            cells = [_fmt(values[m]) if m in values else "" for m in measures]
+            cells = []
+            for m in measures:
+                cell = _fmt(values[m]) if m in values else ""
+                base = table[ref].get(m) if ref else None
+                if cell and base:
+                    cell += f" ({values[m] / base:.2f}x)"
+                cells.append(cell)
             parts.append(f"| {row} | " + " | ".join(cells) + " |")
         parts.append("")
     return "\n".join(parts)
