@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pqueue
 import pytest
 
 from spoolkit import Empty, Queue
+from spoolkit.errors import ConfigError
 
 
 def _pqueue_dir(path: Path, items: list[object], consumed: int, chunksize: int = 5) -> None:
@@ -57,5 +59,66 @@ def test_migrated_spool_reopens_as_spoolkit(tmp_path: Path) -> None:
     _pqueue_dir(d, ["a", "b"], consumed=0)
     with Queue(d) as q:
         assert q.get_nowait() == "a"
+    with Queue(d) as q:
+        assert [q.get_nowait(), q.get_nowait()] == ["a", "b"]
+
+
+def test_items_whose_class_cannot_be_imported_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration never unpickles: an item whose class is not importable here survives it."""
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "gone_model.py").write_text(
+        "class Order:\n"
+        "    def __init__(self, n):\n        self.n = n\n"
+        "    def __eq__(self, other):\n        return self.n == other.n\n"
+    )
+    monkeypatch.syspath_prepend(str(pkg))
+    import gone_model  # noqa: PLC0415 - made on the fly for this test
+
+    d = tmp_path / "q"
+    _pqueue_dir(d, ["a", gone_model.Order(1), "b", gone_model.Order(2), "c"], consumed=0)
+    monkeypatch.delitem(sys.modules, "gone_model")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(pkg)])
+    with Queue(d) as q:
+        assert q.qsize() == 5
+        assert [q.get_nowait() for _ in range(3)] == ["a", "b", "c"]
+        assert q.undecodable == 2
+    assert not (d / "pqueue-0.1").exists()
+    monkeypatch.syspath_prepend(str(pkg))  # the class is importable again: both come back
+    with Queue(d) as q:
+        got = [q.get_nowait() for _ in range(q.qsize())]
+        assert got[1:4:2] == [gone_model.Order(1), gone_model.Order(2)]
+
+
+def test_unreadable_info_keeps_every_item_of_the_chunk_files(tmp_path: Path) -> None:
+    """A damaged pqueue info file: every item in the chunk files is kept (at-least-once)."""
+    d = tmp_path / "q"
+    _pqueue_dir(d, list(range(12)), consumed=4)
+    (d / "info").write_bytes(b"\0" * 40)
+    with Queue(d) as q:
+        assert [q.get_nowait() for _ in range(12)] == list(range(12))
+
+
+def test_torn_last_item_is_dropped_and_earlier_ones_kept(tmp_path: Path) -> None:
+    """A torn last pqueue write is dropped, as pqueue drops it; the items before it are kept."""
+    d = tmp_path / "q"
+    _pqueue_dir(d, ["x" * 50, "y" * 50, "z" * 50], consumed=0, chunksize=10)
+    with open(d / "q00000", "r+b") as f:
+        f.truncate(os.path.getsize(d / "q00000") - 10)
+    with Queue(d) as q:
+        assert [q.get_nowait() for _ in range(q.qsize())] == ["x" * 50, "y" * 50]
+
+
+def test_non_pickle_serializer_is_refused_before_anything_moves(tmp_path: Path) -> None:
+    """A pqueue directory opened with json: a ConfigError, pqueue's files untouched."""
+    d = tmp_path / "q"
+    _pqueue_dir(d, ["a", "b"], consumed=0)
+    before = {name: (d / name).read_bytes() for name in os.listdir(d)}
+    with pytest.raises(ConfigError, match="serializer='pickle'"):
+        Queue(d, serializer="json")
+    assert {name: (d / name).read_bytes() for name in before} == before
+    assert not (d / "pqueue-0.1").exists()
     with Queue(d) as q:
         assert [q.get_nowait(), q.get_nowait()] == ["a", "b"]

@@ -127,7 +127,7 @@ class Store:
     # -- opening -----------------------------------------------------------------------------
 
     def _open(self, serializer_name: str) -> None:
-        migrated = migrate.pending_pqueue_items(self.path)
+        migrated = migrate.pending_pqueue_items(self.path, serializer_name)
         info = meta.read_meta(self.path)
         for name in os.listdir(self.path):
             if name.endswith(meta.TMP_SUFFIX) or name.startswith(FREE_PREFIX):
