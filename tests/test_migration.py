@@ -75,7 +75,7 @@ def test_items_whose_class_cannot_be_imported_are_kept(
         "    def __eq__(self, other):\n        return self.n == other.n\n"
     )
     monkeypatch.syspath_prepend(str(pkg))
-    import gone_model  # noqa: PLC0415 - made on the fly for this test
+    import gone_model  # made on the fly above
 
     d = tmp_path / "q"
     _pqueue_dir(d, ["a", gone_model.Order(1), "b", gone_model.Order(2), "c"], consumed=0)
