@@ -260,6 +260,11 @@ class Queue:
         if not payloads:
             return
         store = self._store
+        for p in payloads:  # refused before anything is stored, as put would refuse it
+            if len(p) > store.max_record_bytes:
+                raise RecordTooLargeError(len(p), store.max_record_bytes)
+            if self.max_bytes is not None and len(p) + 32 > self.max_bytes:
+                raise RecordTooLargeError(len(p) + 32, self.max_bytes, "max_bytes")
         stored = 0
         try:
             if self._bounded:
@@ -308,14 +313,14 @@ class Queue:
         return self.max_bytes is not None and store.bytes_used + size + 32 > self.max_bytes
 
     def _wait_for_room(self, size: int, block: bool, timeout: float | None) -> None:
+        if block and timeout is not None and timeout < 0:  # as the stdlib: even with room
+            raise ValueError("'timeout' must be a non-negative number")
         if self.max_bytes is not None and size + 32 > self.max_bytes:
-            raise RecordTooLargeError(size + 32, self.max_bytes)
+            raise RecordTooLargeError(size + 32, self.max_bytes, "max_bytes")
         if not self._full(size):
             return
         if not block:
             raise Full
-        if timeout is not None and timeout < 0:
-            raise ValueError("'timeout' must be a non-negative number")
         deadline = None if timeout is None else _monotonic() + timeout
         while self._full(size):
             self._store.check_open()
@@ -332,12 +337,12 @@ class Queue:
 
     def _wait_for_records(self, block: bool, timeout: float | None) -> bool:
         store = self._store
+        if block and timeout is not None and timeout < 0:  # as the stdlib: even with records
+            raise ValueError("'timeout' must be a non-negative number")
         if store.pending_total:
             return True
         if not block:
             return False
-        if timeout is not None and timeout < 0:
-            raise ValueError("'timeout' must be a non-negative number")
         deadline = None if timeout is None else _monotonic() + timeout
         while not store.pending_total:
             store.check_open()
@@ -411,6 +416,8 @@ class Queue:
         """
         if max_items < 1:
             raise ValueError(f"max_items must be >= 1, got {max_items!r}")
+        if timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
         out: list[Delivery] = []
         with self._lock:
             self._store.check_open()

@@ -86,20 +86,24 @@ class SerializationError(SpoolError, TypeError):
 
 
 class RecordTooLargeError(SpoolError, ValueError):
-    """An encoded record is larger than ``max_record_bytes``. The queue is unchanged.
+    """An encoded record is larger than ``max_record_bytes`` (or can never fit in ``max_bytes``).
+
+    The queue is unchanged.
 
     Attributes:
         size: the encoded size in bytes.
         limit: the configured limit.
+        setting: the option that sets it: ``"max_record_bytes"`` or ``"max_bytes"``.
     """
 
-    def __init__(self, size: int, limit: int) -> None:
+    def __init__(self, size: int, limit: int, setting: str = "max_record_bytes") -> None:
         super().__init__(
-            f"encoded record is {size} bytes, over max_record_bytes={limit}; "
-            "raise max_record_bytes or store the payload elsewhere and queue a reference"
+            f"encoded record is {size} bytes, over {setting}={limit}; "
+            f"raise {setting} or store the payload elsewhere and queue a reference"
         )
         self.size = size
         self.limit = limit
+        self.setting = setting
 
 
 class UndecodableRecordError(SpoolError, ValueError):

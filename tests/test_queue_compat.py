@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import queue
 import random
 import threading
 from pathlib import Path
@@ -140,6 +141,22 @@ def test_negative_timeouts_raise_value_error(tmp_path: Path) -> None:
         q.put(1)
         with pytest.raises(ValueError, match="non-negative"):
             q.put(2, timeout=-1)
+
+
+def test_negative_timeouts_raise_even_when_no_wait_is_needed(tmp_path: Path) -> None:
+    """As the stdlib: a negative timeout raises whether or not the call would have waited."""
+    std: queue.Queue[int] = queue.Queue(maxsize=5)
+    std.put(0)
+    with Queue(tmp_path, maxsize=5) as q:
+        q.put(0)
+        for target in (std, q):
+            with pytest.raises(ValueError, match="non-negative"):
+                target.get(timeout=-1)  # an item is there
+            with pytest.raises(ValueError, match="non-negative"):
+                target.put(1, timeout=-1)  # there is room
+            target.put(2, block=False, timeout=-1)  # not blocking: the timeout is ignored
+        with pytest.raises(ValueError, match="non-negative"):
+            q.get_batch(10, timeout=-1)
 
 
 def test_too_many_task_done_raise_value_error(tmp_path: Path) -> None:

@@ -258,3 +258,20 @@ def test_tempdir_on_another_filesystem_is_refused(tmp_path: Path) -> None:
         pytest.skip("/dev/shm is on the same filesystem here")
     with pytest.raises(PathError, match="another filesystem"):
         Queue(tmp_path, tempdir="/dev/shm")
+
+
+@pytest.mark.parametrize(
+    ("options", "setting"),
+    [({"max_record_bytes": 200}, "max_record_bytes"), ({"max_bytes": 4096}, "max_bytes")],
+)
+def test_put_many_refuses_an_oversized_item_before_storing_any(
+    tmp_path: Path, options: dict[str, int], setting: str
+) -> None:
+    """put_many with one item too large stores none of them, bounded queue or not."""
+    with Queue(tmp_path / "q", **options) as q:
+        with pytest.raises(RecordTooLargeError, match=setting) as info:
+            q.put_many([b"a", b"b", b"x" * 5000, b"c"])
+        assert info.value.setting == setting
+        assert q.qsize() == 0
+        q.put_many([b"a", b"b"])
+        assert q.qsize() == 2
