@@ -8,7 +8,6 @@ waiter.
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import os
 import threading
@@ -17,7 +16,7 @@ import weakref
 from collections import deque
 from zlib import crc32 as _crc
 
-from spoolkit._disk import framing, meta, migrate
+from spoolkit._disk import framing, meta
 from spoolkit._disk.framing import (
     ACK_OFFSET,
     CHUNK_HEADER_SIZE,
@@ -28,29 +27,16 @@ from spoolkit._disk.framing import (
     U32,
     ChunkHeader,
 )
-from spoolkit._disk.perms import make_private_dir
-from spoolkit._disk.recovery import scan_chunk
-from spoolkit._disk.segment import FREE_PREFIX, Segment, chunk_name, parse_chunk_name
+from spoolkit._disk.opening import RecoveryReport, check_tempdir, open_store, prepare_dir
+from spoolkit._disk.segment import Segment
 from spoolkit._log import get_logger
-from spoolkit.errors import ClosedError, ConfigError, FormatError, PathError, RecordTooLargeError
+from spoolkit.errors import ClosedError, ConfigError, RecordTooLargeError
 
 _ZERO4 = b"\0\0\0\0"
 _OPEN: dict[str, weakref.ref[Store]] = {}
 _OPEN_LOCK = threading.Lock()
 FSYNC_MODES = ("always", "interval", "never")
 FREE_CHUNKS = 4  # fully acknowledged chunk files kept mapped for reuse as new chunks
-
-
-class RecoveryReport:
-    """What opening the store found: damage skipped, records recovered."""
-
-    __slots__ = ("damaged_bytes", "damaged_regions", "pending", "skipped_chunks")
-
-    def __init__(self) -> None:
-        self.pending = 0
-        self.damaged_regions = 0
-        self.damaged_bytes = 0
-        self.skipped_chunks = 0
 
 
 class Store:
@@ -75,9 +61,9 @@ class Store:
             raise ConfigError(f"fsync_interval must be > 0 seconds, got {fsync_interval!r}")
         if max_record_bytes < 1 or max_record_bytes > 0xFFFF_FFFF:
             raise ConfigError("max_record_bytes must be between 1 and 4 GiB - 1")
-        self.path = _prepare_dir(path)
+        self.path = prepare_dir(path)
         if tempdir is not None:
-            _check_tempdir(tempdir, self.path)
+            check_tempdir(tempdir, self.path)
         self.tempdir = tempdir
         self.chunksize = chunksize
         self.fsync = fsync
@@ -92,6 +78,7 @@ class Store:
         self.pending_total = 0
         self.bytes_used = 0
         self.next_id = 0
+        self.uid = b""  # set by open_store: a random id of the directory, kept in chunk headers
         self.report = RecoveryReport()
         self.fsync_errors = 0
         self._segs: dict[int, Segment] = {}
@@ -112,7 +99,7 @@ class Store:
         _take_over(self.path)
         self._dirlock = meta.DirLock(self.path)
         try:
-            self._open(serializer_name)
+            open_store(self, serializer_name)
         except BaseException:
             self._close_files()
             raise
@@ -123,136 +110,6 @@ class Store:
                 target=_flush_loop, args=(self, fsync_interval), name="spoolkit-fsync", daemon=True
             )
             self._flusher.start()
-
-    # -- opening -----------------------------------------------------------------------------
-
-    def _open(self, serializer_name: str) -> None:
-        migrated = migrate.pending_pqueue_items(self.path, serializer_name)
-        info = meta.read_meta(self.path)
-        for name in os.listdir(self.path):
-            if name.endswith(meta.TMP_SUFFIX) or name.startswith(FREE_PREFIX):
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(self.path, name))
-        indexes = sorted(
-            i for i in (parse_chunk_name(n) for n in os.listdir(self.path)) if i is not None
-        )
-        if migrated is not None:
-            for i in indexes:  # a migration that did not finish: start it again
-                os.unlink(os.path.join(self.path, chunk_name(i)))
-            indexes, info = [], None
-        if info is not None and int(info.get("format", 0)) > framing.FORMAT_VERSION:
-            raise FormatError(
-                f"spool at {self.path!r} uses format {info['format']}, newer than this "
-                f"spoolkit reads ({framing.FORMAT_VERSION}); upgrade spoolkit",
-                self.path,
-            )
-        meta_uid = bytes.fromhex(info["uid"]) if info and _valid_uid(info.get("uid")) else None
-        uid = None  # a chunk header's (checksummed) wins over meta.json's (which is not)
-        for i in indexes:
-            uid = self._recover_chunk(i, uid, last=i == indexes[-1], fallback=meta_uid)
-        self.uid = uid or meta_uid or os.urandom(16)
-        self._check_serializer(info, serializer_name)
-        fresh = {
-            "format": framing.FORMAT_VERSION,
-            "uid": self.uid.hex(),
-            "serializer": serializer_name,
-            "chunksize": self.chunksize,
-        }
-        if (
-            info is None
-            or info.get("serializer") != serializer_name
-            or info.get("uid") != self.uid.hex()
-        ):
-            meta.write_meta(self.path, fresh, self.tempdir)
-        if self._head is None:
-            self._roll()
-        if migrated is not None:
-            now = time.time()
-            for payload in migrated:
-                self.append(payload, None, now)
-            self._sync_all()
-            meta.write_meta(self.path, {**fresh, "migrated_from_pqueue": True}, self.tempdir)
-            migrate.finish(self.path)
-        r = self.report
-        r.pending = self.pending_total
-        if r.damaged_regions or r.skipped_chunks:
-            self._log.warning(
-                "recovered_with_damage",
-                damaged_regions=r.damaged_regions,
-                damaged_bytes=r.damaged_bytes,
-                skipped_chunks=r.skipped_chunks,
-                pending=r.pending,
-            )
-
-    def _check_serializer(self, info: dict[str, object] | None, name: str) -> None:
-        was = info.get("serializer") if info else None
-        builtin = ("pickle", "json", "raw")
-        if was in builtin and name in builtin and was != name and self.pending_total:
-            raise ConfigError(
-                f"spool at {self.path!r} holds {self.pending_total} record(s) written with "
-                f"serializer={was!r}; open it with serializer={was!r} (or drain it first)"
-            )
-
-    def _recover_chunk(
-        self, index: int, uid: bytes | None, *, last: bool, fallback: bytes | None = None
-    ) -> bytes | None:
-        seg = Segment(os.path.join(self.path, chunk_name(index)), index)
-        try:
-            seg.open()
-        except OSError as exc:
-            self._log.warning("chunk_unreadable", chunk=seg.path, error=str(exc))
-            self.report.skipped_chunks += 1
-            return uid
-        assert seg.mm is not None
-        scan = scan_chunk(seg.mm, index, self.max_record_bytes)
-        h = scan.header
-        if h is not None and h.version > framing.FORMAT_VERSION:
-            seg.close()
-            raise FormatError(
-                f"chunk {seg.path!r} uses format {h.version}; upgrade spoolkit", self.path
-            )
-        if h is not None:
-            uid = uid or h.uid
-            self.next_id = max(self.next_id, h.first_id + h.capacity)
-        self.next_id = max(self.next_id, scan.max_id + 1)
-        self.report.damaged_regions += len(scan.damage)
-        self.report.damaged_bytes += scan.damaged_bytes
-        if scan.frames:
-            self._avg_frame = max(64, scan.used // scan.frames)
-        if not last and not scan.pending:
-            seg.delete()
-            return uid
-        seg.capacity = h.capacity if h is not None else self.chunksize
-        seg.first_id = h.first_id if h is not None else self.next_id
-        seg.count = scan.frames
-        seg.used = scan.used
-        seg.unacked = len(scan.pending)
-        self.pending_total += seg.unacked
-        self.bytes_used += seg.used
-        self._segs[index] = seg
-        self._unread.append(seg)
-        if last:
-            self._head = seg
-            seg.wpos = scan.end
-            _zero_tail(seg, scan.end)
-            if h is None:
-                seg.mm[0:CHUNK_HEADER_SIZE] = framing.encode_chunk_header(
-                    ChunkHeader(
-                        index,
-                        seg.capacity,
-                        seg.first_id,
-                        uid or fallback or b"\0" * 16,
-                        time.time(),
-                    )
-                )
-            seg.pending = deque(scan.pending)
-            seg.loaded = True
-        else:
-            seg.pending = deque(scan.pending)
-            seg.loaded = True
-            if len(self._unread) > 1:
-                seg.unload()
-        return uid
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -641,43 +498,3 @@ def _take_over(path: str) -> None:
     other = ref() if ref is not None else None
     if other is not None:
         other.close("taken over by a newer Queue on the same path in this process")
-
-
-def _valid_uid(value: object) -> bool:
-    return (
-        isinstance(value, str) and len(value) == 32 and all(c in "0123456789abcdef" for c in value)
-    )
-
-
-def _zero_tail(seg: Segment, start: int) -> None:
-    mm = seg.mm
-    assert mm is not None
-    step = 1 << 20
-    for pos in range(start, seg.size, step):
-        end = min(pos + step, seg.size)
-        if any(mm[pos:end]):
-            mm[pos:end] = bytes(end - pos)
-
-
-def _prepare_dir(path: str) -> str:
-    path = os.path.abspath(os.fspath(path))
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise PathError(f"spool path {path!r} is a file, not a directory; choose a directory", path)
-    try:
-        make_private_dir(path)
-    except OSError as exc:
-        raise PathError(f"cannot create spool directory {path!r}: {exc.strerror}", path) from exc
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise PathError(f"spool directory {path!r} is not writable by this user", path)
-    return os.path.realpath(path)
-
-
-def _check_tempdir(tempdir: str, path: str) -> None:
-    if not os.path.isdir(tempdir):
-        raise PathError(f"tempdir {tempdir!r} is not a directory", tempdir)
-    if os.stat(tempdir).st_dev != os.stat(path).st_dev:
-        raise PathError(
-            f"tempdir {tempdir!r} is on another filesystem than {path!r}; an atomic rename "
-            "needs both on the same one",
-            tempdir,
-        )
