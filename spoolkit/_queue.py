@@ -4,58 +4,27 @@ from __future__ import annotations
 
 import os
 import pickle
-import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterable
 from queue import Empty, Full
 from typing import Any
 
-from spoolkit._disk.framing import FRAME_HEADER, FRAME_HEADER_SIZE
 from spoolkit._disk.ioerrors import NOT_STORED, NOT_SYNCED, storage_error
 from spoolkit._disk.store import Store
+from spoolkit._handout import Delivery, Handout
 from spoolkit._log import get_logger
-from spoolkit.errors import ClosedError, ConfigError, RecordTooLargeError, SerializationError
+from spoolkit.errors import ConfigError, RecordTooLargeError, SerializationError
 from spoolkit.serializers import PickleSerializer, resolve
 from spoolkit.typing import Serializer
 
 __all__ = ["Delivery", "Queue"]
 
-_get_ident = threading.get_ident
 _monotonic = time.monotonic
 _now = time.time
-_unpack_header = FRAME_HEADER.unpack_from
-_HEADER = FRAME_HEADER_SIZE
 _ACK_NOT_SYNCED = (
     "the acknowledgement is recorded, but after a power loss the record may be delivered again"
 )
-
-
-class Delivery:
-    """One record handed out by :meth:`Queue.get_batch`, to :meth:`Queue.ack` or :meth:`Queue.nack`.
-
-    Attributes:
-        id: the record's id: unique in its queue, the same on every delivery of the record.
-        item: the object that was put.
-        enqueued_at: when it was put, in seconds since the epoch.
-    """
-
-    __slots__ = ("_crc", "_off", "_seg", "_store", "enqueued_at", "id", "item")
-
-    def __init__(  # noqa: PLR0917 - built on the hot path, positional on purpose
-        self, store: Store, seg: Any, off: int, crc: int, rid: int, t: float, item: Any
-    ) -> None:
-        self._store = store
-        self._seg = seg
-        self._off = off
-        self._crc = crc
-        self.id = rid
-        self.enqueued_at = t
-        self.item = item
-
-    def __repr__(self) -> str:
-        return f"Delivery(id={self.id}, enqueued_at={self.enqueued_at}, item={self.item!r})"
 
 
 class Queue:
@@ -134,10 +103,9 @@ class Queue:
         self._not_empty = store.not_empty
         self._not_full = store.not_full
         self._all_done = store.all_done
-        self._outstanding: dict[tuple[int, int], Delivery] = {}
-        self._handed: dict[int, deque[tuple[int, int]]] = {}
-        self.undecodable = 0
         self._log = get_logger(path=store.path)
+        self._handout = Handout(store, self._loads, self._log)
+        self._outstanding = self._handout.outstanding
 
     # -- properties ----------------------------------------------------------------------------
 
@@ -170,6 +138,11 @@ class Queue:
     def closed(self) -> bool:
         """Whether this instance was closed or taken over."""
         return self._store.closed
+
+    @property
+    def undecodable(self) -> int:
+        """Records skipped because the serializer could not read them (they stay on disk)."""
+        return self._handout.undecodable
 
     @property
     def fsync_errors(self) -> int:
@@ -357,25 +330,9 @@ class Queue:
         return True
 
     def _take(self) -> Delivery | None:
-        store = self._store
-        while True:
-            pos = store.take()
-            if pos is None:
-                return None
-            seg, off = pos
-            mm = seg.mm
-            assert mm is not None  # a segment with records handed out stays mapped
-            _magic, n, rid, t, crc, _ack = _unpack_header(mm, off)
-            payload = mm[off + _HEADER : off + _HEADER + n]
-            try:
-                item = self._loads(payload)
-            except Exception as exc:  # kept on disk; delivered again after a restart
-                self.undecodable += 1
-                self._log.error("record_undecodable", record_id=rid, error=repr(exc))
-                continue
-            d = Delivery(store, seg, off, crc, rid, t, item)
-            self._outstanding[(seg.index, off)] = d
-            return d
+        out: list[Delivery] = []
+        self._handout.take_into(out, 1)
+        return out[0] if out else None
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         """Remove and return the item at the head of the queue.
@@ -394,11 +351,7 @@ class Queue:
                 if not self._wait_for_records(block, timeout):
                     raise Empty
                 d = self._take()
-            key = (d._seg.index, d._off)
-            handed = self._handed.get(_get_ident())
-            if handed is None:
-                handed = self._handed[_get_ident()] = deque()
-            handed.append(key)
+            self._handout.got(d)
             if self._bounded:
                 self._not_full.notify()
             return d.item
@@ -424,47 +377,12 @@ class Queue:
             block = timeout is None or timeout > 0
             if not self._wait_for_records(block, timeout):
                 return out
-            self._take_into(out, max_items)
+            self._handout.take_into(out, max_items)
             if self._bounded and out:
                 self._not_full.notify_all()
         return out
 
-    def _take_into(self, out: list[Delivery], max_items: int) -> None:
-        """``_take`` in bulk: append up to ``max_items`` deliveries to ``out``."""
-        store, outstanding, loads = self._store, self._outstanding, self._loads
-        while len(out) < max_items:
-            run = store.take_run(max_items - len(out))
-            if run is None:
-                return
-            seg, offs = run
-            mm, index = seg.mm, seg.index
-            assert mm is not None  # a segment with records handed out stays mapped
-            for off in offs:
-                _magic, n, rid, t, crc, _ack = _unpack_header(mm, off)
-                body = off + _HEADER
-                try:
-                    item = loads(mm[body : body + n])
-                except Exception as exc:  # kept on disk; delivered again after a restart
-                    self.undecodable += 1
-                    self._log.error("record_undecodable", record_id=rid, error=repr(exc))
-                    continue
-                d = Delivery(store, seg, off, crc, rid, t, item)
-                outstanding[index, off] = d
-                out.append(d)
-
     # -- acknowledging -------------------------------------------------------------------------
-
-    def _pop_outstanding(self, d: Delivery) -> bool:
-        if d._store is not self._store:
-            raise ClosedError(
-                f"delivery {d.id} was handed out by another Queue instance on {self.path!r}; "
-                "it will be delivered again by this one"
-            )
-        key = (d._seg.index, d._off)
-        if self._outstanding.get(key) is not d:  # acked already, or nacked and handed out again
-            return False
-        del self._outstanding[key]
-        return True
 
     def ack(self, *deliveries: Delivery) -> None:
         """Acknowledge deliveries: their records leave the disk (once their chunk is done).
@@ -473,27 +391,12 @@ class Queue:
         before this returns.
         """
         store = self._store
-        outstanding = self._outstanding
         with self._lock:
             store.check_open()
-            seg: Any = None
-            marks: list[tuple[int, int]] = []
             try:
-                for d in deliveries:
-                    key = (d._seg.index, d._off)
-                    if outstanding.get(key) is d:
-                        del outstanding[key]
-                        if d._seg is not seg:  # one ack_run per run of the same chunk
-                            if marks:
-                                store.ack_run(seg, marks)
-                            seg, marks = d._seg, []
-                        marks.append((d._off, d._crc))
-                    elif d._store is not store:
-                        self._pop_outstanding(d)  # raises ClosedError
+                self._handout.ack(deliveries)
             finally:
-                if marks:
-                    store.ack_run(seg, marks)
-            self._after_ack()
+                self._after_ack()
             gen = store.gen
         if self._always:
             self._sync(gen, "the acknowledgement's fsync failed", _ACK_NOT_SYNCED)
@@ -509,10 +412,10 @@ class Queue:
         store = self._store
         with self._lock:
             store.check_open()
-            for d in deliveries:
-                if self._pop_outstanding(d):
-                    store.nack(d._seg, d._off)
-            self._not_empty.notify(len(deliveries))
+            try:
+                self._handout.nack(deliveries)
+            finally:
+                self._not_empty.notify(len(deliveries))
 
     def task_done(self) -> None:
         """Acknowledge the oldest item :meth:`get` handed to this thread (else the oldest one).
@@ -523,19 +426,7 @@ class Queue:
         store = self._store
         with self._lock:
             store.check_open()
-            ident = _get_ident()
-            handed = self._handed.get(ident)
-            d = None
-            while handed:
-                d = self._outstanding.pop(handed.popleft(), None)
-                if d is not None:
-                    break
-            if handed is not None and not handed:
-                del self._handed[ident]
-            if d is None:
-                if not self._outstanding:
-                    raise ValueError("task_done() called too many times")
-                d = self._outstanding.pop(next(iter(self._outstanding)))
+            d = self._handout.pop_for_task_done()
             store.ack(d._seg, d._off, d._crc)
             self._after_ack()
             gen = store.gen

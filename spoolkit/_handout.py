@@ -1,0 +1,164 @@
+"""What a queue has handed out and not yet had acknowledged: deliveries, by record position.
+
+The queue's facade holds its lock around every call here. Reading records in bulk and
+acknowledging them in runs per chunk live here, on the hot path of ``get_batch`` and ``ack``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from spoolkit._disk.framing import FRAME_HEADER, FRAME_HEADER_SIZE
+from spoolkit._disk.store import Store
+from spoolkit.errors import ClosedError
+
+__all__ = ["Delivery", "Handout"]
+
+_unpack_header = FRAME_HEADER.unpack_from
+_HEADER = FRAME_HEADER_SIZE
+_get_ident = threading.get_ident
+
+
+class Delivery:
+    """One record handed out by :meth:`Queue.get_batch`, to :meth:`Queue.ack` or :meth:`Queue.nack`.
+
+    Attributes:
+        id: the record's id: unique in its queue, the same on every delivery of the record.
+        item: the object that was put.
+        enqueued_at: when it was put, in seconds since the epoch.
+    """
+
+    __slots__ = ("_crc", "_off", "_seg", "_store", "enqueued_at", "id", "item")
+
+    def __init__(  # noqa: PLR0917 - built on the hot path, positional on purpose
+        self, store: Store, seg: Any, off: int, crc: int, rid: int, t: float, item: Any
+    ) -> None:
+        self._store = store
+        self._seg = seg
+        self._off = off
+        self._crc = crc
+        self.id = rid
+        self.enqueued_at = t
+        self.item = item
+
+    def __repr__(self) -> str:
+        return f"Delivery(id={self.id}, enqueued_at={self.enqueued_at}, item={self.item!r})"
+
+
+class Handout:
+    """The deliveries of one queue instance not yet acknowledged, and who got which.
+
+    Attributes:
+        outstanding: deliveries by ``(chunk index, offset)``, oldest handed out first.
+        undecodable: records skipped because the serializer could not read them back.
+    """
+
+    __slots__ = ("_handed", "_loads", "_log", "_store", "outstanding", "undecodable")
+
+    def __init__(self, store: Store, loads: Callable[[bytes], Any], log: Any) -> None:
+        self._store = store
+        self._loads = loads
+        self._log = log
+        self.outstanding: dict[tuple[int, int], Delivery] = {}
+        self._handed: dict[int, deque[tuple[int, int]]] = {}  # thread -> what get() gave it
+        self.undecodable = 0
+
+    def take_into(self, out: list[Delivery], max_items: int) -> None:
+        """Append up to ``max_items`` deliveries to ``out``: redeliveries first, then in order.
+
+        A record the serializer cannot read is skipped, logged and counted; it stays on disk
+        and is delivered again after a restart.
+        """
+        store, outstanding, loads = self._store, self.outstanding, self._loads
+        while len(out) < max_items:
+            run = store.take_run(max_items - len(out))
+            if run is None:
+                return
+            seg, offs = run
+            mm, index = seg.mm, seg.index
+            assert mm is not None  # a segment with records handed out stays mapped
+            for off in offs:
+                _magic, n, rid, t, crc, _ack = _unpack_header(mm, off)
+                body = off + _HEADER
+                try:
+                    item = loads(mm[body : body + n])
+                except Exception as exc:
+                    self.undecodable += 1
+                    self._log.error("record_undecodable", record_id=rid, error=repr(exc))
+                    continue
+                d = Delivery(store, seg, off, crc, rid, t, item)
+                outstanding[index, off] = d
+                out.append(d)
+
+    def got(self, d: Delivery) -> None:
+        """Remember that ``get`` handed ``d`` to the calling thread (for ``task_done``)."""
+        handed = self._handed.get(_get_ident())
+        if handed is None:
+            handed = self._handed[_get_ident()] = deque()
+        handed.append((d._seg.index, d._off))
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Mark deliveries acknowledged on disk, one run per chunk; repeats are ignored.
+
+        Raises:
+            ClosedError: a delivery came from another queue instance (the rest are acked).
+        """
+        store, outstanding = self._store, self.outstanding
+        seg: Any = None
+        marks: list[tuple[int, int]] = []
+        try:
+            for d in deliveries:
+                key = (d._seg.index, d._off)
+                if outstanding.get(key) is d:
+                    del outstanding[key]
+                    if d._seg is not seg:  # one ack_run per run of the same chunk
+                        if marks:
+                            store.ack_run(seg, marks)
+                        seg, marks = d._seg, []
+                    marks.append((d._off, d._crc))
+                elif d._store is not store:
+                    self._foreign(d)
+        finally:
+            if marks:
+                store.ack_run(seg, marks)
+
+    def nack(self, deliveries: Sequence[Delivery]) -> None:
+        """Hand deliveries back to the store, to be taken again before newer records."""
+        for d in deliveries:
+            key = (d._seg.index, d._off)
+            if self.outstanding.get(key) is d:  # else acked already, or nacked and taken again
+                del self.outstanding[key]
+                self._store.nack(d._seg, d._off)
+            elif d._store is not self._store:
+                self._foreign(d)
+
+    def pop_for_task_done(self) -> Delivery:
+        """The delivery ``task_done`` acknowledges: the oldest ``get`` gave this thread, else
+        the oldest outstanding one.
+
+        Raises:
+            ValueError: nothing handed out is waiting for acknowledgement.
+        """
+        ident = _get_ident()
+        handed = self._handed.get(ident)
+        d = None
+        while handed:
+            d = self.outstanding.pop(handed.popleft(), None)
+            if d is not None:
+                break
+        if handed is not None and not handed:
+            del self._handed[ident]
+        if d is None:
+            if not self.outstanding:
+                raise ValueError("task_done() called too many times")
+            d = self.outstanding.pop(next(iter(self.outstanding)))
+        return d
+
+    def _foreign(self, d: Delivery) -> None:
+        raise ClosedError(
+            f"delivery {d.id} was handed out by another Queue instance on "
+            f"{self._store.path!r}; it will be delivered again by this one"
+        )
