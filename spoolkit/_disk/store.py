@@ -225,27 +225,8 @@ class Store:
 
     # -- reading and acknowledging -----------------------------------------------------------
 
-    def take(self) -> tuple[Segment, int] | None:
-        """Hand out the next pending record's position: redeliveries first, then in order."""
-        if self._redeliver:
-            index, off = heapq.heappop(self._redeliver)
-            self.pending_total -= 1
-            return self._segs[index], off
-        unread = self._unread
-        while True:
-            seg = unread[0]
-            if seg.pending:
-                self.pending_total -= 1
-                return seg, seg.pending.popleft()
-            if seg is self._head:
-                return None
-            unread.popleft()
-            self._maybe_delete(seg)
-            if not unread[0].loaded:
-                self._load(unread[0])
-
     def take_run(self, n: int) -> tuple[Segment, list[int]] | None:
-        """Hand out up to ``n`` pending positions from one chunk (as :meth:`take`, in bulk).
+        """Hand out up to ``n`` pending positions from one chunk: redeliveries first, then in order.
 
         A redelivery comes alone (the heap orders them across chunks); otherwise the offsets
         are the next ones of the oldest chunk with records waiting.
