@@ -1,0 +1,116 @@
+"""What every ``spoolkit`` command shares: exit codes, one-line errors, output helpers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+__all__ = [
+    "EXIT_BUSY",
+    "EXIT_OK",
+    "EXIT_PROBLEM",
+    "EXIT_USAGE",
+    "SPOOL_PATH",
+    "BadInput",
+    "Busy",
+    "Failure",
+    "console",
+    "emit_json",
+    "format_age",
+    "format_size",
+    "format_when",
+    "json_safe",
+    "progress",
+]
+
+EXIT_OK = 0
+EXIT_PROBLEM = 1
+EXIT_USAGE = 2
+EXIT_BUSY = 3
+
+SPOOL_PATH = click.Path(file_okay=True, dir_okay=True, path_type=str)
+
+
+class Failure(click.ClickException):
+    """A one-line error: a problem was found (exit 1)."""
+
+    exit_code = EXIT_PROBLEM
+
+
+class BadInput(Failure):
+    """A one-line error: a bad path or argument (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+class Busy(Failure):
+    """A one-line error: the spool is in use by another process (exit 3)."""
+
+    exit_code = EXIT_BUSY
+
+
+def console() -> Console:
+    """A console for results on stdout: no highlighting, no soft wrapping."""
+    return Console(highlight=False, soft_wrap=False)
+
+
+def emit_json(data: Any) -> None:
+    """Print ``data`` as indented JSON with sorted keys."""
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` if JSON can carry it as is (recursively), else its ``repr``."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: json_safe(v) for k, v in value.items()}
+    return repr(value)
+
+
+def format_size(n: int) -> str:
+    """``n`` bytes in B, KiB, MiB or GiB."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def format_age(seconds: float | None) -> str:
+    """A duration for people (``12.5s``, ``3m 4s``, ``2h 5m``, ``1d 3h``); ``-`` for None."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d {hours}h"
+    return f"{hours}h {minutes}m" if hours else f"{minutes}m {secs}s"
+
+
+def format_when(t: float) -> str:
+    """Epoch seconds as an ISO 8601 UTC time, to the millisecond."""
+    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def progress() -> Progress:
+    """A progress display on stderr: description, bar, done/total, elapsed time."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
