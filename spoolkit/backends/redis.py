@@ -9,37 +9,39 @@ for ``claim_idle`` seconds, and dead-letter a record delivered more than ``max_d
 times. Record ids are stream entry ids (``"1712345678901-0"``), the same on every host and
 every redelivery; a dead letter requeued keeps its id (in the entry's ``r`` field).
 
-Each entry has the fields ``d`` (the serialized item), ``t`` (``enqueued_at``, epoch seconds)
-and, for a requeued dead letter, ``r`` (its record id).
+:class:`RedisBackend` is a facade over ``_redis_options`` (options, URL, client), ``_redis_entries``
+(entry fields, :class:`StreamMessage`), ``_redis_reader`` (group reads, ``XAUTOCLAIM``),
+``_redis_screen`` (``max_deliveries``, dead-lettering) and ``_redis_writer`` (``XADD``, ``XACK``).
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
-import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from spoolkit._log import get_logger
-from spoolkit._redact import redact_text, redact_url, secrets_in_url
-from spoolkit.deadletter import DeadEntry, DeadError, DeadLetters
-from spoolkit.errors import ClosedError, ConfigError, PermanentError, SerializationError, SpoolError
+from spoolkit.deadletter import DeadLetters
+from spoolkit.errors import ClosedError, PermanentError, SerializationError, SpoolError
 from spoolkit.serializers import resolve
 from spoolkit.typing import Serializer
 
 try:
     import redis
-    from redis.backoff import NoBackoff
-    from redis.connection import URL_QUERY_ARGUMENT_PARSERS
-    from redis.retry import Retry
 
+    from spoolkit.backends._redis_entries import StreamMessage
+    from spoolkit.backends._redis_options import (
+        check_limits,
+        check_names,
+        connect,
+        default_consumer,
+        number,
+        split_url,
+    )
+    from spoolkit.backends._redis_reader import GroupReader
+    from spoolkit.backends._redis_writer import StreamWriter
     from spoolkit.sinks.redis import map_redis_error
 except ImportError as exc:  # pragma: no cover - exercised only without the extra installed
     raise ImportError("the Redis backend needs redis: pip install 'spoolkit[redis]'") from exc
@@ -48,28 +50,7 @@ __all__ = ["RedisBackend", "StreamMessage"]
 
 T = TypeVar("T")
 
-_OPTIONS = ("stream", "group", "consumer", "claim_idle", "max_deliveries", "maxlen", "serializer")
 _POLL = 0.2  # the longest one blocking read lasts, so close() is noticed soon
-_TXN_CHUNK = 1000  # entries per MULTI/EXEC in put_many
-
-
-@dataclass(slots=True, eq=False)
-class StreamMessage:
-    """One delivery of a stream entry (what ``get_batch`` hands out).
-
-    Attributes:
-        entry_id: the stream entry id (what XACK takes).
-        record_id: ``entry_id``, or for a requeued dead letter the id it had first.
-        item: the decoded item.
-        enqueued_at: when it was first put (epoch seconds).
-        deliveries: Redis's delivery count of the entry (1 on its first delivery).
-    """
-
-    entry_id: str
-    record_id: str
-    item: Any
-    enqueued_at: float
-    deliveries: int
 
 
 class RedisBackend:
@@ -111,41 +92,36 @@ class RedisBackend:
         maxlen: int | None = None,
         serializer: str | Serializer = "pickle",
     ) -> None:
-        for name, value in (("stream", stream), ("group", group), ("consumer", consumer)):
-            if value is not None and (not isinstance(value, str) or not value):
-                raise ConfigError(f"{name} must be a non-empty string, not {value!r}")
-        if isinstance(claim_idle, bool) or not claim_idle > 0:
-            raise ConfigError(f"claim_idle must be > 0 seconds, not {claim_idle!r}")
-        if isinstance(max_deliveries, bool) or max_deliveries < 1:
-            raise ConfigError(f"max_deliveries must be >= 1, not {max_deliveries!r}")
-        if maxlen is not None and (isinstance(maxlen, bool) or maxlen < 1):
-            raise ConfigError(f"maxlen must be >= 1 entries or None, not {maxlen!r}")
+        check_names(stream, group, consumer)
+        check_limits(claim_idle, max_deliveries, maxlen)
         self.stream, self.group = stream, group
-        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.consumer = consumer or default_consumer()
         self.claim_idle, self.max_deliveries, self.maxlen = claim_idle, max_deliveries, maxlen
         self._serializer_name, self._serializer = resolve(serializer)
         self._owned = isinstance(url_or_client, str)
-        if isinstance(url_or_client, str):
-            self._secrets = secrets_in_url(url_or_client)
-            self._description = f"RedisBackend({redact_url(url_or_client)!r}, stream={stream!r})"
-            self.client = _client_from_url(url_or_client, self._secrets)
-        else:
-            if url_or_client.get_connection_kwargs().get("decode_responses"):
-                raise ConfigError("the Redis client must not use decode_responses=True")
-            self._secrets = []
-            self._description = f"RedisBackend(<client>, stream={stream!r})"
-            self.client = url_or_client
+        self.client, self._secrets, self._description = connect(url_or_client, stream)
         self._log = get_logger(backend=self._description, consumer=self.consumer)
         self._lock = threading.Lock()  # _ready, and reads that move entries into it
         self._ready: collections.deque[StreamMessage] = collections.deque()
         self._closed = threading.Event()
-        self._group_ready = False
-        self._history_read = False
-        self._claim_cursor = "0-0"
-        self._next_claim = float("-inf")
-        self._claim_every = min(claim_idle / 2, 5.0)
+        self._reader = GroupReader(
+            self.client,
+            stream=stream,
+            group=group,
+            consumer=self.consumer,
+            claim_idle=claim_idle,
+            max_deliveries=max_deliveries,
+            call=self._call,
+            decode=self.decode,
+            encode=self.encode,
+            ack=self.ack,
+            log=self._log,
+            sink=self._description,
+        )
+        self._writer = StreamWriter(
+            self.client, stream=stream, group=group, maxlen=maxlen, call=self._call
+        )
         self._prefetch = 100
-        self._dead: DeadLetters | None = None
         self._backlog = 0
 
     @classmethod
@@ -159,37 +135,15 @@ class RedisBackend:
         Raises:
             ConfigError: ``stream`` or ``group`` missing, an unknown or bad option.
         """
-        parts = urlsplit(url)
-        options: dict[str, str] = {}
-        rest: list[tuple[str, str]] = []
-        known = sorted(URL_QUERY_ARGUMENT_PARSERS)
-        for key, value in parse_qsl(parts.query, keep_blank_values=True):
-            if key in _OPTIONS:
-                options[key] = value
-            elif key in URL_QUERY_ARGUMENT_PARSERS:
-                rest.append((key, value))
-            else:
-                raise ConfigError(
-                    f"unknown option {key!r} in Redis backend URL {redact_url(url)!r}; accepted: "
-                    f"{', '.join(_OPTIONS)} (stream and group required), and redis-py's "
-                    f"{', '.join(known)}"
-                )
-        missing = [k for k in ("stream", "group") if not options.get(k)]
-        if missing:
-            raise ConfigError(
-                f"Redis backend URL {redact_url(url)!r} lacks {' and '.join(missing)}: add "
-                f"?stream=NAME&group=NAME (accepted options: {', '.join(_OPTIONS)})"
-            )
-        query = "&".join(f"{k}={v}" for k, v in rest)
-        client_url = urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+        client_url, options = split_url(url)
         return cls(
             client_url,
             stream=options["stream"],
             group=options["group"],
             consumer=options.get("consumer"),
-            claim_idle=_number(options, "claim_idle", float, 60.0),
-            max_deliveries=_number(options, "max_deliveries", int, 10),
-            maxlen=_number(options, "maxlen", int, None),
+            claim_idle=number(options, "claim_idle", float, 60.0),
+            max_deliveries=number(options, "max_deliveries", int, 10),
+            maxlen=number(options, "maxlen", int, None),
             serializer=options.get("serializer", serializer),
         )
 
@@ -203,7 +157,7 @@ class RedisBackend:
         delivered anyway; an undecodable one is logged (``undecodable_record``) and left
         pending.
         """
-        self._dead = dead
+        self._reader.dead = dead
 
     # -- Redis calls -------------------------------------------------------------------------
 
@@ -217,14 +171,6 @@ class RedisBackend:
             if self._closed.is_set():
                 raise ClosedError(f"{self._description} is closed") from exc
             raise map_redis_error(exc, self._description, self._secrets) from exc
-
-    def _ensure_group(self) -> None:
-        try:
-            self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-        self._group_ready = True
 
     @property
     def uid(self) -> str:
@@ -248,15 +194,6 @@ class RedisBackend:
         """Deserialize ``payload``."""
         return self._serializer.loads(payload)
 
-    def _fields(self, payload: bytes, enqueued_at: float, rid: str | None = None) -> Any:
-        fields: dict[str, Any] = {"d": payload, "t": repr(enqueued_at)}
-        if rid is not None:
-            fields["r"] = rid
-        return fields
-
-    def _xadd(self, target: Any, fields: Any) -> Any:
-        return target.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)
-
     # -- putting -----------------------------------------------------------------------------
 
     def put(self, item: Any, *, block: bool, timeout: float | None) -> None:
@@ -269,29 +206,16 @@ class RedisBackend:
 
     def put_durable(self, item: Any, *, block: bool, timeout: float | None) -> str:
         """XADD ``item`` and return its record id (as durable as the server's persistence)."""
-        fields = self._fields(self.encode(item), time.time())
-        entry = self._call(lambda: self._xadd(self.client, fields))
-        return _text(entry)
+        return self._writer.add(self.encode(item), time.time())
 
     def put_many(self, items: Iterable[Any]) -> None:
         """Serialize every item, then XADD them in order, up to 1000 per MULTI/EXEC."""
         now = time.time()
-        payloads = [self.encode(item) for item in items]
-        for i in range(0, len(payloads), _TXN_CHUNK):
-            chunk = payloads[i : i + _TXN_CHUNK]
-
-            def send(chunk: list[bytes] = chunk) -> None:
-                with self.client.pipeline(transaction=True) as pipe:
-                    for p in chunk:
-                        self._xadd(pipe, self._fields(p, now))
-                    pipe.execute()
-
-            self._call(send)
+        self._writer.add_many([self.encode(item) for item in items], now)
 
     def restore(self, payload: bytes, record_id: str, enqueued_at: float) -> None:
         """XADD a requeued dead letter as a new entry that keeps ``record_id``."""
-        fields = self._fields(payload, enqueued_at, record_id)
-        self._call(lambda: self._xadd(self.client, fields))
+        self._writer.add(payload, enqueued_at, record_id)
 
     # -- taking ------------------------------------------------------------------------------
 
@@ -310,7 +234,7 @@ class RedisBackend:
                 remaining = _POLL if deadline is None else deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._block(min(remaining, _POLL, self._claim_every))
+                self._reader.block(min(remaining, _POLL, self._reader.claim_every))
                 backoff = 0.1
             except ClosedError:
                 raise
@@ -326,147 +250,8 @@ class RedisBackend:
         """Read what is due into ``_ready`` without blocking; True if anything is ready."""
         with self._lock:
             if not self._ready:
-                self._ready.extend(self._read(self._prefetch))
+                self._ready.extend(self._reader.read(self._prefetch))
             return bool(self._ready)
-
-    def _block(self, seconds: float) -> None:
-        """Block until an entry newer than the newest one delivered arrives, or ``seconds``."""
-
-        def newest() -> Any:
-            return self.client.xrevrange(self.stream, "+", "-", count=1)
-
-        last = self._call(newest)
-        start = _text(last[0][0]) if last else "0-0"
-        ms = max(1, int(seconds * 1000))
-        self._call(lambda: self.client.xread({self.stream: start}, count=1, block=ms))
-
-    def _read(self, count: int) -> list[StreamMessage]:
-        """This consumer's own pending history (once, first), claims due, then new entries."""
-        got: list[StreamMessage] = []
-        if not self._history_read:
-            got += self._group_read("0", count)
-            self._history_read = len(got) < count  # the rest next time
-        if len(got) < count:
-            got += self._claim(count - len(got))
-        if len(got) < count:
-            got += self._group_read(">", count - len(got))
-        return self._screen(got)
-
-    def _group_read(self, start: str, count: int) -> list[StreamMessage]:
-        def read() -> Any:
-            if not self._group_ready:
-                self._ensure_group()
-            try:
-                return self.client.xreadgroup(
-                    self.group, self.consumer, {self.stream: start}, count=count
-                )
-            except redis.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                self._ensure_group()  # the stream or group was deleted: start over
-                return []
-
-        reply = self._call(read)
-        entries = reply[0][1] if reply else []
-        gone = [e for e, f in entries if not f]  # history of entries trimmed away meanwhile
-        if gone:
-            self._call(lambda: self.client.xack(self.stream, self.group, *gone))
-        msgs = [self._message(e, f, 1) for e, f in entries if f]
-        if start != ">" and msgs:
-            self._count_deliveries(msgs)
-        return msgs
-
-    def _claim(self, count: int) -> list[StreamMessage]:
-        now = time.monotonic()
-        if now < self._next_claim:
-            return []
-        if not self._group_ready:
-            self._call(self._ensure_group)
-        idle_ms = int(self.claim_idle * 1000)
-        reply = self._call(
-            lambda: self.client.xautoclaim(
-                self.stream,
-                self.group,
-                self.consumer,
-                idle_ms,
-                start_id=self._claim_cursor,
-                count=count,
-            )
-        )
-        self._claim_cursor = _text(reply[0])
-        if self._claim_cursor == "0-0":  # scanned to the end: rest until the next round
-            self._next_claim = now + self._claim_every
-        msgs = [self._message(e, f, 1) for e, f in reply[1] if f]
-        if msgs:
-            self._count_deliveries(msgs)
-            self._log.info("records_claimed", count=len(msgs), first=msgs[0].record_id)
-        return msgs
-
-    def _count_deliveries(self, msgs: list[StreamMessage]) -> None:
-        def counts() -> Any:
-            with self.client.pipeline(transaction=False) as pipe:
-                for m in msgs:
-                    pipe.xpending_range(
-                        self.stream, self.group, m.entry_id, m.entry_id, 1, self.consumer
-                    )
-                return pipe.execute()
-
-        for m, rows in zip(msgs, self._call(counts), strict=True):
-            if rows:
-                m.deliveries = int(rows[0]["times_delivered"])
-
-    def _message(self, entry: Any, fields: Any, deliveries: int) -> StreamMessage:
-        eid = _text(entry)
-        rid = _text(fields[b"r"]) if b"r" in fields else eid
-        enqueued_at = float(fields.get(b"t", 0.0))
-        try:
-            item = self.decode(fields[b"d"])
-        except Exception as exc:
-            item = _Undecodable(fields, exc)
-        return StreamMessage(eid, rid, item, enqueued_at, deliveries)
-
-    def _screen(self, msgs: list[StreamMessage]) -> list[StreamMessage]:
-        """Dead-letter what was delivered too often or cannot be decoded; return the rest."""
-        bad = [
-            m for m in msgs if m.deliveries > self.max_deliveries or type(m.item) is _Undecodable
-        ]
-        if not bad:
-            return msgs
-        if self._dead is None:  # nowhere to put them: deliver what can be, log the rest
-            for m in bad:
-                undecodable = type(m.item) is _Undecodable
-                event = "undecodable_record" if undecodable else "max_deliveries_exceeded"
-                self._log.error(event, record_id=m.record_id, deliveries=m.deliveries)
-            return [m for m in msgs if type(m.item) is not _Undecodable]
-        now = time.time()
-        entries = []
-        for m in bad:
-            if type(m.item) is _Undecodable:
-                error: BaseException = m.item.error
-                payload = self.encode(m.item.describe())
-            else:
-                error = PermanentError(
-                    f"record {m.record_id} was delivered {m.deliveries} times, more than "
-                    f"max_deliveries={self.max_deliveries} (its consumers died or stalled "
-                    "holding it); dead-lettered without another attempt",
-                    sink=self._description,
-                )
-                payload = self.encode(m.item)
-            entries.append(
-                DeadEntry(
-                    m.record_id,
-                    payload,
-                    m.enqueued_at,
-                    DeadError.from_exception(error),
-                    m.deliveries,
-                    m.enqueued_at,
-                    now,
-                )
-            )
-        self._dead.add(entries)  # fsynced before the entries leave the stream
-        self.ack(*bad)
-        self._log.error("records_dead_lettered", count=len(bad), first=bad[0].record_id)
-        return [m for m in msgs if all(m is not b for b in bad)]
 
     def get_batch(self, max_items: int, timeout: float | None) -> Sequence[StreamMessage]:
         """Hand out up to ``max_items`` messages: nacked ones first, then read from Redis."""
@@ -476,7 +261,7 @@ class RedisBackend:
             with self._lock:
                 out = [self._ready.popleft() for _ in range(min(max_items, len(self._ready)))]
                 if len(out) < max_items:
-                    out += self._read(max_items - len(out))
+                    out += self._reader.read(max_items - len(out))
             if out:
                 return out
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -494,17 +279,8 @@ class RedisBackend:
 
     def ack(self, *messages: StreamMessage) -> None:
         """XACK and XDEL the entries, in one MULTI/EXEC."""
-        if not messages:
-            return
-        ids = [m.entry_id for m in messages]
-
-        def send() -> None:
-            with self.client.pipeline(transaction=True) as pipe:
-                pipe.xack(self.stream, self.group, *ids)
-                pipe.xdel(self.stream, *ids)
-                pipe.execute()
-
-        self._call(send)
+        if messages:
+            self._writer.remove([m.entry_id for m in messages])
 
     def nack(self, *messages: StreamMessage) -> None:
         """Keep the messages here to hand out again first (they stay pending in Redis)."""
@@ -554,15 +330,8 @@ class RedisBackend:
         with self._lock:
             if self._ready:
                 return min(m.enqueued_at for m in self._ready)
-
-            def first() -> Any:
-                groups = self.client.xinfo_groups(self.stream)
-                last = next((g for g in groups if _text(g["name"]) == self.group), None)
-                start = "-" if last is None else "(" + _text(last["last-delivered-id"])
-                return self.client.xrange(self.stream, start, "+", count=1)
-
             try:
-                entries = self._call(first)
+                entries = self._call(self._reader.first_new)
             except PermanentError:  # no such key yet
                 return None
             return float(entries[0][1].get(b"t", 0.0)) if entries else None
@@ -578,49 +347,6 @@ class RedisBackend:
             held: list[Any] = [m.entry_id for m in self._ready]
             self._ready.clear()
             self._closed.set()
-        with contextlib.suppress(redis.RedisError):
-            if held:  # idle long enough for the next XAUTOCLAIM; JUSTID: count unchanged
-                idle = int(self.claim_idle * 1000) + 1
-                self.client.xclaim(
-                    self.stream, self.group, self.consumer, 0, held, idle=idle, justid=True
-                )
-            if self._group_ready and not self.client.xpending_range(
-                self.stream, self.group, "-", "+", 1, self.consumer
-            ):
-                self.client.xgroup_delconsumer(self.stream, self.group, self.consumer)
+        self._reader.leave(held)
         if self._owned:
             self.client.close()
-
-
-class _Undecodable:
-    """The item of an entry the serializer cannot read (dead-lettered as a description)."""
-
-    def __init__(self, fields: Any, error: Exception) -> None:
-        self.fields, self.error = fields, error
-
-    def describe(self) -> dict[str, str]:
-        return {_text(k): repr(v) for k, v in self.fields.items()}
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _number(options: dict[str, str], key: str, kind: type[Any], default: Any) -> Any:
-    if key not in options:
-        return default
-    try:
-        return kind(options[key])
-    except ValueError:
-        raise ConfigError(f"{key} must be a {kind.__name__}, not {options[key]!r}") from None
-
-
-def _client_from_url(url: str, secrets: Sequence[str]) -> redis.Redis:
-    """A client that fails fast (10 s timeouts, one reconnect); the URL's query overrides."""
-    try:
-        return redis.Redis.from_url(
-            url, socket_timeout=10.0, socket_connect_timeout=10.0, retry=Retry(NoBackoff(), 1)
-        )
-    except (ValueError, TypeError) as exc:
-        detail = redact_text(str(exc), secrets)
-        raise ConfigError(f"bad Redis URL {redact_url(url)!r}: {detail}") from None
