@@ -22,7 +22,7 @@ import pytest
 
 from spoolkit import Queue
 from spoolkit.errors import DiskFullError, StorageError
-from tests.helpers.faults import EIO, ENOSPC, EROFS, Faults, LogEvents, creating, log_events
+from tests.helpers.faults import EIO, ENOSPC, EROFS, Faults, LogEvents, creating, log_events, tmpfs
 
 ROOT = Path(__file__).resolve().parent.parent
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
@@ -37,13 +37,8 @@ def faults(monkeypatch: pytest.MonkeyPatch) -> Faults:
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A real 256 KiB tmpfs, unmounted afterwards."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], check=True)
-    try:
+    with tmpfs(tmp_path / "small", "256k") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ dead-lettered.
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ from spoolkit import Spool
 from spoolkit.errors import DiskFullError, PermanentError, StorageError
 from spoolkit.testing import MemorySink
 from spoolkit.typing import Record
-from tests.helpers.faults import EIO, ENOSPC, Faults, LogEvents, log_events
+from tests.helpers.faults import EIO, ENOSPC, Faults, LogEvents, log_events, tmpfs
 
 
 @pytest.fixture
@@ -38,13 +37,8 @@ def events() -> Iterator[LogEvents]:
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A real 512 KiB tmpfs, unmounted afterwards."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)], check=True)
-    try:
+    with tmpfs(tmp_path / "small", "512k") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
 
 
 class GatedSink(MemorySink):

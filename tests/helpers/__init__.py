@@ -1,12 +1,16 @@
-"""Shared helpers for the Spool tests: a factory that stops every spool it made."""
+"""Shared helpers for the tests: factories that stop or close what they made, log capture,
+running a snippet in a fresh interpreter."""
 
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from spoolkit import Spool
 from spoolkit.typing import Record
@@ -25,6 +29,54 @@ class BlockingSink:
         self.batches.append(list(batch))
         self.entered.set()
         assert self.release.wait(30), "the test never released the sink"
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+P = ParamSpec("P")
+C = TypeVar("C", bound=_Closable)
+H = TypeVar("H", bound=logging.Handler)
+
+
+@contextmanager
+def closing_factory(build: Callable[P, C]) -> Iterator[Callable[P, C]]:
+    """A ``build`` that remembers what it made; all of it is closed on leaving."""
+    made: list[C] = []
+
+    def make(*args: P.args, **kwargs: P.kwargs) -> C:
+        thing = build(*args, **kwargs)
+        made.append(thing)
+        return thing
+
+    yield make
+    for thing in made:
+        thing.close()
+
+
+def errors_in_threads(n: int, work: Callable[[int], object]) -> list[BaseException]:
+    """Run ``work(0)`` .. ``work(n - 1)`` in ``n`` threads at once; the exceptions they raised."""
+    errors: list[BaseException] = []
+
+    def run(k: int) -> None:
+        try:
+            work(k)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
+def python_stdout(code: str) -> str:
+    """Run ``code`` in a fresh interpreter (``python -c``); its stdout. It must exit 0."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout
 
 
 def spool_factory(tmp_path: Path) -> Iterator[Any]:
@@ -74,11 +126,19 @@ class EventLog(logging.Handler):
 
 def event_log_factory() -> Iterator[EventLog]:
     """An EventLog attached to the 'spoolkit' logger for the test's duration."""
-    handler = EventLog()
+    with spoolkit_logs_to(EventLog()) as handler:
+        yield handler
+
+
+@contextmanager
+def spoolkit_logs_to(handler: H) -> Iterator[H]:
+    """Attach ``handler`` to the 'spoolkit' logger, at every level, while inside."""
     logger = logging.getLogger("spoolkit")
     old_level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(old_level)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)

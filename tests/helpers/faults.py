@@ -12,14 +12,18 @@ from __future__ import annotations
 import errno as errno_mod
 import logging
 import os
+import subprocess
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.helpers import spoolkit_logs_to
 
 FD_CALLS = ("fsync", "write", "posix_fallocate")  # first argument: a file descriptor
 PATH_CALLS = ("open", "rename", "replace", "unlink")  # first argument: a path
@@ -132,13 +136,18 @@ class LogEvents(logging.Handler):
 @contextmanager
 def log_events() -> Iterator[LogEvents]:
     """Collect the ``spoolkit`` logger's events, at every level, while inside."""
-    handler = LogEvents()
-    logger = logging.getLogger("spoolkit")
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
+    with spoolkit_logs_to(LogEvents()) as handler:
         yield handler
+
+
+@contextmanager
+def tmpfs(mnt: Path, size: str) -> Iterator[Path]:
+    """A real tmpfs of ``size`` (``"256k"``) mounted on a new directory ``mnt`` while inside.
+
+    Mounting needs root."""
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
     finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
+        subprocess.run(["umount", str(mnt)], check=True)
