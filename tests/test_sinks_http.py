@@ -7,7 +7,7 @@ import gzip
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -20,6 +20,7 @@ from spoolkit.errors import PartialFailure, PermanentError, SinkError, Transient
 from spoolkit.sinks import HttpSink
 from spoolkit.sinks.http import map_http_failure
 from spoolkit.typing import Record
+from tests.helpers import closing_factory, errors_in_threads
 from tests.services._common import free_port
 
 
@@ -36,23 +37,18 @@ def records(n: int, start: int = 0) -> list[Record]:
     ]
 
 
+MakeSink = Callable[..., HttpSink]
+
+
 @pytest.fixture
-def sink_factory() -> Iterator[type[HttpSink]]:
+def sink_factory() -> Iterator[MakeSink]:
     """Build HttpSinks that are closed after the test."""
-    made: list[HttpSink] = []
-
-    class Tracked(HttpSink):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-            made.append(self)
-
-    yield Tracked
-    for sink in made:
-        sink.close()
+    with closing_factory(HttpSink) as make:
+        yield make
 
 
 def test_batch_is_posted_as_json_array_of_default_shape(
-    httpserver: HTTPServer, sink_factory: type[HttpSink]
+    httpserver: HTTPServer, sink_factory: MakeSink
 ) -> None:
     """A batch is one POST whose body is a JSON array of {id, enqueued_at, item}."""
     httpserver.expect_request(
@@ -69,7 +65,7 @@ def test_batch_is_posted_as_json_array_of_default_shape(
 
 
 def test_ndjson_body_is_one_json_value_per_line(
-    httpserver: HTTPServer, sink_factory: type[HttpSink]
+    httpserver: HTTPServer, sink_factory: MakeSink
 ) -> None:
     """format="ndjson" sends newline-terminated lines with the NDJSON content type."""
     httpserver.expect_request(
@@ -84,9 +80,7 @@ def test_ndjson_body_is_one_json_value_per_line(
     assert [json.loads(line)["id"] for line in lines] == ["r0", "r1", "r2"]
 
 
-def test_gzip_body_decodes_to_the_batch(
-    httpserver: HTTPServer, sink_factory: type[HttpSink]
-) -> None:
+def test_gzip_body_decodes_to_the_batch(httpserver: HTTPServer, sink_factory: MakeSink) -> None:
     """gzip=True compresses the body and says so in Content-Encoding."""
     httpserver.expect_request("/gz", headers={"Content-Encoding": "gzip"}).respond_with_data("")
     sink = sink_factory(httpserver.url_for("/gz"), gzip=True)
@@ -97,9 +91,7 @@ def test_gzip_body_decodes_to_the_batch(
     assert [r["id"] for r in json.loads(gzip.decompress(raw))] == [f"r{i}" for i in range(50)]
 
 
-def test_to_json_replaces_the_default_shape(
-    httpserver: HTTPServer, sink_factory: type[HttpSink]
-) -> None:
+def test_to_json_replaces_the_default_shape(httpserver: HTTPServer, sink_factory: MakeSink) -> None:
     """to_json decides what each element of the body is."""
     httpserver.expect_request("/m").respond_with_data("")
     sink = sink_factory(httpserver.url_for("/m"), to_json=lambda r: {"key": r.id, **r.item})
@@ -107,7 +99,7 @@ def test_to_json_replaces_the_default_shape(
     assert json.loads(httpserver.log[0][0].get_data()) == [{"key": "r0", "n": 0, "msg": "hello 0"}]
 
 
-def test_flaky_server_500_then_200(httpserver: HTTPServer, sink_factory: type[HttpSink]) -> None:
+def test_flaky_server_500_then_200(httpserver: HTTPServer, sink_factory: MakeSink) -> None:
     """A 500 raises TransientError; the retried batch is accepted by the next 200."""
     httpserver.expect_ordered_request("/f").respond_with_data("boom", status=500)
     httpserver.expect_ordered_request("/f").respond_with_data("ok", status=200)
@@ -124,7 +116,7 @@ def test_flaky_server_500_then_200(httpserver: HTTPServer, sink_factory: type[Ht
 
 @pytest.mark.parametrize("status", [429, 503])
 def test_retry_after_seconds_is_honoured(
-    httpserver: HTTPServer, sink_factory: type[HttpSink], status: int
+    httpserver: HTTPServer, sink_factory: MakeSink, status: int
 ) -> None:
     """429 and 503 raise TransientError carrying Retry-After as retry_after."""
     httpserver.expect_request("/r").respond_with_data(
@@ -138,7 +130,7 @@ def test_retry_after_seconds_is_honoured(
 
 
 def test_retry_after_http_date_becomes_seconds(
-    httpserver: HTTPServer, sink_factory: type[HttpSink]
+    httpserver: HTTPServer, sink_factory: MakeSink
 ) -> None:
     """A Retry-After HTTP date is turned into seconds from now."""
     httpserver.expect_request("/d").respond_with_data(
@@ -151,7 +143,7 @@ def test_retry_after_http_date_becomes_seconds(
 
 
 def test_400_is_permanent_with_status_and_body_excerpt(
-    httpserver: HTTPServer, sink_factory: type[HttpSink]
+    httpserver: HTTPServer, sink_factory: MakeSink
 ) -> None:
     """Other 4xx raise PermanentError with the status and at most 200 characters of the body."""
     body = "field 'item' is invalid: " + "x" * 1000
@@ -167,7 +159,7 @@ def test_400_is_permanent_with_status_and_body_excerpt(
     assert info.value.sink == repr(sink)
 
 
-def test_redirect_is_permanent(httpserver: HTTPServer, sink_factory: type[HttpSink]) -> None:
+def test_redirect_is_permanent(httpserver: HTTPServer, sink_factory: MakeSink) -> None:
     """A 3xx is not followed: the batch fails permanently, naming the status."""
     httpserver.expect_request("/old").respond_with_data(
         "", status=301, headers={"Location": "/new"}
@@ -178,7 +170,7 @@ def test_redirect_is_permanent(httpserver: HTTPServer, sink_factory: type[HttpSi
 
 
 def test_basic_auth_from_url_userinfo_is_sent_and_hidden(
-    httpserver: HTTPServer, sink_factory: type[HttpSink]
+    httpserver: HTTPServer, sink_factory: MakeSink
 ) -> None:
     """user:pass@ in the URL becomes basic auth; repr and errors never show the password."""
     expected = "Basic " + base64.b64encode(b"svc:pa55word").decode()
@@ -206,7 +198,7 @@ def test_basic_auth_from_url_userinfo_is_sent_and_hidden(
 )
 def test_auth_header_is_sent(
     httpserver: HTTPServer,
-    sink_factory: type[HttpSink],
+    sink_factory: MakeSink,
     kwargs: dict[str, object],
     header: str,
 ) -> None:
@@ -218,7 +210,7 @@ def test_auth_header_is_sent(
 
 
 def test_header_secrets_never_appear_in_repr_or_errors(
-    httpserver: HTTPServer, sink_factory: type[HttpSink]
+    httpserver: HTTPServer, sink_factory: MakeSink
 ) -> None:
     """A server echoing the API key or token does not leak it into the error message."""
     httpserver.expect_request("/e").respond_with_data(
@@ -233,9 +225,7 @@ def test_header_secrets_never_appear_in_repr_or_errors(
     assert "api_key=q-SECRET-3" in httpserver.log[0][0].url
 
 
-def test_the_same_client_serves_every_batch(
-    httpserver: HTTPServer, sink_factory: type[HttpSink]
-) -> None:
+def test_the_same_client_serves_every_batch(httpserver: HTTPServer, sink_factory: MakeSink) -> None:
     """open() creates one httpx.Client that later batches reuse; close() releases it."""
     httpserver.expect_request("/c").respond_with_data("")
     sink = sink_factory(httpserver.url_for("/c"))
@@ -266,7 +256,7 @@ class _KeepAliveHandler(BaseHTTPRequestHandler):
         pass
 
 
-def test_batches_share_one_keep_alive_connection(sink_factory: type[HttpSink]) -> None:
+def test_batches_share_one_keep_alive_connection(sink_factory: MakeSink) -> None:
     """Against a keep-alive server, several batches travel over a single TCP connection."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _KeepAliveHandler)
     server.peers = []  # type: ignore[attr-defined]
@@ -286,7 +276,7 @@ def test_batches_share_one_keep_alive_connection(sink_factory: type[HttpSink]) -
     assert len(set(peers)) == 1
 
 
-def test_connection_refused_is_transient(sink_factory: type[HttpSink]) -> None:
+def test_connection_refused_is_transient(sink_factory: MakeSink) -> None:
     """Nothing listening on the port: TransientError, chained to httpx.ConnectError."""
     sink = sink_factory(f"http://127.0.0.1:{free_port()}/x")
     with pytest.raises(TransientError) as info:
@@ -294,7 +284,7 @@ def test_connection_refused_is_transient(sink_factory: type[HttpSink]) -> None:
     assert isinstance(info.value.__cause__, httpx.ConnectError)
 
 
-def test_read_timeout_is_transient(sink_factory: type[HttpSink]) -> None:
+def test_read_timeout_is_transient(sink_factory: MakeSink) -> None:
     """A server that accepts but never answers trips the timeout: TransientError."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
@@ -361,7 +351,7 @@ def _make(cls: type[Exception]) -> Exception:
 
 
 @pytest.mark.parametrize("cls", list(_EXPECTED), ids=lambda c: c.__name__)
-def test_every_httpx_error_is_mapped(cls: type[Exception], sink_factory: type[HttpSink]) -> None:
+def test_every_httpx_error_is_mapped(cls: type[Exception], sink_factory: MakeSink) -> None:
     """Each httpx error raised while sending maps to its spoolkit family, chained, redacted."""
     exc = _make(cls)
 
@@ -403,7 +393,7 @@ def test_status_mapping(status: int, expected: type[SinkError] | None) -> None:
     assert (type(failure) if failure is not None else None) is expected
 
 
-def test_unencodable_items_fail_alone(httpserver: HTTPServer, sink_factory: type[HttpSink]) -> None:
+def test_unencodable_items_fail_alone(httpserver: HTTPServer, sink_factory: MakeSink) -> None:
     """Good records are posted; the bad ones are named in PartialFailure, then fail permanently."""
     httpserver.expect_request("/p").respond_with_data("")
     sink = sink_factory(httpserver.url_for("/p"))
@@ -418,7 +408,7 @@ def test_unencodable_items_fail_alone(httpserver: HTTPServer, sink_factory: type
     assert len(httpserver.log) == 1
 
 
-def test_empty_batch_sends_nothing(httpserver: HTTPServer, sink_factory: type[HttpSink]) -> None:
+def test_empty_batch_sends_nothing(httpserver: HTTPServer, sink_factory: MakeSink) -> None:
     """write([]) makes no request."""
     sink = sink_factory(httpserver.url_for("/none"))
     sink.write([])
@@ -426,33 +416,22 @@ def test_empty_batch_sends_nothing(httpserver: HTTPServer, sink_factory: type[Ht
 
 
 def test_concurrent_writers_each_deliver_their_batch(
-    httpserver: HTTPServer, sink_factory: type[HttpSink]
+    httpserver: HTTPServer, sink_factory: MakeSink
 ) -> None:
     """Eight threads sharing one sink each get their batch posted intact."""
     httpserver.expect_request("/t").respond_with_data("")
     sink = sink_factory(httpserver.url_for("/t"))
-    errors: list[BaseException] = []
 
     def work(k: int) -> None:
-        try:
-            for j in range(5):
-                sink.write(records(3, start=(k * 5 + j) * 3))
-        except BaseException as exc:
-            errors.append(exc)
+        for j in range(5):
+            sink.write(records(3, start=(k * 5 + j) * 3))
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert errors_in_threads(8, work) == []
     ids = [r["id"] for req, _ in httpserver.log for r in json.loads(req.get_data())]
     assert sorted(ids) == sorted(f"r{i}" for i in range(8 * 5 * 3))
 
 
-def test_handler_sees_content_type_override(
-    httpserver: HTTPServer, sink_factory: type[HttpSink]
-) -> None:
+def test_handler_sees_content_type_override(httpserver: HTTPServer, sink_factory: MakeSink) -> None:
     """A Content-Type given in headers wins over the format's default."""
 
     def handler(request: Request) -> Response:

@@ -6,8 +6,7 @@ import errno
 import json
 import os
 import stat
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from spoolkit.errors import ConfigError, PartialFailure, PermanentError, TransientError
 from spoolkit.sinks import JsonlSink
 from spoolkit.typing import Record
+from tests.helpers import closing_factory, errors_in_threads
 
 
 def records(n: int, start: int = 0, pad: int = 0) -> list[Record]:
@@ -32,22 +32,17 @@ def lines(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+MakeSink = Callable[..., JsonlSink]
+
+
 @pytest.fixture
-def sink_factory() -> Iterator[type[JsonlSink]]:
+def sink_factory() -> Iterator[MakeSink]:
     """Build JsonlSinks that are closed after the test."""
-    made: list[JsonlSink] = []
-
-    class Tracked(JsonlSink):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-            made.append(self)
-
-    yield Tracked
-    for sink in made:
-        sink.close()
+    with closing_factory(JsonlSink) as make:
+        yield make
 
 
-def test_each_record_becomes_one_json_line(tmp_path: Path, sink_factory: type[JsonlSink]) -> None:
+def test_each_record_becomes_one_json_line(tmp_path: Path, sink_factory: MakeSink) -> None:
     """Records are appended as {id, enqueued_at, item} lines, batch after batch."""
     path = tmp_path / "out.jsonl"
     sink = sink_factory(path)
@@ -60,7 +55,7 @@ def test_each_record_becomes_one_json_line(tmp_path: Path, sink_factory: type[Js
     assert path.read_bytes().endswith(b"\n")
 
 
-def test_to_json_and_unicode(tmp_path: Path, sink_factory: type[JsonlSink]) -> None:
+def test_to_json_and_unicode(tmp_path: Path, sink_factory: MakeSink) -> None:
     """to_json picks each line's value; non-ASCII text is written as UTF-8."""
     path = tmp_path / "u.jsonl"
     sink = sink_factory(path, to_json=lambda r: r.item)
@@ -68,7 +63,7 @@ def test_to_json_and_unicode(tmp_path: Path, sink_factory: type[JsonlSink]) -> N
     assert path.read_text(encoding="utf-8") == '"héllo ✓"\n'
 
 
-def test_file_is_created_private(tmp_path: Path, sink_factory: type[JsonlSink]) -> None:
+def test_file_is_created_private(tmp_path: Path, sink_factory: MakeSink) -> None:
     """A new file gets mode 0600."""
     path = tmp_path / "p.jsonl"
     sink_factory(path).write(records(1))
@@ -76,7 +71,7 @@ def test_file_is_created_private(tmp_path: Path, sink_factory: type[JsonlSink]) 
 
 
 def test_fsync_follows_every_batch_write(
-    tmp_path: Path, sink_factory: type[JsonlSink], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, sink_factory: MakeSink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Before write returns, the data file is fsynced holding the whole batch."""
     path = tmp_path / "f.jsonl"
@@ -97,9 +92,7 @@ def test_fsync_follows_every_batch_write(
     assert synced_sizes == [first, path.stat().st_size]
 
 
-def test_size_rotation_keeps_only_keep_old_files(
-    tmp_path: Path, sink_factory: type[JsonlSink]
-) -> None:
+def test_size_rotation_keeps_only_keep_old_files(tmp_path: Path, sink_factory: MakeSink) -> None:
     """Past max_bytes the file rotates to .1, .2, ...; only `keep` old files remain."""
     path = tmp_path / "rot.jsonl"
     line = len(json.dumps(lines_of(records(1, start=10, pad=100))[0], separators=(",", ":"))) + 1
@@ -114,7 +107,7 @@ def test_size_rotation_keeps_only_keep_old_files(
     assert [r["id"] for p in order for r in lines(p)] == [f"r{i}" for i in range(24, 30)]
 
 
-def test_keep_zero_drops_the_full_file(tmp_path: Path, sink_factory: type[JsonlSink]) -> None:
+def test_keep_zero_drops_the_full_file(tmp_path: Path, sink_factory: MakeSink) -> None:
     """keep=0 starts a fresh file and keeps no old one."""
     path = tmp_path / "k0.jsonl"
     sink = sink_factory(path, max_bytes=200, keep=0)
@@ -124,7 +117,7 @@ def test_keep_zero_drops_the_full_file(tmp_path: Path, sink_factory: type[JsonlS
     assert [r["id"] for r in lines(path)] == ["r4"]
 
 
-def test_a_batch_is_never_split_across_files(tmp_path: Path, sink_factory: type[JsonlSink]) -> None:
+def test_a_batch_is_never_split_across_files(tmp_path: Path, sink_factory: MakeSink) -> None:
     """A batch larger than max_bytes lands whole in one file."""
     path = tmp_path / "big.jsonl"
     sink = sink_factory(path, max_bytes=100, keep=3)
@@ -134,25 +127,16 @@ def test_a_batch_is_never_split_across_files(tmp_path: Path, sink_factory: type[
     assert [r["id"] for r in lines(tmp_path / "big.jsonl.1")] == ["r0"]
 
 
-def test_concurrent_writers_never_interleave(tmp_path: Path, sink_factory: type[JsonlSink]) -> None:
+def test_concurrent_writers_never_interleave(tmp_path: Path, sink_factory: MakeSink) -> None:
     """Eight threads writing large batches leave only whole, valid lines, each id once."""
     path = tmp_path / "c.jsonl"
     sink = sink_factory(path, max_bytes=200_000, keep=50)
-    errors: list[BaseException] = []
 
     def work(k: int) -> None:
-        try:
-            for j in range(10):
-                sink.write(records(5, start=(k * 10 + j) * 5, pad=2000))
-        except BaseException as exc:
-            errors.append(exc)
+        for j in range(10):
+            sink.write(records(5, start=(k * 10 + j) * 5, pad=2000))
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert errors_in_threads(8, work) == []
     ids: list[str] = []
     for p in tmp_path.iterdir():
         for row in lines(p):  # json.loads fails on a torn or interleaved line
@@ -163,7 +147,7 @@ def test_concurrent_writers_never_interleave(tmp_path: Path, sink_factory: type[
 
 
 def test_failed_write_is_cut_back_and_transient(
-    tmp_path: Path, sink_factory: type[JsonlSink], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, sink_factory: MakeSink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Disk full half-way: TransientError, the partial batch is removed, a retry is clean."""
     path = tmp_path / "full.jsonl"
@@ -186,16 +170,14 @@ def test_failed_write_is_cut_back_and_transient(
     assert [r["id"] for r in lines(path)] == ["r0", "r1", "r2"]
 
 
-def test_path_that_is_a_directory_is_permanent(
-    tmp_path: Path, sink_factory: type[JsonlSink]
-) -> None:
+def test_path_that_is_a_directory_is_permanent(tmp_path: Path, sink_factory: MakeSink) -> None:
     """A path naming a directory cannot be fixed by retrying: PermanentError."""
     sink = sink_factory(tmp_path)
     with pytest.raises(PermanentError, match=str(tmp_path)):
         sink.write(records(1))
 
 
-def test_missing_directory_is_transient(tmp_path: Path, sink_factory: type[JsonlSink]) -> None:
+def test_missing_directory_is_transient(tmp_path: Path, sink_factory: MakeSink) -> None:
     """A directory that does not exist yet (not mounted) is worth retrying."""
     sink = sink_factory(tmp_path / "later" / "x.jsonl")
     with pytest.raises(TransientError):
@@ -206,7 +188,7 @@ def test_missing_directory_is_transient(tmp_path: Path, sink_factory: type[Jsonl
 
 
 def test_open_tolerates_a_missing_directory_but_not_a_directory_path(
-    tmp_path: Path, sink_factory: type[JsonlSink]
+    tmp_path: Path, sink_factory: MakeSink
 ) -> None:
     """open() leaves a passing failure to the first write, but reports a path that is a dir."""
     sink_factory(tmp_path / "later" / "x.jsonl").open()
@@ -214,7 +196,7 @@ def test_open_tolerates_a_missing_directory_but_not_a_directory_path(
         sink_factory(tmp_path).open()
 
 
-def test_file_moved_away_starts_a_new_file(tmp_path: Path, sink_factory: type[JsonlSink]) -> None:
+def test_file_moved_away_starts_a_new_file(tmp_path: Path, sink_factory: MakeSink) -> None:
     """After an outside tool renames the file, the next batch goes to a fresh file at path."""
     path = tmp_path / "m.jsonl"
     sink = sink_factory(path)
@@ -225,7 +207,7 @@ def test_file_moved_away_starts_a_new_file(tmp_path: Path, sink_factory: type[Js
     assert [r["id"] for r in lines(tmp_path / "m.jsonl.old")] == ["r0"]
 
 
-def test_close_then_write_reopens(tmp_path: Path, sink_factory: type[JsonlSink]) -> None:
+def test_close_then_write_reopens(tmp_path: Path, sink_factory: MakeSink) -> None:
     """open() creates the file; close() releases it; a later write opens it again."""
     path = tmp_path / "o.jsonl"
     sink = sink_factory(path)
@@ -236,7 +218,7 @@ def test_close_then_write_reopens(tmp_path: Path, sink_factory: type[JsonlSink])
     assert len(lines(path)) == 1
 
 
-def test_unencodable_items_fail_alone(tmp_path: Path, sink_factory: type[JsonlSink]) -> None:
+def test_unencodable_items_fail_alone(tmp_path: Path, sink_factory: MakeSink) -> None:
     """Good records are written; bad ones are named in PartialFailure, alone they are permanent."""
     path = tmp_path / "b.jsonl"
     sink = sink_factory(path)

@@ -17,6 +17,7 @@ from spoolkit.errors import ConfigError, PartialFailure, PermanentError, SinkErr
 from spoolkit.sinks import RedisStreamSink
 from spoolkit.sinks.redis import map_redis_error
 from spoolkit.typing import Record
+from tests.helpers import closing_factory
 from tests.services._common import free_port
 from tests.services.redis_server import RedisServer
 
@@ -44,16 +45,8 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
 @pytest.fixture
 def sink_factory() -> Iterator[Callable[..., RedisStreamSink]]:
     """Build RedisStreamSinks that are closed after the test."""
-    made: list[RedisStreamSink] = []
-
-    def make(*args: Any, **kwargs: Any) -> RedisStreamSink:
-        sink = RedisStreamSink(*args, **kwargs)
-        made.append(sink)
-        return sink
-
-    yield make
-    for sink in made:
-        sink.close()
+    with closing_factory(RedisStreamSink) as make:
+        yield make
 
 
 def entries(client: redis.Redis, stream: str) -> list[dict[str, str]]:
