@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 import psycopg.errors
@@ -23,6 +22,7 @@ from spoolkit.errors import (
 from spoolkit.sinks import PostgresSink
 from spoolkit.sinks.postgres import map_pg_error
 from spoolkit.typing import Record
+from tests.helpers import closing_factory, errors_in_threads
 from tests.services._common import free_port
 from tests.services.postgres_server import PostgresServer
 
@@ -36,6 +36,11 @@ def records(n: int, start: int = 0) -> list[Record]:
     ]
 
 
+Conn = psycopg.Connection[Any]
+MakeSink = Callable[..., PostgresSink]
+Rows = Callable[[], list[tuple[Any, ...]]]
+
+
 @pytest.fixture
 def table() -> str:
     """A table name no other test uses."""
@@ -43,42 +48,50 @@ def table() -> str:
 
 
 @pytest.fixture
-def db(postgres_dsn: str) -> Iterator[psycopg.Connection[Any]]:
+def db(postgres_dsn: str) -> Iterator[Conn]:
     """An autocommit connection for setting up and checking tables."""
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
         yield conn
 
 
 @pytest.fixture
-def sink_factory() -> Iterator[Callable[..., PostgresSink]]:
+def sink_factory() -> Iterator[MakeSink]:
     """Build PostgresSinks that are closed after the test."""
-    made: list[PostgresSink] = []
-
-    def make(*args: Any, **kwargs: Any) -> PostgresSink:
-        sink = PostgresSink(*args, **kwargs)
-        made.append(sink)
-        return sink
-
-    yield make
-    for sink in made:
-        sink.close()
+    with closing_factory(PostgresSink) as make:
+        yield make
 
 
-def rows(db: psycopg.Connection[Any], table: str) -> list[tuple[Any, ...]]:
+@pytest.fixture
+def make_sink(postgres_dsn: str, table: str, sink_factory: MakeSink) -> MakeSink:
+    """``make_sink(**options)``: a PostgresSink on the session's server and the test's table."""
+    return lambda **options: sink_factory(postgres_dsn, table, **options)
+
+
+@pytest.fixture
+def make_table(db: Conn, table: str) -> Callable[..., None]:
+    """``make_table("n int", ...)``: the test's table, ``id text PRIMARY KEY`` and those columns."""
+
+    def make(*columns: LiteralString) -> None:
+        body = ", ".join(["id text PRIMARY KEY", *columns])
+        db.execute(sql.SQL("CREATE TABLE {} ({})").format(sql.Identifier(table), sql.SQL(body)))
+
+    return make
+
+
+@pytest.fixture
+def stored(db: Conn, table: str) -> Rows:
+    """``stored()``: the rows of the test's table, ordered by id."""
     query = sql.SQL("SELECT * FROM {} ORDER BY id").format(sql.Identifier(table))
-    return db.execute(query).fetchall()
+    return lambda: db.execute(query).fetchall()
 
 
 def test_create_table_and_insert_default_rows(
-    postgres_dsn: str,
-    db: psycopg.Connection[Any],
-    table: str,
-    sink_factory: Callable[..., PostgresSink],
+    db: Conn, table: str, make_sink: MakeSink, stored: Rows
 ) -> None:
     """create_table makes (id, enqueued_at timestamptz, item jsonb) and rows land in it."""
-    sink = sink_factory(postgres_dsn, table, create_table=True)
+    sink = make_sink(create_table=True)
     sink.write(records(2))
-    assert rows(db, table) == [
+    assert stored() == [
         ("r0", datetime.fromtimestamp(1700000000.25, UTC), {"n": 0, "tags": ["a", "b"]}),
         ("r1", datetime.fromtimestamp(1700000001.25, UTC), {"n": 1, "tags": ["a", "b"]}),
     ]
@@ -94,36 +107,22 @@ def test_create_table_and_insert_default_rows(
     ]
 
 
-def test_redelivery_leaves_no_duplicate_rows(
-    postgres_dsn: str,
-    db: psycopg.Connection[Any],
-    table: str,
-    sink_factory: Callable[..., PostgresSink],
-) -> None:
+def test_redelivery_leaves_no_duplicate_rows(make_sink: MakeSink, stored: Rows) -> None:
     """Writing the same ids again (whole or overlapping batches) adds only the new ids."""
-    sink = sink_factory(postgres_dsn, table, create_table=True)
+    sink = make_sink(create_table=True)
     sink.write(records(3))
     sink.write(records(3))
     sink.write(records(4, start=1))
     sink.write([*records(1, start=9), *records(1, start=9)])  # a duplicate within one batch
-    assert [r[0] for r in rows(db, table)] == ["r0", "r1", "r2", "r3", "r4", "r9"]
+    assert [r[0] for r in stored()] == ["r0", "r1", "r2", "r3", "r4", "r9"]
 
 
 def test_to_row_maps_items_to_own_columns(
-    postgres_dsn: str,
-    db: psycopg.Connection[Any],
-    table: str,
-    sink_factory: Callable[..., PostgresSink],
+    make_table: Callable[..., None], make_sink: MakeSink, stored: Rows
 ) -> None:
     """to_row fills user columns (dicts as jsonb); the sink adds id; ON CONFLICT still holds."""
-    db.execute(
-        sql.SQL("CREATE TABLE {} (id text PRIMARY KEY, n int, label text, extra jsonb)").format(
-            sql.Identifier(table)
-        )
-    )
-    sink = sink_factory(
-        postgres_dsn,
-        table,
+    make_table("n int", "label text", "extra jsonb")
+    sink = make_sink(
         to_row=lambda r: {
             "n": r.item["n"],
             "label": f"#{r.item['n']}",
@@ -132,39 +131,32 @@ def test_to_row_maps_items_to_own_columns(
     )
     sink.write(records(2))
     sink.write(records(2))
-    assert rows(db, table) == [
+    assert stored() == [
         ("r0", 0, "#0", {"t": ["a", "b"]}),
         ("r1", 1, "#1", {"t": ["a", "b"]}),
     ]
 
 
 def test_columns_fix_the_column_list(
-    postgres_dsn: str,
-    db: psycopg.Connection[Any],
-    table: str,
-    sink_factory: Callable[..., PostgresSink],
+    make_table: Callable[..., None], make_sink: MakeSink, stored: Rows
 ) -> None:
     """With columns=, keys to_row leaves out insert NULL; unknown keys fail that record."""
-    db.execute(
-        sql.SQL("CREATE TABLE {} (id text PRIMARY KEY, a int, b int)").format(sql.Identifier(table))
-    )
+    make_table("a int", "b int")
 
     def to_row(r: Record) -> dict[str, Any]:
         return {"a": r.item["n"], **({"zzz": 1} if r.id == "r2" else {})}
 
-    sink = sink_factory(postgres_dsn, table, to_row=to_row, columns=["a", "b"])
+    sink = make_sink(to_row=to_row, columns=["a", "b"])
     with pytest.raises(PartialFailure) as info:
         sink.write(records(3))
     assert info.value.failed == ["r2"]
     assert "zzz" in str(info.value)
-    assert rows(db, table) == [("r0", 0, None), ("r1", 1, None)]
+    assert stored() == [("r0", 0, None), ("r1", 1, None)]
 
 
-def test_missing_table_is_permanent(
-    postgres_dsn: str, table: str, sink_factory: Callable[..., PostgresSink]
-) -> None:
+def test_missing_table_is_permanent(make_sink: MakeSink) -> None:
     """Inserting into a table that does not exist raises PermanentError (UndefinedTable)."""
-    sink = sink_factory(postgres_dsn, table)
+    sink = make_sink()
     with pytest.raises(PermanentError, match="42P01") as info:
         sink.write(records(1))
     assert isinstance(info.value.__cause__, psycopg.errors.UndefinedTable)
@@ -173,62 +165,56 @@ def test_missing_table_is_permanent(
         sink.write(records(1))
 
 
-def test_bad_value_for_column_type_is_permanent(
-    postgres_dsn: str,
-    db: psycopg.Connection[Any],
-    table: str,
-    sink_factory: Callable[..., PostgresSink],
+@pytest.mark.parametrize(
+    ("column", "to_row", "n", "cause"),
+    [
+        pytest.param("n int", lambda r: {"n": "not a number"}, 2, psycopg.DataError, id="type"),
+        pytest.param(
+            "n int NOT NULL",
+            lambda r: {"n": None if r.id == "r1" else 1},
+            3,
+            psycopg.IntegrityError,
+            id="not-null",
+        ),
+    ],
+)
+def test_rejected_row_is_permanent_and_atomic(
+    make_table: Callable[..., None],
+    make_sink: MakeSink,
+    stored: Rows,
+    *,
+    column: LiteralString,
+    to_row: Callable[[Record], dict[str, Any]],
+    n: int,
+    cause: type[psycopg.Error],
 ) -> None:
-    """A value the column type rejects is a DataError: PermanentError, nothing inserted."""
-    db.execute(
-        sql.SQL("CREATE TABLE {} (id text PRIMARY KEY, n int)").format(sql.Identifier(table))
-    )
-    sink = sink_factory(postgres_dsn, table, to_row=lambda r: {"n": "not a number"})
+    """A value the column type or NOT NULL rejects: PermanentError for the batch, no row lands."""
+    make_table(column)
+    sink = make_sink(to_row=to_row)
     with pytest.raises(PermanentError) as info:
-        sink.write(records(2))
-    assert isinstance(info.value.__cause__, psycopg.DataError)
-    assert rows(db, table) == []
-
-
-def test_not_null_violation_is_permanent_and_atomic(
-    postgres_dsn: str,
-    db: psycopg.Connection[Any],
-    table: str,
-    sink_factory: Callable[..., PostgresSink],
-) -> None:
-    """An IntegrityError other than the id conflict fails the batch as a whole: no row lands."""
-    db.execute(
-        sql.SQL("CREATE TABLE {} (id text PRIMARY KEY, n int NOT NULL)").format(
-            sql.Identifier(table)
-        )
-    )
-    sink = sink_factory(postgres_dsn, table, to_row=lambda r: {"n": None if r.id == "r1" else 1})
-    with pytest.raises(PermanentError) as info:
-        sink.write(records(3))
-    assert isinstance(info.value.__cause__, psycopg.IntegrityError)
-    assert rows(db, table) == []
+        sink.write(records(n))
+    assert isinstance(info.value.__cause__, cause)
+    assert stored() == []
 
 
 def test_table_name_is_an_identifier_not_sql(
     postgres_dsn: str,
-    db: psycopg.Connection[Any],
     table: str,
-    sink_factory: Callable[..., PostgresSink],
+    make_table: Callable[..., None],
+    sink_factory: MakeSink,
+    stored: Rows,
 ) -> None:
     """A table name holding SQL is quoted as one identifier: nothing is injected."""
-    db.execute(sql.SQL("CREATE TABLE {} (id text PRIMARY KEY)").format(sql.Identifier(table)))
+    make_table()
     evil = f'x (id) VALUES (1); DROP TABLE "{table}"; --'
     sink = sink_factory(postgres_dsn, evil)
     with pytest.raises(PermanentError):
         sink.write(records(1))
-    assert rows(db, table) == []  # still there
+    assert stored() == []  # still there
 
 
 def test_schema_qualified_table(
-    postgres_dsn: str,
-    db: psycopg.Connection[Any],
-    table: str,
-    sink_factory: Callable[..., PostgresSink],
+    postgres_dsn: str, db: Conn, table: str, sink_factory: MakeSink
 ) -> None:
     """'schema.table' targets that schema."""
     db.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(table)))
@@ -238,9 +224,7 @@ def test_schema_qualified_table(
     assert count.fetchone() == (1,)
 
 
-def test_unreachable_server_is_transient(
-    table: str, sink_factory: Callable[..., PostgresSink]
-) -> None:
+def test_unreachable_server_is_transient(table: str, sink_factory: MakeSink) -> None:
     """Nothing listening on the port: TransientError, and the password never shows."""
     sink = sink_factory(f"postgresql://u:pw-SECRET@127.0.0.1:{free_port()}/db", table)
     with pytest.raises(TransientError) as info:
@@ -250,20 +234,13 @@ def test_unreachable_server_is_transient(
     assert "pw-SECRET" not in repr(sink)
 
 
-def test_open_creates_the_table_when_reachable(
-    postgres_dsn: str,
-    db: psycopg.Connection[Any],
-    table: str,
-    sink_factory: Callable[..., PostgresSink],
-) -> None:
+def test_open_creates_the_table_when_reachable(make_sink: MakeSink, stored: Rows) -> None:
     """open() connects and creates the table before any write."""
-    sink_factory(postgres_dsn, table, create_table=True).open()
-    assert rows(db, table) == []
+    make_sink(create_table=True).open()
+    assert stored() == []
 
 
-def test_open_with_server_down_does_not_raise(
-    table: str, sink_factory: Callable[..., PostgresSink]
-) -> None:
+def test_open_with_server_down_does_not_raise(table: str, sink_factory: MakeSink) -> None:
     """open() tolerates an unreachable server so the spool can start and buffer."""
     sink = sink_factory(f"postgresql://u@127.0.0.1:{free_port()}/db", table, create_table=True)
     sink.open()
@@ -272,10 +249,7 @@ def test_open_with_server_down_does_not_raise(
 
 
 def test_open_raises_a_permanent_refusal(
-    postgres_dsn: str,
-    db: psycopg.Connection[Any],
-    table: str,
-    sink_factory: Callable[..., PostgresSink],
+    postgres_dsn: str, db: Conn, table: str, sink_factory: MakeSink
 ) -> None:
     """A table that cannot be created (no privilege) is reported by open() at once."""
     role = f"r_{table}"
@@ -287,13 +261,10 @@ def test_open_raises_a_permanent_refusal(
 
 
 def test_killed_connection_is_replaced_transparently(
-    postgres_dsn: str,
-    db: psycopg.Connection[Any],
-    table: str,
-    sink_factory: Callable[..., PostgresSink],
+    db: Conn, make_sink: MakeSink, stored: Rows
 ) -> None:
     """A pooled connection the server terminated is dropped and the write goes through."""
-    sink = sink_factory(postgres_dsn, table, create_table=True)
+    sink = make_sink(create_table=True)
     sink.write(records(1))
     pids = db.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -302,12 +273,11 @@ def test_killed_connection_is_replaced_transparently(
     ).fetchall()
     assert pids
     sink.write(records(1, start=1))
-    assert [r[0] for r in rows(db, table)] == ["r0", "r1"]
+    assert [r[0] for r in stored()] == ["r0", "r1"]
 
 
 def test_stopped_server_is_transient_then_recovers(
-    postgres_server_factory: Callable[[], PostgresServer],
-    sink_factory: Callable[..., PostgresSink],
+    postgres_server_factory: Callable[[], PostgresServer], sink_factory: MakeSink
 ) -> None:
     """With the server stopped writes raise TransientError; after a restart they succeed."""
     server = postgres_server_factory()
@@ -322,46 +292,27 @@ def test_stopped_server_is_transient_then_recovers(
         assert conn.execute("SELECT id FROM ev ORDER BY id").fetchall() == [("r0",), ("r1",)]
 
 
-def test_concurrent_writers_share_the_pool(
-    postgres_dsn: str,
-    db: psycopg.Connection[Any],
-    table: str,
-    sink_factory: Callable[..., PostgresSink],
-) -> None:
+def test_concurrent_writers_share_the_pool(make_sink: MakeSink, stored: Rows) -> None:
     """Six threads writing overlapping batches leave every id exactly once."""
-    sink = sink_factory(postgres_dsn, table, create_table=True)
-    errors: list[BaseException] = []
+    sink = make_sink(create_table=True)
 
     def work(k: int) -> None:
-        try:
-            for j in range(10):
-                sink.write(records(10, start=(k * 10 + j) * 5))  # overlaps the next batch
-        except BaseException as exc:
-            errors.append(exc)
+        for j in range(10):
+            sink.write(records(10, start=(k * 10 + j) * 5))  # overlaps the next batch
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
-    got = [r[0] for r in rows(db, table)]
+    assert errors_in_threads(6, work) == []
+    got = [r[0] for r in stored()]
     assert sorted(got) == sorted(f"r{i}" for i in range(6 * 10 * 5 + 5))
 
 
-def test_unencodable_item_fails_alone(
-    postgres_dsn: str,
-    db: psycopg.Connection[Any],
-    table: str,
-    sink_factory: Callable[..., PostgresSink],
-) -> None:
+def test_unencodable_item_fails_alone(make_sink: MakeSink, stored: Rows) -> None:
     """Good rows are inserted; a record whose item is not JSON is named in PartialFailure."""
-    sink = sink_factory(postgres_dsn, table, create_table=True)
+    sink = make_sink(create_table=True)
     bad = Record("bad", {"x": object()}, 1.0)
     with pytest.raises(PartialFailure) as info:
         sink.write([*records(2), bad])
     assert info.value.failed == ["bad"]
-    assert [r[0] for r in rows(db, table)] == ["r0", "r1"]
+    assert [r[0] for r in stored()] == ["r0", "r1"]
     with pytest.raises(PermanentError, match="'bad'"):
         sink.write([bad])
 
