@@ -16,40 +16,28 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _common import save, table
-
-from spoolkit import Record, Spool
-
-ITEM = {"level": "info", "msg": "user logged in", "user": 12345, "ok": True}
-BATCH = 500
-
-
-def noop(batch: Sequence[Record]) -> None:
-    """The fastest sink there is."""
+from _common import BATCH, end_to_end, save, table
 
 
 @contextmanager
 def redis_server() -> Iterator[str]:
     """A redis-server on a free loopback port; yields its URL."""
     try:
-        from tests.services.redis_server import destroy_redis, start_redis
+        from tests.services._common import running
+        from tests.services.redis_server import start_redis
     except ImportError:  # benchmarks copied without the test helpers: start it here
         yield from _inline_redis()
         return
-    server = start_redis()
-    try:
+    with running(start_redis) as server:
         yield server.url
-    finally:
-        destroy_redis(server)
 
 
 def _inline_redis() -> Iterator[str]:
@@ -77,26 +65,6 @@ def _inline_redis() -> Iterator[str]:
         proc.wait(10)
 
 
-def end_to_end(n: int, backend: str | None, workers: int, use_put_many: bool) -> float:
-    """Records/s from the first put until flush() says all were delivered."""
-    with tempfile.TemporaryDirectory() as d:
-        spool = Spool(d, noop, workers=workers, batch_size=BATCH, batch_interval=0, backend=backend)
-        spool.start()
-        t0 = time.perf_counter()
-        if use_put_many:
-            for i in range(0, n, BATCH):
-                spool.put_many([ITEM] * min(BATCH, n - i))
-        else:
-            put = spool.put
-            for _ in range(n):
-                put(ITEM)
-        assert spool.flush(600)
-        elapsed = time.perf_counter() - t0
-        assert spool.stats().delivered == n
-        spool.stop()
-    return n / elapsed
-
-
 def main() -> None:
     """Run and report."""
     quick = "--quick" in sys.argv
@@ -107,7 +75,7 @@ def main() -> None:
             label = f"{'put_many' if many else 'put'}, {workers} worker(s)"
 
             def run(backend: str | None, w: int = workers, m: bool = many) -> float:
-                return end_to_end(n, backend, w, m)
+                return end_to_end(n, w, m, backend)
 
             cases.append((label, run))
     results: dict[str, dict[str, float]] = {"disk": {}, "redis": {}}

@@ -10,8 +10,11 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn, Protocol, TypeVar
 
 import pytest
 
@@ -25,7 +28,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def missing(what: str) -> None:
+def missing(what: str) -> NoReturn:
     """Skip (or, under CI=true, fail) because a server binary is not installed."""
     reason = (
         f"{what} is not installed; run `make services` (scripts/ensure-services.sh) "
@@ -102,3 +105,61 @@ def make_base_dir(prefix: str, user: RunAs) -> Path:
 def remove_tree(path: Path) -> None:
     with contextlib.suppress(OSError):
         shutil.rmtree(path)
+
+
+class Server(Protocol):
+    """What the helpers below need of a server: its directory and a way to stop it."""
+
+    base: Path
+
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Server)
+
+
+def launch(prefix: str, make: Callable[[Path, RunAs], S], boot: Callable[[S], None]) -> S:
+    """``make`` a server in a fresh directory and ``boot`` it; the directory goes if that fails."""
+    user = run_as()
+    server = make(make_base_dir(prefix, user), user)
+    try:
+        boot(server)
+    except BaseException:
+        remove_tree(server.base)
+        raise
+    return server
+
+
+def destroy(server: Server) -> None:
+    """Stop the server (if running) and delete its directory."""
+    try:
+        server.stop()
+    finally:
+        remove_tree(server.base)
+
+
+@contextmanager
+def running(start: Callable[[], S]) -> Iterator[S]:
+    """A server from ``start()``, destroyed on leaving."""
+    server = start()
+    try:
+        yield server
+    finally:
+        destroy(server)
+
+
+@contextmanager
+def server_factory(start: Callable[[], S]) -> Iterator[Callable[[], S]]:
+    """A ``start`` that remembers its servers; all are destroyed on leaving."""
+    started: list[S] = []
+
+    def start_one() -> S:
+        server = start()
+        started.append(server)
+        return server
+
+    try:
+        yield start_one
+    finally:
+        for server in started:
+            destroy(server)

@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.services.postgres_server import PostgresServer, destroy_postgres, start_postgres
-from tests.services.redis_server import RedisServer, destroy_redis, start_redis
+from tests.services._common import running, server_factory
+from tests.services.postgres_server import PostgresServer, start_postgres
+from tests.services.redis_server import RedisServer, start_redis
 
 __all__ = [
     "postgres_dsn",
@@ -33,9 +34,8 @@ __all__ = [
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """A PostgreSQL cluster shared by the session (superuser ``postgres``, trust auth)."""
-    server = start_postgres()
-    yield server
-    destroy_postgres(server)
+    with running(start_postgres) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -47,24 +47,15 @@ def postgres_dsn(postgres_server: PostgresServer) -> str:
 @pytest.fixture
 def postgres_server_factory() -> Iterator[Callable[[], PostgresServer]]:
     """Start independent clusters (each a fresh initdb); all are destroyed after the test."""
-    started: list[PostgresServer] = []
-
-    def start() -> PostgresServer:
-        server = start_postgres()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        destroy_postgres(server)
+    with server_factory(start_postgres) as start:
+        yield start
 
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """A redis-server shared by the session (no persistence)."""
-    server = start_redis()
-    yield server
-    destroy_redis(server)
+    with running(start_redis) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -76,13 +67,5 @@ def redis_url(redis_server: RedisServer) -> str:
 @pytest.fixture
 def redis_server_factory() -> Iterator[Callable[[], RedisServer]]:
     """Start independent redis-servers; all are stopped after the test."""
-    started: list[RedisServer] = []
-
-    def start() -> RedisServer:
-        server = start_redis()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        destroy_redis(server)
+    with server_factory(start_redis) as start:
+        yield start

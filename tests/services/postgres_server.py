@@ -5,17 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
-from tests.services._common import (
-    RunAs,
-    find_binary,
-    free_port,
-    make_base_dir,
-    missing,
-    remove_tree,
-    run_as,
-)
+from tests.services._common import RunAs, find_binary, free_port, launch, missing
 
 # Quick to start and throwaway: no durability, little memory.
 _SETTINGS = """
@@ -114,21 +107,9 @@ def start_postgres() -> PostgresServer:
     bindir = postgres_bindir()
     if bindir is None:
         missing("PostgreSQL (initdb, pg_ctl)")
-        raise AssertionError("unreachable")  # missing() skips or fails
-    user = run_as()
-    server = PostgresServer(bindir, make_base_dir("spoolkit-pg-", user), user)
-    try:
+
+    def boot(server: PostgresServer) -> None:
         server.init()
         server.start()
-    except BaseException:
-        remove_tree(server.base)
-        raise
-    return server
 
-
-def destroy_postgres(server: PostgresServer) -> None:
-    """Stop the cluster (if running) and delete its files."""
-    try:
-        server.stop()
-    finally:
-        remove_tree(server.base)
+    return launch("spoolkit-pg-", partial(PostgresServer, bindir), boot)

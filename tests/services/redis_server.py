@@ -8,17 +8,10 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
-from tests.services._common import (
-    RunAs,
-    find_binary,
-    free_port,
-    make_base_dir,
-    missing,
-    remove_tree,
-    run_as,
-)
+from tests.services._common import RunAs, find_binary, free_port, launch, missing
 
 _READY = b"Ready to accept connections"
 
@@ -115,20 +108,4 @@ def start_redis() -> RedisServer:
     binary = find_binary("redis-server", "/usr/bin/redis-server", "/usr/local/bin/redis-server")
     if binary is None:
         missing("redis-server")
-        raise AssertionError("unreachable")  # missing() skips or fails
-    user = run_as()
-    server = RedisServer(binary, make_base_dir("spoolkit-redis-", user), user)
-    try:
-        server.start()
-    except BaseException:
-        remove_tree(server.base)
-        raise
-    return server
-
-
-def destroy_redis(server: RedisServer) -> None:
-    """Stop the server and delete its directory."""
-    try:
-        server.stop()
-    finally:
-        remove_tree(server.base)
+    return launch("spoolkit-redis-", partial(RedisServer, binary), RedisServer.start)
