@@ -1,15 +1,22 @@
-"""Small helpers shared by the benchmark scripts: timing, tables, result files."""
+"""Small helpers shared by the benchmark scripts: timing, tables, result files, and the
+end-to-end Spool run of spool_bench and redis_bench."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from spoolkit import Record, Spool
+
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+ITEM = {"level": "info", "msg": "user logged in", "user": 12345, "ok": True}
+BATCH = 500
 
 
 def rate(n: int, fn: Callable[[], Any]) -> float:
@@ -42,3 +49,27 @@ def save(name: str, data: dict[str, Any]) -> str:
     with open(path, "w") as f:
         json.dump(data, f, indent=2, sort_keys=True)
     return path
+
+
+def noop(batch: Sequence[Record]) -> None:
+    """The fastest sink there is."""
+
+
+def end_to_end(n: int, workers: int, use_put_many: bool, backend: str | None = None) -> float:
+    """Records/s from the first put of ``n`` records until flush() says all were delivered."""
+    with tempfile.TemporaryDirectory() as d:
+        spool = Spool(d, noop, workers=workers, batch_size=BATCH, batch_interval=0, backend=backend)
+        spool.start()
+        t0 = time.perf_counter()
+        if use_put_many:
+            for i in range(0, n, BATCH):
+                spool.put_many([ITEM] * min(BATCH, n - i))
+        else:
+            put = spool.put
+            for _ in range(n):
+                put(ITEM)
+        assert spool.flush(600)
+        elapsed = time.perf_counter() - t0
+        assert spool.stats().delivered == n
+        spool.stop()
+    return n / elapsed

@@ -18,36 +18,10 @@ from collections.abc import Sequence
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _common import save, table
+from _common import ITEM, end_to_end, save, table
 
 from spoolkit import Record, RetryPolicy, Spool
 from spoolkit.errors import TransientError
-
-ITEM = {"level": "info", "msg": "user logged in", "user": 12345, "ok": True}
-
-
-def noop(batch: Sequence[Record]) -> None:
-    """The fastest sink there is."""
-
-
-def end_to_end(n: int, workers: int, use_put_many: bool) -> float:
-    """Records/s from the first put until flush() says all were delivered."""
-    with tempfile.TemporaryDirectory() as d:
-        spool = Spool(d, noop, workers=workers, batch_size=500, batch_interval=0)
-        spool.start()
-        t0 = time.perf_counter()
-        if use_put_many:
-            for i in range(0, n, 500):
-                spool.put_many([ITEM] * min(500, n - i))
-        else:
-            put = spool.put
-            for _ in range(n):
-                put(ITEM)
-        assert spool.flush(600)
-        elapsed = time.perf_counter() - t0
-        assert spool.stats().delivered == n
-        spool.stop()
-    return n / elapsed
 
 
 def put_cost_sink_down(n: int) -> float:
