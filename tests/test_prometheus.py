@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 
 from spoolkit.testing import MemorySink
-from tests.helpers import spool_factory
+from tests.helpers import python_stdout, spool_factory
 
 make_spool = pytest.fixture(name="make_spool")(spool_factory)
 
@@ -48,5 +46,5 @@ def test_missing_prometheus_client_names_the_extra() -> None:
         "try:\n    import spoolkit.prometheus\n"
         "except ImportError as e:\n    print(e)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "spoolkit[prometheus]" in out.stdout
+    out = python_stdout(code)
+    assert "spoolkit[prometheus]" in out

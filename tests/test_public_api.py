@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import spoolkit
+from tests.helpers import python_stdout
 
 
 def test_all_is_sorted_and_importable() -> None:
@@ -31,8 +29,8 @@ def test_import_pulls_in_no_optional_dependency() -> None:
         "heavy = {'httpx', 'psycopg', 'redis', 'click', 'prometheus_client', 'cryptography'}\n"
         "print(sorted(heavy & set(sys.modules)))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    out = python_stdout(code)
+    assert out.strip() == "[]"
 
 
 def test_package_is_typed() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from spoolkit.sinks import (
     StdoutSink,
     from_url,
 )
+from tests.helpers import python_stdout
 
 
 def test_all_is_sorted_and_every_name_resolves() -> None:
@@ -42,8 +41,8 @@ def test_import_and_light_urls_load_no_driver() -> None:
         "from_url('stdout://'); from_url('jsonl:///tmp/x.jsonl')\n"
         "print(sorted({'httpx', 'psycopg', 'redis'} & set(sys.modules)))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    out = python_stdout(code)
+    assert out.strip() == "[]"
 
 
 @pytest.mark.parametrize(
@@ -65,8 +64,8 @@ def test_missing_driver_names_the_extra(name: str, module: str, extra: str) -> N
         "except ImportError as exc:\n"
         "    print(exc)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert f"{name} needs {module}: pip install '{extra}'" in out.stdout
+    out = python_stdout(code)
+    assert f"{name} needs {module}: pip install '{extra}'" in out
 
 
 def test_https_url_with_options_and_passthrough_params() -> None:
