@@ -6,6 +6,7 @@ import logging
 import os
 import stat
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pqueue
@@ -114,18 +115,25 @@ def test_metadata_temp_files_are_private(
     assert set(seen) == {0o600}
 
 
-def test_spool_and_dead_letters_are_private(tmp_path: Path, umask: int) -> None:
-    """A spool's directory, its dead-letter directory and every file in both are private."""
-    root = tmp_path / "s"
+@contextmanager
+def _spool_with_one_dead_letter(root: Path) -> Iterator[Spool]:
+    """A started spool at ``root`` that has dead-lettered its one record ``{"n": 1}``."""
     spool = Spool(root, sink=_Refuse(), serializer="json")
     spool.start()
     try:
         spool.put({"n": 1})
         spool.flush(timeout=10)
-        assert len(spool.dead_letters) == 1
-        modes = _assert_private(root)
+        yield spool
     finally:
         spool.stop()
+
+
+def test_spool_and_dead_letters_are_private(tmp_path: Path, umask: int) -> None:
+    """A spool's directory, its dead-letter directory and every file in both are private."""
+    root = tmp_path / "s"
+    with _spool_with_one_dead_letter(root) as spool:
+        assert len(spool.dead_letters) == 1
+        modes = _assert_private(root)
     assert {"dead", "dead/meta.json", "dead/lock"} <= set(modes)
 
 
@@ -215,13 +223,8 @@ def test_dead_letters_never_unpickle_objects(tmp_path: Path) -> None:
 
     marker = tmp_path / "pwned"
     root = tmp_path / "s"
-    spool = Spool(root, sink=_Refuse(), serializer="json")
-    spool.start()
-    try:
-        spool.put({"n": 1})
-        spool.flush(timeout=10)
-    finally:
-        spool.stop()
+    with _spool_with_one_dead_letter(root):
+        pass  # stopped: <spool>/dead holds the record {"n": 1}
     with Queue(root / "dead", serializer=_AsIs()) as dead:
         dead.put(pickle.dumps(_Plant(str(marker)), 5))
     spool = Spool(root, sink=_Refuse(), serializer="json")
