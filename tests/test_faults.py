@@ -22,7 +22,17 @@ import pytest
 
 from spoolkit import Queue
 from spoolkit.errors import DiskFullError, StorageError
-from tests.helpers.faults import EIO, ENOSPC, EROFS, Faults, LogEvents, creating, log_events, tmpfs
+from tests.helpers.faults import (
+    EIO,
+    ENOSPC,
+    EROFS,
+    Faults,
+    LogEvents,
+    creating,
+    fill_until_full,
+    log_events,
+    tmpfs,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
@@ -59,17 +69,8 @@ def _drain(path: Path, **options: object) -> list[bytes]:
 @root_only
 def test_full_tmpfs_put_raises_disk_full_error_and_keeps_every_record(small_fs: Path) -> None:
     """A real full tmpfs: put raises DiskFullError (ENOSPC); stored records stay; puts resume."""
-    stored: list[bytes] = []
     with Queue(small_fs / "q", serializer="raw", chunksize=50) as q:
-        error = None
-        while error is None:
-            item = os.urandom(1000)
-            try:
-                q.put(item)
-            except DiskFullError as exc:
-                error = exc
-            else:
-                stored.append(item)
+        stored, error = fill_until_full(q.put, lambda i: os.urandom(1000))
         assert error.errno == errno.ENOSPC
         assert isinstance(error, OSError)
         assert "No space left" in str(error)

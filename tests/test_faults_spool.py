@@ -18,7 +18,7 @@ from spoolkit import Spool
 from spoolkit.errors import DiskFullError, PermanentError, StorageError
 from spoolkit.testing import MemorySink
 from spoolkit.typing import Record
-from tests.helpers.faults import EIO, ENOSPC, Faults, LogEvents, log_events, tmpfs
+from tests.helpers.faults import EIO, ENOSPC, Faults, LogEvents, fill_until_full, log_events, tmpfs
 
 
 @pytest.fixture
@@ -58,7 +58,6 @@ class GatedSink(MemorySink):
 def test_spool_on_a_full_disk_raises_drains_and_recovers(small_fs: Path, when_full: str) -> None:
     """A real full tmpfs: put raises DiskFullError; workers drain all stored; puts resume."""
     sink = GatedSink()
-    stored: list[bytes] = []
     with Spool(
         small_fs / "spool",
         sink,
@@ -68,15 +67,7 @@ def test_spool_on_a_full_disk_raises_drains_and_recovers(small_fs: Path, when_fu
         serializer="raw",
         when_full=when_full,  # type: ignore[arg-type]  # max_bytes is not set: no effect
     ) as spool:
-        error = None
-        while error is None:
-            item = b"%06d" % len(stored) + os.urandom(1000)
-            try:
-                spool.put(item)
-            except DiskFullError as exc:
-                error = exc
-            else:
-                stored.append(item)
+        stored, error = fill_until_full(spool.put, lambda i: b"%06d" % i + os.urandom(1000))
         assert len(stored) > 100
         assert "No space left" in str(error)
         sink.gate.set()  # the sink comes back: the workers drain what is stored

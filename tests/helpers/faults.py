@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from spoolkit.errors import DiskFullError
 from tests.helpers import spoolkit_logs_to
 
 FD_CALLS = ("fsync", "write", "posix_fallocate")  # first argument: a file descriptor
@@ -151,3 +152,19 @@ def tmpfs(mnt: Path, size: str) -> Iterator[Path]:
         yield mnt
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+def fill_until_full(
+    put: Callable[[bytes], object], item: Callable[[int], bytes]
+) -> tuple[list[bytes], DiskFullError]:
+    """``put(item(i))`` for i = 0, 1, ... until a put raises DiskFullError.
+
+    Returns the items that were stored, in order, and that error."""
+    stored: list[bytes] = []
+    while True:
+        data = item(len(stored))
+        try:
+            put(data)
+        except DiskFullError as exc:
+            return stored, exc
+        stored.append(data)
