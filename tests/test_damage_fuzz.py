@@ -21,6 +21,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -67,6 +68,19 @@ in_place = st.lists(
     max_size=4,
 )
 ends = st.sampled_from(["keep", "truncate", "append"])
+
+
+def chunk_damage(max_records: int, chunksizes: list[int]) -> dict[str, st.SearchStrategy[Any]]:
+    """The cases of the chunk-damage property: records put and acked, which chunk, what damage."""
+    return {
+        "n": st.integers(1, max_records),
+        "acked": st.floats(0, 1),
+        "chunksize": st.sampled_from(chunksizes),
+        "target": st.floats(0, 1),
+        "ops": in_place,
+        "end_op": ends,
+        "where": st.floats(0, 1),
+    }
 
 
 def _damage(
@@ -131,15 +145,7 @@ def _check_fsck(  # noqa: PLR0917 - the one damaged chunk, described
 
 
 @FUZZ
-@given(
-    n=st.integers(1, 40),
-    acked=st.floats(0, 1),
-    chunksize=st.sampled_from([4, 16, 100]),
-    target=st.floats(0, 1),
-    ops=in_place,
-    end_op=ends,
-    where=st.floats(0, 1),
-)
+@given(**chunk_damage(max_records=40, chunksizes=[4, 16, 100]))
 def test_fsck_reports_exactly_the_damaged_regions_and_open_keeps_intact_records(
     *, n: int, acked: float, chunksize: int, target: float, ops: list[tuple[str, float, int]],
     end_op: str, where: float,
@@ -294,15 +300,7 @@ def _wire_of(letter: object) -> list[object]:
 
 @pytest.mark.slow
 @BIG
-@given(
-    n=st.integers(1, 200),
-    acked=st.floats(0, 1),
-    chunksize=st.sampled_from([3, 16, 100]),
-    target=st.floats(0, 1),
-    ops=in_place,
-    end_op=ends,
-    where=st.floats(0, 1),
-)
+@given(**chunk_damage(max_records=200, chunksizes=[3, 16, 100]))
 def test_fsck_and_open_under_damage_big_profile(
     *, n: int, acked: float, chunksize: int, target: float, ops: list[tuple[str, float, int]],
     end_op: str, where: float,
