@@ -137,7 +137,9 @@ class FlakySink:
             if isinstance(outcome, BaseException):
                 self.failures += 1
         if isinstance(outcome, BaseException):
-            raise outcome
+            # the same instance is raised again and again: drop the traceback it kept from
+            # the last raise, or every failure would add frames to it (memory grows forever)
+            raise outcome.with_traceback(None)
         self.inner.write(batch)
 
     @property

@@ -83,3 +83,19 @@ def test_fake_clock_sleeps_instantly_and_moves_time() -> None:
     assert clock.sleeps == [2.5]
     assert clock.time() == 103.5
     assert clock.monotonic() == 3.5
+
+
+def test_flaky_sink_failures_do_not_pile_up_tracebacks() -> None:
+    """Raising its one error 1000 times leaves a traceback of one call, not 1000 (no leak)."""
+    sink = FlakySink(1.0)
+    caught: list[BaseException] = []
+    for _ in range(1000):
+        try:
+            sink.write(_batch(1))
+        except TransientError as exc:
+            caught.append(exc)
+    assert caught[0] is caught[-1] is sink.error
+    depth, tb = 0, caught[-1].__traceback__
+    while tb is not None:
+        depth, tb = depth + 1, tb.tb_next
+    assert depth <= 2
