@@ -10,6 +10,9 @@ with Spool(tmp_path, sink, clock=FakeClock()) as spool:
     assert spool.flush(5)
 assert sink.items == [{"msg": "hi"}]
 ```
+
+:func:`check_sink_under_crash_loop` runs your own sink under the crash loop of
+:mod:`spoolkit.torture` (kill -9 at chosen moments, restart, check nothing was lost).
 """
 
 from __future__ import annotations
@@ -21,9 +24,16 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from spoolkit.errors import TransientError
+from spoolkit.torture import CrashLoopReport, check_sink_under_crash_loop
 from spoolkit.typing import Record
 
-__all__ = ["FakeClock", "FlakySink", "MemorySink"]
+__all__ = [
+    "CrashLoopReport",
+    "FakeClock",
+    "FlakySink",
+    "MemorySink",
+    "check_sink_under_crash_loop",
+]
 
 
 class MemorySink:
