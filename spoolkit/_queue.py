@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import time
@@ -95,9 +96,11 @@ class Queue:
         self.max_bytes = max_bytes
         self._bounded = maxsize > 0 or max_bytes is not None
         self._always = fsync == "always"
-        self._dumps = self._serializer.dumps
-        # the builtin itself when it is plain pickle: one Python call less per record read
+        # the builtins themselves when it is plain pickle: one Python call less per record
         plain = type(self._serializer) is PickleSerializer
+        self._dumps: Callable[[Any], bytes] = (
+            functools.partial(pickle.dumps, protocol=5) if plain else self._serializer.dumps
+        )
         self._loads: Callable[[bytes], Any] = pickle.loads if plain else self._serializer.loads
         self._lock = store.lock
         self._not_empty = store.not_empty
