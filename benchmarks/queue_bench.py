@@ -217,6 +217,23 @@ def group_commit(n_threads: int, per_thread: int) -> dict[str, float]:
     return out
 
 
+def fsync_latency_us(samples: int = 200) -> float:
+    """Median µs of one 100-byte append + fsync on this disk: what group commit amortizes."""
+    d = tempfile.mkdtemp(prefix="spoolbench-")
+    fd = os.open(os.path.join(d, "f"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    times = []
+    for _ in range(samples):
+        t0 = time.perf_counter()
+        os.write(fd, b"x" * 100)
+        os.fsync(fd)
+        times.append(time.perf_counter() - t0)
+    os.close(fd)
+    shutil.rmtree(d, ignore_errors=True)
+    us = sorted(times)[samples // 2] * 1e6
+    print(f"fsync latency (100-byte append + fsync, median): {us:,.0f} µs\n")
+    return us
+
+
 def put_many(n: int) -> dict[str, float]:
     out = {}
     items = [os.urandom(100) for _ in range(n)]
@@ -247,6 +264,7 @@ def main() -> None:
     }
     results["100B"] = side_by_side(100, n, PEERS)
     results["4KiB"] = side_by_side(4096, n, PEERS)
+    results["fsync_latency_us"] = fsync_latency_us()
     results["group_commit"] = group_commit(8, 200 if args.quick else 1000)
     results["put_many"] = put_many(20_000 if args.quick else 200_000)
     print("results written to", save("queue_bench", results))

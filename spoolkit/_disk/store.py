@@ -27,6 +27,7 @@ from spoolkit._disk.framing import (
     U32,
     ChunkHeader,
 )
+from spoolkit._disk.groupcommit import GroupCommit
 from spoolkit._disk.opening import RecoveryReport, check_tempdir, open_store, prepare_dir
 from spoolkit._disk.segment import Segment
 from spoolkit._log import get_logger
@@ -89,9 +90,7 @@ class Store:
         self._unlink_later: list[str] = []
         self._free: list[Segment] = []  # fully acknowledged chunks kept for reuse
         self._dir_dirty = False
-        self._synced = 0
-        self._sync_cond = threading.Condition(threading.Lock())
-        self._syncing = False
+        self._commit = GroupCommit()
         self._avg_frame = 256
         self._log = get_logger(path=self.path)
         self._stop = threading.Event()
@@ -360,45 +359,34 @@ class Store:
     def sync(self, upto: int | None = None) -> None:
         """``fsync`` what changed since the last sync; concurrent callers share one fsync.
 
-        Group commit: one caller (the leader) fsyncs everything written so far while the
-        others wait; when it is done, every waiter whose write it covered returns at once.
+        Group commit (:class:`~spoolkit._disk.groupcommit.GroupCommit`): one caller fsyncs
+        everything written so far while the others wait; when it is done, every waiter whose
+        write it covered returns at once.
 
         Args:
             upto: the generation the caller needs covered; ``None`` for everything so far.
         """
-        with self._sync_cond:
-            if upto is None:
-                upto = self.gen
-            while self._syncing:
-                if self._synced >= upto:
-                    return
-                self._sync_cond.wait()
-            if self._synced >= upto:
-                return
-            self._syncing = True
-        target = self._synced
+        self._commit.run(self.gen if upto is None else upto, self._fsync_dirty)
+
+    def _fsync_dirty(self) -> int:
+        """fsync every chunk written since the last call (and the directory if names changed);
+        return the generation covered. On failure, what was dirty stays dirty."""
+        with self.lock:
+            target = self.gen
+            segs = list(self._dirty)
+            self._dirty.clear()
+            dir_dirty, self._dir_dirty = self._dir_dirty, False
         try:
+            for seg in segs:
+                seg.sync()
+            if dir_dirty:
+                meta.fsync_dir(self.path)
+        except BaseException:
             with self.lock:
-                target = self.gen
-                segs = list(self._dirty)
-                self._dirty.clear()
-                dir_dirty, self._dir_dirty = self._dir_dirty, False
-            try:
-                for seg in segs:
-                    seg.sync()
-                if dir_dirty:
-                    meta.fsync_dir(self.path)
-            except BaseException:
-                with self.lock:
-                    self._dirty.update(s for s in segs if not s.deleted)
-                    self._dir_dirty |= dir_dirty
-                target = self._synced
-                raise
-        finally:
-            with self._sync_cond:
-                self._syncing = False
-                self._synced = max(self._synced, target)
-                self._sync_cond.notify_all()
+                self._dirty.update(s for s in segs if not s.deleted)
+                self._dir_dirty |= dir_dirty
+            raise
+        return target
 
     def unlink_deferred(self) -> None:
         """Remove the files of chunks deleted since the last call (off the ack path).

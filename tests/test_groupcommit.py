@@ -1,0 +1,176 @@
+"""Group commit: concurrent callers share flushes, and a leader waits for the last group."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from spoolkit._disk.groupcommit import GroupCommit
+from spoolkit.testing import FakeClock
+
+
+class Disk:
+    """Writes numbered by a generation counter, and a flush that covers what was written.
+
+    ``hold`` keeps the flush running until released; ``flushes`` lists the generation
+    each flush covered; every flush advances ``clock`` by ``took`` seconds.
+    """
+
+    def __init__(self, clock: FakeClock, took: float = 1.0) -> None:
+        self.gen = 0
+        self.lock = threading.Lock()
+        self.flushes: list[int] = []
+        self.hold = threading.Event()
+        self.hold.set()
+        self.in_flush = threading.Event()
+        self.fail_next = False
+        self.clock = clock
+        self.took = took
+
+    def write(self) -> int:
+        with self.lock:
+            self.gen += 1
+            return self.gen
+
+    def flush(self) -> int:
+        covered = self.gen
+        self.in_flush.set()
+        assert self.hold.wait(30), "the test never released the flush"
+        self.clock.advance(self.took)
+        if self.fail_next:
+            self.fail_next = False
+            raise OSError(5, "EIO")
+        self.flushes.append(covered)
+        return covered
+
+
+def until(check: Callable[[], bool], what: str) -> None:
+    """Poll ``check`` until it holds (threads reach a state), failing after 10 s."""
+    deadline = time.monotonic() + 10
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.001)
+
+
+def caller(gc: GroupCommit, disk: Disk, errors: list[BaseException]) -> threading.Thread:
+    def work() -> None:
+        try:
+            gc.run(disk.write(), disk.flush)
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=work)
+    t.start()
+    return t
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def test_a_lone_caller_flushes_at_once_every_time(clock: FakeClock) -> None:
+    """One caller after another: each runs its own flush, and none waits for company."""
+    gc = GroupCommit(max_patience=60, clock=clock.monotonic)
+    disk = Disk(clock)
+    for _ in range(3):
+        gen = disk.write()
+        gc.run(gen, disk.flush)
+        assert disk.flushes[-1] == gen
+    assert disk.flushes == [1, 2, 3]
+    assert gc._group == 1  # a lone caller never sets the leader waiting
+
+
+def test_callers_arriving_during_a_flush_share_the_next_one(clock: FakeClock) -> None:
+    """Five callers that come while a flush runs are all covered by one more flush."""
+    gc = GroupCommit(max_patience=60, clock=clock.monotonic)
+    disk = Disk(clock)
+    errors: list[BaseException] = []
+    disk.hold.clear()
+    first = caller(gc, disk, errors)
+    assert disk.in_flush.wait(10)
+    rest = [caller(gc, disk, errors) for _ in range(5)]
+    until(lambda: gc._inside == 5, "five callers wait")
+    disk.hold.set()
+    for t in [first, *rest]:
+        t.join(10)
+    assert not errors
+    assert disk.flushes == [1, 6]
+
+
+def test_the_leader_waits_for_as_many_callers_as_the_last_flush_covered(
+    clock: FakeClock,
+) -> None:
+    """After a flush that covered three callers, the next leader waits for two more to come
+    in, and one flush covers all three; a lone leader would have flushed by itself."""
+    gc = GroupCommit(max_patience=60, clock=clock.monotonic)
+    disk = Disk(clock, took=10.0)  # patience: half of it, 5 s, more than the callers need
+    errors: list[BaseException] = []
+    disk.hold.clear()
+    first = caller(gc, disk, errors)
+    assert disk.in_flush.wait(10)
+    three = [caller(gc, disk, errors) for _ in range(3)]
+    until(lambda: gc._inside == 3, "three callers wait")
+    disk.hold.set()
+    for t in [first, *three]:
+        t.join(10)
+    assert disk.flushes == [1, 4]
+    assert gc._group == 3
+
+    leader = caller(gc, disk, errors)
+    until(lambda: gc._leader_waiting, "the leader waits for its group")
+    assert disk.flushes == [1, 4]  # not flushed alone
+    others = [caller(gc, disk, errors) for _ in range(2)]
+    for t in [leader, *others]:
+        t.join(10)
+    assert not errors
+    assert disk.flushes == [1, 4, 7]
+
+
+def test_the_leader_gives_up_waiting_after_its_patience(clock: FakeClock) -> None:
+    """When the last group's callers do not come back, the leader flushes alone after half
+    the last flush's duration, and the next leader does not wait at all."""
+    gc = GroupCommit(max_patience=60, clock=clock.monotonic)
+    disk = Disk(clock, took=0.1)  # patience: 0.05 s
+    errors: list[BaseException] = []
+    disk.hold.clear()
+    first = caller(gc, disk, errors)
+    assert disk.in_flush.wait(10)
+    two = [caller(gc, disk, errors) for _ in range(2)]
+    until(lambda: gc._inside == 2, "two callers wait")
+    disk.hold.set()
+    for t in [first, *two]:
+        t.join(10)
+    assert gc._group == 2
+
+    gc.run(disk.write(), disk.flush)  # alone: waits out 0.05 s, then flushes
+    assert disk.flushes[-1] == disk.gen
+    assert gc._group == 1
+    gc.run(disk.write(), disk.flush)
+    assert disk.flushes[-1] == disk.gen
+    assert not errors
+
+
+def test_a_failed_flush_raises_for_its_leader_and_the_others_flush_again(
+    clock: FakeClock,
+) -> None:
+    """The leader whose flush fails gets the error; callers waiting for it are not released
+    as covered: one of them flushes again."""
+    gc = GroupCommit(max_patience=60, clock=clock.monotonic)
+    disk = Disk(clock)
+    errors: list[BaseException] = []
+    disk.hold.clear()
+    first = caller(gc, disk, errors)
+    assert disk.in_flush.wait(10)
+    disk.in_flush.clear()
+    waiting = caller(gc, disk, errors)
+    until(lambda: gc._inside == 1, "a caller waits")
+    disk.fail_next = True
+    disk.hold.set()
+    for t in (first, waiting):
+        t.join(10)
+    assert [type(e) for e in errors] == [OSError]
+    assert disk.flushes == [2]  # the waiter's own flush, after the failed one
