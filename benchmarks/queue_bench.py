@@ -3,7 +3,9 @@
 Prints put/s and get+ack/s for spoolkit (fsync="interval", the default), pqueue,
 persist-queue (file Queue and SQLiteAckQueue), queuelib FifoDiskQueue, diskcache Deque and a
 raw loop of one os.write per framed record (the physical limit), each as a ratio to spoolkit;
-then group commit with fsync="always" and put_many throughput.
+then group commit with fsync="always" and put_many throughput. spoolkit runs with pqueue's
+default of 100 records per chunk file, and again with 1000: a new chunk file costs one file
+creation, whose latency (printed first) varies widely between file systems and machines.
 
     .venv/bin/python benchmarks/queue_bench.py [--items 20000] [--quick]
 """
@@ -11,6 +13,7 @@ then group commit with fsync="always" and put_many throughput.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import sys
@@ -49,8 +52,8 @@ def bench_spoolkit(d: str, items: list[bytes]) -> tuple[float, float]:
     return result
 
 
-def bench_spoolkit_batch(d: str, items: list[bytes]) -> tuple[float, float]:
-    q = spoolkit.Queue(d)
+def bench_spoolkit_batch(d: str, items: list[bytes], chunksize: int = 100) -> tuple[float, float]:
+    q = spoolkit.Queue(d, chunksize=chunksize)
     put = rate(len(items), lambda: [q.put(x) for x in items])
 
     def drain() -> None:
@@ -143,6 +146,9 @@ def bench_diskcache(d: str, items: list[bytes]) -> tuple[float, float]:
 PEERS: dict[str, Peer] = {
     "spoolkit (get+task_done)": bench_spoolkit,
     "spoolkit (get_batch+ack)": bench_spoolkit_batch,
+    "spoolkit (get_batch+ack, chunksize=1000)": functools.partial(
+        bench_spoolkit_batch, chunksize=1000
+    ),
     "raw os.write loop": bench_raw,
     "pqueue": bench_pqueue,
     "persist-queue Queue": bench_persist_file,
@@ -234,6 +240,22 @@ def fsync_latency_us(samples: int = 200) -> float:
     return us
 
 
+def file_create_latency_us(samples: int = 200) -> float:
+    """Median µs to create one file here: a new chunk file costs at least this, once per
+    ``chunksize`` puts (100 by default, as in pqueue)."""
+    d = tempfile.mkdtemp(prefix="spoolbench-")
+    times = []
+    for i in range(samples):
+        t0 = time.perf_counter()
+        fd = os.open(os.path.join(d, f"f{i}"), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        times.append(time.perf_counter() - t0)
+        os.close(fd)
+    shutil.rmtree(d, ignore_errors=True)
+    us = sorted(times)[samples // 2] * 1e6
+    print(f"file creation latency (median): {us:,.0f} µs\n")
+    return us
+
+
 def put_many(n: int) -> dict[str, float]:
     out = {}
     items = [os.urandom(100) for _ in range(n)]
@@ -262,6 +284,7 @@ def main() -> None:
     results: dict[str, Any] = {
         "command": "python benchmarks/queue_bench.py " + " ".join(sys.argv[1:])
     }
+    results["file_create_latency_us"] = file_create_latency_us()
     results["100B"] = side_by_side(100, n, PEERS)
     results["4KiB"] = side_by_side(4096, n, PEERS)
     results["fsync_latency_us"] = fsync_latency_us()
