@@ -33,9 +33,12 @@ docs: $(STAMP)
 test: $(STAMP) services lint typecheck docs
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
-bench: $(STAMP)
+bench: $(STAMP) services
 	$(PY) benchmarks/queue_bench.py
 	$(PY) benchmarks/spool_bench.py
+	$(PY) benchmarks/handler_bench.py
+	$(PY) benchmarks/redis_bench.py
+	$(PY) benchmarks/plot.py
 
 clean:
 	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache .demo
