@@ -223,37 +223,42 @@ def group_commit(n_threads: int, per_thread: int) -> dict[str, float]:
     return out
 
 
-def fsync_latency_us(samples: int = 200) -> float:
-    """Median µs of one 100-byte append + fsync on this disk: what group commit amortizes."""
-    d = tempfile.mkdtemp(prefix="spoolbench-")
-    fd = os.open(os.path.join(d, "f"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    times = []
-    for _ in range(samples):
-        t0 = time.perf_counter()
-        os.write(fd, b"x" * 100)
-        os.fsync(fd)
-        times.append(time.perf_counter() - t0)
-    os.close(fd)
-    shutil.rmtree(d, ignore_errors=True)
-    us = sorted(times)[samples // 2] * 1e6
-    print(f"fsync latency (100-byte append + fsync, median): {us:,.0f} µs\n")
-    return us
-
-
-def file_create_latency_us(samples: int = 200) -> float:
-    """Median µs to create one file here: a new chunk file costs at least this, once per
-    ``chunksize`` puts (100 by default, as in pqueue)."""
+def median_us(what: str, op: Callable[[str, int], object], samples: int = 200) -> float:
+    """Median µs of ``op(directory, i)`` over ``samples`` calls in a fresh directory; printed."""
     d = tempfile.mkdtemp(prefix="spoolbench-")
     times = []
     for i in range(samples):
         t0 = time.perf_counter()
-        fd = os.open(os.path.join(d, f"f{i}"), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        op(d, i)
         times.append(time.perf_counter() - t0)
-        os.close(fd)
     shutil.rmtree(d, ignore_errors=True)
     us = sorted(times)[samples // 2] * 1e6
-    print(f"file creation latency (median): {us:,.0f} µs\n")
+    print(f"{what} (median): {us:,.0f} µs\n")
     return us
+
+
+def fsync_latency_us() -> float:
+    """One 100-byte append + fsync on this disk: what group commit amortizes."""
+
+    def append_and_fsync(d: str, _i: int) -> None:
+        fd = os.open(os.path.join(d, "f"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, b"x" * 100)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    return median_us("fsync latency (100-byte append + fsync)", append_and_fsync)
+
+
+def file_create_latency_us() -> float:
+    """Creating one file here: a new chunk file costs at least this, once per ``chunksize``
+    puts (100 by default, as in pqueue)."""
+
+    def create(d: str, i: int) -> None:
+        os.close(os.open(os.path.join(d, f"f{i}"), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+
+    return median_us("file creation latency", create)
 
 
 def put_many(n: int) -> dict[str, float]:

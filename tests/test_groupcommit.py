@@ -67,6 +67,24 @@ def caller(gc: GroupCommit, disk: Disk, errors: list[BaseException]) -> threadin
     return t
 
 
+def during_a_flush(
+    gc: GroupCommit, disk: Disk, errors: list[BaseException], n: int, *, fail: bool = False
+) -> None:
+    """One caller's flush is held while ``n`` more callers come in and wait; then it ends
+    (raising if ``fail``), and every caller returns."""
+    disk.hold.clear()
+    disk.in_flush.clear()
+    first = caller(gc, disk, errors)
+    assert disk.in_flush.wait(10)
+    disk.in_flush.clear()
+    rest = [caller(gc, disk, errors) for _ in range(n)]
+    until(lambda: gc._inside == n, f"{n} callers wait")
+    disk.fail_next = fail
+    disk.hold.set()
+    for t in [first, *rest]:
+        t.join(10)
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
@@ -89,14 +107,7 @@ def test_callers_arriving_during_a_flush_share_the_next_one(clock: FakeClock) ->
     gc = GroupCommit(max_patience=60, clock=clock.monotonic)
     disk = Disk(clock)
     errors: list[BaseException] = []
-    disk.hold.clear()
-    first = caller(gc, disk, errors)
-    assert disk.in_flush.wait(10)
-    rest = [caller(gc, disk, errors) for _ in range(5)]
-    until(lambda: gc._inside == 5, "five callers wait")
-    disk.hold.set()
-    for t in [first, *rest]:
-        t.join(10)
+    during_a_flush(gc, disk, errors, 5)
     assert not errors
     assert disk.flushes == [1, 6]
 
@@ -109,14 +120,7 @@ def test_the_leader_waits_for_as_many_callers_as_the_last_flush_covered(
     gc = GroupCommit(max_patience=60, clock=clock.monotonic)
     disk = Disk(clock, took=10.0)  # patience: half of it, 5 s, more than the callers need
     errors: list[BaseException] = []
-    disk.hold.clear()
-    first = caller(gc, disk, errors)
-    assert disk.in_flush.wait(10)
-    three = [caller(gc, disk, errors) for _ in range(3)]
-    until(lambda: gc._inside == 3, "three callers wait")
-    disk.hold.set()
-    for t in [first, *three]:
-        t.join(10)
+    during_a_flush(gc, disk, errors, 3)
     assert disk.flushes == [1, 4]
     assert gc._group == 3
 
@@ -136,14 +140,7 @@ def test_the_leader_gives_up_waiting_after_its_patience(clock: FakeClock) -> Non
     gc = GroupCommit(max_patience=60, clock=clock.monotonic)
     disk = Disk(clock, took=0.1)  # patience: 0.05 s
     errors: list[BaseException] = []
-    disk.hold.clear()
-    first = caller(gc, disk, errors)
-    assert disk.in_flush.wait(10)
-    two = [caller(gc, disk, errors) for _ in range(2)]
-    until(lambda: gc._inside == 2, "two callers wait")
-    disk.hold.set()
-    for t in [first, *two]:
-        t.join(10)
+    during_a_flush(gc, disk, errors, 2)
     assert gc._group == 2
 
     gc.run(disk.write(), disk.flush)  # alone: waits out 0.05 s, then flushes
@@ -162,15 +159,6 @@ def test_a_failed_flush_raises_for_its_leader_and_the_others_flush_again(
     gc = GroupCommit(max_patience=60, clock=clock.monotonic)
     disk = Disk(clock)
     errors: list[BaseException] = []
-    disk.hold.clear()
-    first = caller(gc, disk, errors)
-    assert disk.in_flush.wait(10)
-    disk.in_flush.clear()
-    waiting = caller(gc, disk, errors)
-    until(lambda: gc._inside == 1, "a caller waits")
-    disk.fail_next = True
-    disk.hold.set()
-    for t in (first, waiting):
-        t.join(10)
+    during_a_flush(gc, disk, errors, 1, fail=True)
     assert [type(e) for e in errors] == [OSError]
     assert disk.flushes == [2]  # the waiter's own flush, after the failed one
