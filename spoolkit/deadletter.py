@@ -21,6 +21,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from spoolkit._log import get_logger
 from spoolkit._queue import Delivery, Queue
 from spoolkit._redact import redact_exception_text
 from spoolkit.typing import Record
@@ -190,6 +191,9 @@ class DeadLetters:
         self._decode = decode
         self._restore = restore
         self._lock = threading.Lock()
+        self._log = get_logger(path=self._queue.path)
+        self.undecodable = 0
+        """Entries the last :meth:`list` left out because their item could not be decoded."""
 
     @property
     def path(self) -> str:
@@ -210,20 +214,31 @@ class DeadLetters:
         batch = self._queue.get_batch(1 << 62, timeout=0)
         return [(d, DeadEntry.from_wire(d.item)) for d in batch]
 
-    def _letter(self, entry: DeadEntry) -> DeadLetter:
-        record = Record(
-            entry.record_id, self._decode(entry.payload), entry.enqueued_at, entry.attempts
-        )
+    def _letter(self, entry: DeadEntry) -> DeadLetter | None:
+        try:
+            item = self._decode(entry.payload)
+        except Exception as exc:
+            self._log.error("dead_letter_undecodable", record_id=entry.record_id, error=repr(exc))
+            return None
+        record = Record(entry.record_id, item, entry.enqueued_at, entry.attempts)
         return DeadLetter(
             record, entry.error, entry.attempts, entry.first_attempt_at, entry.last_attempt_at
         )
 
     def list(self) -> list[DeadLetter]:
-        """Every dead letter, oldest first."""
+        """Every dead letter, oldest first.
+
+        An entry whose item the spool's serializer cannot read back (its class was renamed,
+        its key is gone) is left out, logged (``dead_letter_undecodable``) and counted in
+        :attr:`undecodable`; it stays stored, and :meth:`requeue` and :meth:`purge` still act
+        on it by id.
+        """
         with self._lock:
             taken = self._take_all()
             self._queue.nack(*(d for d, _ in taken))
-        return [self._letter(e) for _, e in taken]
+        letters = [self._letter(e) for _, e in taken]
+        self.undecodable = letters.count(None)
+        return [x for x in letters if x is not None]
 
     def _select(self, ids: Collection[str] | None, act: Callable[[DeadEntry], None] | None) -> int:
         wanted = None if ids is None else set(ids)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,29 @@ def test_requeue_interrupted_half_way_loses_nothing(tmp_path: Path) -> None:
     reopened = DeadLetters(tmp_path / "dead", lambda b: b, restore)
     assert len(reopened) == 2
     reopened.close()
+
+
+def test_an_undecodable_dead_letter_is_left_out_of_list_counted_and_kept(
+    tmp_path: Path, event_log: EventLog
+) -> None:
+    """list() skips an entry whose item cannot be decoded (logging and counting it) instead
+    of raising for every entry; requeue and purge still reach it by id."""
+    restored: list[str] = []
+    dead = DeadLetters(
+        tmp_path / "dead", pickle.loads, lambda payload, rid, t: restored.append(rid)
+    )
+    err = DeadError("E", "m", "")
+    payloads = [pickle.dumps("a"), b"\x80\x05not a pickle", pickle.dumps("c")]
+    dead.add([DeadEntry(f"u-{i}", p, 1.0, err, 1, 1.0, 2.0) for i, p in enumerate(payloads)])
+    assert [d.record.item for d in dead.list()] == ["a", "c"]
+    assert dead.undecodable == 1
+    assert [e["record_id"] for e in event_log.named("dead_letter_undecodable")] == ["u-1"]
+    assert len(dead) == 3
+    assert dead.requeue(["u-1"]) == 1
+    assert restored == ["u-1"]
+    assert [d.id for d in dead.list()] == ["u-0", "u-2"]
+    assert dead.undecodable == 0
+    dead.close()
 
 
 def test_retry_exhaustion_and_permanent_errors_are_never_dropped(make_spool: Any) -> None:
