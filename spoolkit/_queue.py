@@ -446,7 +446,11 @@ class Queue:
     # -- state ---------------------------------------------------------------------------------
 
     def qsize(self) -> int:
-        """Records waiting to be handed out (not counting those handed out, unacknowledged)."""
+        """Records waiting to be handed out (not counting those handed out, unacknowledged).
+
+        After :meth:`close`, ``qsize``, :meth:`empty` and :meth:`full` keep answering for what
+        the queue held when it closed (as the stdlib's do), rather than raising.
+        """
         return self._store.pending_total
 
     def empty(self) -> bool:
@@ -471,9 +475,13 @@ class Queue:
         ``fsync_interval`` seconds.
 
         Raises:
+            ClosedError: the queue was closed (closing already fsynced, unless
+                ``fsync="never"``).
             StorageError: the fsync failed; what was stored stays stored (and is fsynced again
                 by the next sync).
         """
+        with self._lock:
+            self._store.check_open()
         self._store.unlink_deferred()
         self._sync(None, "fsync failed", "records stay stored; the next sync tries again")
 

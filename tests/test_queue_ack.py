@@ -165,6 +165,18 @@ def test_second_instance_in_process_takes_over(tmp_path: Path) -> None:
     q2.close()
 
 
+def test_calls_after_close_raise_closed_error_but_sizes_still_answer(tmp_path: Path) -> None:
+    """After close, put/get/ack/sync/join raise ClosedError; qsize/empty/full still answer."""
+    q = Queue(tmp_path)
+    q.put_many(["a", "b"])
+    (d,) = q.get_batch(1)
+    q.close()
+    for call in (lambda: q.put("c"), q.get_nowait, lambda: q.ack(d), q.sync, q.join):
+        with pytest.raises(ClosedError):
+            call()
+    assert (q.qsize(), q.empty(), q.full()) == (1, False, False)
+
+
 def test_closing_wakes_blocked_getters(tmp_path: Path) -> None:
     """A thread blocked in get() gets ClosedError when the queue is closed."""
     q = Queue(tmp_path)
