@@ -37,6 +37,7 @@ from spoolkit._inspect_reports import (
 from spoolkit.deadletter import DeadEntry
 from spoolkit.errors import FormatError, PathError
 from spoolkit.serializers import resolve
+from spoolkit.typing import Serializer
 
 __all__ = [
     "ChunkInfo",
@@ -179,9 +180,15 @@ def _str_or_none(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _loads(path: str) -> tuple[Any, str | None]:
-    """The ``loads`` of the serializer named in ``meta.json`` (None if unknown), and its name."""
-    name = (meta.read_meta(path) or {}).get("serializer")
+def _loads(path: str, serializer: str | Serializer | None = None) -> tuple[Any, str | None]:
+    """The ``loads`` to decode records with (None if unknown), and the serializer's name.
+
+    ``serializer`` is a built-in name or a serializer object; ``None`` takes the name in
+    ``meta.json``.
+    """
+    if serializer is not None and not isinstance(serializer, str):
+        return serializer.loads, getattr(serializer, "name", type(serializer).__name__)
+    name = serializer or (meta.read_meta(path) or {}).get("serializer")
     if name in ("pickle", "json", "raw"):
         return resolve(name)[1].loads, name
     return None, _str_or_none(name)
@@ -232,13 +239,17 @@ def inspect_spool(path: str | os.PathLike[str]) -> SpoolInfo:
     )
 
 
-def peek(path: str | os.PathLike[str], n: int = 10) -> list[PeekedRecord]:
+def peek(
+    path: str | os.PathLike[str], n: int = 10, *, serializer: str | Serializer | None = None
+) -> list[PeekedRecord]:
     """The next ``n`` unacknowledged records in delivery order, without consuming them.
 
-    Payloads are decoded with the serializer named in ``meta.json`` (``pickle``, ``json`` or
-    ``raw``); with another serializer, or when decoding fails, ``item`` is None and
-    ``decode_error`` says why. Decoding a pickle runs code chosen by whoever wrote the spool,
-    exactly as the spool's own consumer does: peek only at spools you trust.
+    Payloads are decoded with ``serializer`` (a built-in name or a serializer object, such as
+    an ``EncryptedSerializer`` holding its key), by default the one named in ``meta.json``
+    (``pickle``, ``json`` or ``raw``); with another serializer, or when decoding fails,
+    ``item`` is None and ``decode_error`` says why. Decoding a pickle runs code chosen by
+    whoever wrote the spool, exactly as the spool's own consumer does: peek only at spools
+    you trust.
 
     Raises:
         PathError: ``path`` is not a readable spool directory.
@@ -247,7 +258,7 @@ def peek(path: str | os.PathLike[str], n: int = 10) -> list[PeekedRecord]:
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n!r}")
     p = spool_dir(path)
-    loads, name = _loads(p)
+    loads, name = _loads(p, serializer)
     out: list[PeekedRecord] = []
     for f, payload in _pending(p):
         if len(out) >= n:
@@ -266,16 +277,18 @@ def _decode(loads: Any, name: str | None, payload: bytes) -> tuple[Any, str | No
         return None, f"{type(exc).__name__}: {exc}"
 
 
-def dead_letters(path: str | os.PathLike[str]) -> list[DeadLetterInfo]:
+def dead_letters(
+    path: str | os.PathLike[str], *, serializer: str | Serializer | None = None
+) -> list[DeadLetterInfo]:
     """The dead letters of the spool at ``path``, oldest first, read without any lock.
 
-    Items are decoded with the spool's serializer (see :func:`peek` about pickles).
+    Items are decoded with ``serializer``, by default the spool's (see :func:`peek`).
 
     Raises:
         PathError: ``path`` is not a readable spool directory.
     """
     p = spool_dir(path)
-    loads, name = _loads(p)
+    loads, name = _loads(p, serializer)
     out: list[DeadLetterInfo] = []
     for _f, wire in _pending(os.path.join(p, DEAD_DIR)):
         try:

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from spoolkit._imports import is_reference, resolve_reference
+from spoolkit.errors import ConfigError
+from spoolkit.typing import Serializer
+
+F = TypeVar("F", bound=Callable[..., Any])
+
 __all__ = [
+    "BUILTIN_SERIALIZERS",
     "EXIT_BUSY",
     "EXIT_OK",
     "EXIT_PROBLEM",
@@ -20,12 +28,14 @@ __all__ = [
     "Busy",
     "Failure",
     "console",
+    "custom_serializer",
     "emit_json",
     "format_age",
     "format_size",
     "format_when",
     "json_safe",
     "progress",
+    "serializer_option",
 ]
 
 EXIT_OK = 0
@@ -114,3 +124,42 @@ def progress() -> Progress:
         console=Console(stderr=True),
         transient=False,
     )
+
+
+BUILTIN_SERIALIZERS = ("pickle", "json", "raw")
+
+
+def serializer_option(command: F) -> F:
+    """``--serializer``: how to read the records, for spools with a custom serializer."""
+    return click.option(
+        "--serializer",
+        "serializer_spec",
+        metavar="NAME|MODULE:FACTORY",
+        help="How the records were serialized: pickle, json, raw, or 'package.module:factory', "
+        "a function of yours returning the serializer (an EncryptedSerializer with its key, "
+        "say). Default: the name in meta.json.",
+    )(command)
+
+
+def custom_serializer(spec: str | None) -> str | Serializer | None:
+    """What ``--serializer`` asked for: None, a built-in name, or the serializer a factory made.
+
+    Raises:
+        ConfigError: ``spec`` is none of these, or the factory gave no serializer.
+    """
+    if spec is None or spec in BUILTIN_SERIALIZERS:
+        return spec
+    if not is_reference(spec):
+        raise ConfigError(
+            f"--serializer {spec!r}: want pickle, json, raw or 'package.module:factory'"
+        )
+    obj = resolve_reference(spec)
+    made = obj
+    if isinstance(obj, type) or (callable(obj) and not hasattr(obj, "loads")):
+        try:
+            made = obj()
+        except Exception as exc:
+            raise ConfigError(f"--serializer {spec!r} failed: {type(exc).__name__}: {exc}") from exc
+    if not (callable(getattr(made, "dumps", None)) and callable(getattr(made, "loads", None))):
+        raise ConfigError(f"--serializer {spec!r} gave {made!r}, which has no dumps/loads")
+    return made  # type: ignore[no-any-return]

@@ -10,13 +10,16 @@ from rich.table import Table
 from spoolkit import Spool
 from spoolkit import _inspect as insp
 from spoolkit._cli.common import (
+    BUILTIN_SERIALIZERS,
     SPOOL_PATH,
     BadInput,
     Failure,
     console,
+    custom_serializer,
     emit_json,
     format_when,
     json_safe,
+    serializer_option,
 )
 
 __all__ = ["dead"]
@@ -28,26 +31,37 @@ __all__ = ["dead"]
 @click.option("--id", "ids", multiple=True, help="Only this record id (repeatable).")
 @click.option("--yes", is_flag=True, help="Purge without asking.")
 @click.option("--json", "as_json", is_flag=True, help="list: print the dead letters as JSON.")
-def dead(path: str, action: str, ids: tuple[str, ...], yes: bool, as_json: bool) -> None:
+@serializer_option
+def dead(
+    path: str,
+    action: str,
+    *,
+    ids: tuple[str, ...],
+    yes: bool,
+    as_json: bool,
+    serializer_spec: str | None,
+) -> None:
     """List, requeue or purge the dead letters of the spool at PATH.
 
     list is read-only and lock-free. requeue puts dead letters back into the spool under their
     record ids; purge deletes them for good. Both act on every dead letter unless --id is
     given, and need the spool not to be in use.
     """
+    chosen_serializer = custom_serializer(serializer_spec)
     if action == "list":
-        letters = [d for d in insp.dead_letters(path) if not ids or d.id in ids]
+        letters = insp.dead_letters(path, serializer=chosen_serializer)
+        letters = [d for d in letters if not ids or d.id in ids]
         if as_json:
             emit_json([_dead_json(d) for d in letters])
         else:
             _print_dead(letters)
         return
     insp.spool_dir(path)
-    serializer = insp.inspect_spool(path).serializer or "pickle"
-    if serializer not in ("pickle", "json", "raw"):
+    serializer = chosen_serializer or insp.inspect_spool(path).serializer or "pickle"
+    if isinstance(serializer, str) and serializer not in BUILTIN_SERIALIZERS:
         raise BadInput(
-            f"the spool uses the custom serializer {serializer!r}: requeue or purge from the "
-            "application, with spool.dead_letters"
+            f"the spool uses the custom serializer {serializer!r}: name a factory that "
+            "makes it with --serializer package.module:factory"
         )
     if action == "purge" and not yes:
         what = f"{len(ids)} dead letter(s)" if ids else "every dead letter"

@@ -9,7 +9,15 @@ import click
 
 from spoolkit import Spool
 from spoolkit import _inspect as insp
-from spoolkit._cli.common import SPOOL_PATH, Failure, progress
+from spoolkit._cli.common import (
+    BUILTIN_SERIALIZERS,
+    SPOOL_PATH,
+    BadInput,
+    Failure,
+    custom_serializer,
+    progress,
+    serializer_option,
+)
 
 __all__ = ["drain"]
 
@@ -20,14 +28,30 @@ __all__ = ["drain"]
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1))
 @click.option("--batch-size", default=100, show_default=True, type=click.IntRange(min=1))
 @click.option("--timeout", type=click.FloatRange(min=0), help="Give up after this many seconds.")
-def drain(path: str, url: str, workers: int, batch_size: int, timeout: float | None) -> None:
+@serializer_option
+def drain(
+    path: str,
+    url: str,
+    *,
+    workers: int,
+    batch_size: int,
+    timeout: float | None,
+    serializer_spec: str | None,
+) -> None:
     """Deliver the backlog of the spool at PATH to SINK_URL once, then exit.
 
     Failed batches are retried and then dead-lettered as a running spool would. Exits 0 when
     everything was delivered, 1 when records were dead-lettered or left over at --timeout.
     Needs the spool not to be in use.
     """
-    serializer = insp.inspect_spool(path).serializer or "pickle"
+    serializer = (
+        custom_serializer(serializer_spec) or insp.inspect_spool(path).serializer or "pickle"
+    )
+    if isinstance(serializer, str) and serializer not in BUILTIN_SERIALIZERS:
+        raise BadInput(
+            f"the spool uses the custom serializer {serializer!r}: name a factory that "
+            "makes it with --serializer package.module:factory"
+        )
     # imported when asked for: the sinks module is only needed by this command
     sink = importlib.import_module("spoolkit.sinks").from_url(url)
     spool = Spool(path, sink, workers=workers, batch_size=batch_size, serializer=serializer)

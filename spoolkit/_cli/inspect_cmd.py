@@ -11,11 +11,13 @@ from spoolkit import _inspect as insp
 from spoolkit._cli.common import (
     SPOOL_PATH,
     console,
+    custom_serializer,
     emit_json,
     format_age,
     format_size,
     format_when,
     json_safe,
+    serializer_option,
 )
 
 __all__ = ["inspect_cmd", "peek"]
@@ -73,9 +75,10 @@ def inspect_cmd(path: str, as_json: bool) -> None:
 @click.argument("path", type=SPOOL_PATH)
 @click.option("-n", "count", default=10, show_default=True, type=click.IntRange(min=0))
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
-def peek(path: str, count: int, as_json: bool) -> None:
+@serializer_option
+def peek(path: str, count: int, as_json: bool, serializer_spec: str | None) -> None:
     """Show the next records of the spool at PATH without consuming them."""
-    records = insp.peek(path, count)
+    records = insp.peek(path, count, serializer=custom_serializer(serializer_spec))
     if as_json:
         emit_json([_record_json(r) for r in records])
         return

@@ -20,12 +20,12 @@ import logging
 import math
 import os
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from spoolkit._imports import is_reference, resolve_reference
 from spoolkit.errors import ConfigError
 
 __all__ = ["SpoolHandler", "json_safe", "record_to_dict", "resolve_sink", "utc_iso"]
@@ -160,19 +160,6 @@ def is_spoolkit_logger(name: str) -> bool:
 
 # -- plain-value configuration -----------------------------------------------------------------
 
-_DOTTED = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-
-
-def _import_attr(spec: str) -> Any:
-    module, _, attr = spec.partition(":")
-    try:
-        obj: Any = importlib.import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot import {spec!r} (want 'package.module:name'): {exc}") from exc
-    return obj
-
 
 def resolve_sink(sink: Any) -> Any:
     """Turn a plain-value sink description into a sink.
@@ -189,9 +176,9 @@ def resolve_sink(sink: Any) -> Any:
     if "://" in sink:
         # imported when asked for, so that a handler made without a URL never loads the sinks
         return importlib.import_module("spoolkit.sinks").from_url(sink)
-    if not _DOTTED.match(sink):
+    if not is_reference(sink):
         raise ConfigError(f"sink {sink!r} is neither a URL ('scheme://...') nor 'pkg.module:name'")
-    obj = _import_attr(sink)
+    obj = resolve_reference(sink)
     if isinstance(obj, type) or (callable(obj) and not hasattr(obj, "write")):
         return obj()
     return obj
@@ -360,8 +347,8 @@ def _open_spool(
     spool_or_path: Any, sink: Any, options: Mapping[str, Any] | None
 ) -> tuple[Any, bool]:
     """The spool to use and whether it was created here (from a path)."""
-    if isinstance(spool_or_path, str) and _DOTTED.match(spool_or_path):
-        spool_or_path = _import_attr(spool_or_path)
+    if isinstance(spool_or_path, str) and is_reference(spool_or_path):
+        spool_or_path = resolve_reference(spool_or_path)
         if callable(spool_or_path) and not hasattr(spool_or_path, "put"):
             spool_or_path = spool_or_path()
     if not isinstance(spool_or_path, (str, os.PathLike)):
