@@ -31,7 +31,7 @@ docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir site
 
 test: $(STAMP) services lint typecheck docs
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+	$(VENV)/bin/pytest -q -p no:cacheprovider --cov --cov-report=term
 
 bench: $(STAMP) services
 	$(PY) benchmarks/queue_bench.py
@@ -41,4 +41,4 @@ bench: $(STAMP) services
 	$(PY) benchmarks/plot.py
 
 clean:
-	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache .demo
+	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache .demo .coverage
