@@ -11,14 +11,23 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from spoolkit._disk.framing import FRAME_HEADER, FRAME_HEADER_SIZE
+from spoolkit._disk.framing import (
+    ACK_OFFSET,
+    DELIVERY_MASK,
+    FRAME_HEADER,
+    FRAME_HEADER_SIZE,
+    MAX_DELIVERIES,
+    U32,
+)
 from spoolkit._disk.store import Store
 from spoolkit.errors import ClosedError
 
 __all__ = ["Delivery", "Handout"]
 
 _unpack_header = FRAME_HEADER.unpack_from
+_pack_word = U32.pack
 _HEADER = FRAME_HEADER_SIZE
+_MASK = DELIVERY_MASK
 _get_ident = threading.get_ident
 
 
@@ -29,12 +38,23 @@ class Delivery:
         id: the record's id: unique in its queue, the same on every delivery of the record.
         item: the object that was put.
         enqueued_at: when it was put, in seconds since the epoch.
+        deliveries: how many times the record has been handed out without being acknowledged,
+            this time included, across restarts (counted on disk; at most 255). More than 1
+            means a consumer took it before and died, stalled or handed it back.
     """
 
-    __slots__ = ("_crc", "_off", "_seg", "_store", "enqueued_at", "id", "item")
+    __slots__ = ("_crc", "_off", "_seg", "_store", "deliveries", "enqueued_at", "id", "item")
 
     def __init__(  # noqa: PLR0917 - built on the hot path, positional on purpose
-        self, store: Store, seg: Any, off: int, crc: int, rid: int, t: float, item: Any
+        self,
+        store: Store,
+        seg: Any,
+        off: int,
+        crc: int,
+        rid: int,
+        t: float,
+        item: Any,
+        deliveries: int = 1,
     ) -> None:
         self._store = store
         self._seg = seg
@@ -43,9 +63,13 @@ class Delivery:
         self.id = rid
         self.enqueued_at = t
         self.item = item
+        self.deliveries = deliveries
 
     def __repr__(self) -> str:
-        return f"Delivery(id={self.id}, enqueued_at={self.enqueued_at}, item={self.item!r})"
+        return (
+            f"Delivery(id={self.id}, enqueued_at={self.enqueued_at}, item={self.item!r}, "
+            f"deliveries={self.deliveries})"
+        )
 
 
 class Handout:
@@ -81,7 +105,7 @@ class Handout:
             mm, index = seg.mm, seg.index
             assert mm is not None  # a segment with records handed out stays mapped
             for off in offs:
-                _magic, n, rid, t, crc, _ack = _unpack_header(mm, off)
+                _magic, n, rid, t, crc, word = _unpack_header(mm, off)
                 body = off + _HEADER
                 try:
                     item = loads(mm[body : body + n])
@@ -89,7 +113,14 @@ class Handout:
                     self.undecodable += 1
                     self._log.error("record_undecodable", record_id=rid, error=repr(exc))
                     continue
-                d = Delivery(store, seg, off, crc, rid, t, item)
+                # count the hand-out on disk (see framing.deliveries_in): one 4-byte store
+                high = (crc ^ _MASK) & 0xFFFF_FF00
+                if (word & 0xFFFF_FF00) == high:  # handed out before: one more, saturating
+                    count = (word & 0xFF) + ((word & 0xFF) < MAX_DELIVERIES)
+                else:
+                    count = 1
+                mm[off + ACK_OFFSET : off + _HEADER] = _pack_word(high | count)
+                d = Delivery(store, seg, off, crc, rid, t, item, count)
                 outstanding[index, off] = d
                 out.append(d)
 

@@ -146,7 +146,8 @@ def snapshot(counters: Counters, backend: Backend, dead_bytes: int, pool: Pool) 
             enqueued=c.enqueued,
             delivered=c.delivered,
             retried=c.retried,
-            dead_lettered=c.dead_lettered,
+            # the backend's own: records over max_deliveries, screened before any sink
+            dead_lettered=c.dead_lettered + getattr(backend, "dead_lettered", 0),
             dropped=c.dropped,
             backlog=backend.backlog(),
             bytes_on_disk=backend.bytes_used() + dead_bytes,

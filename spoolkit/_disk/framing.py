@@ -7,12 +7,19 @@ A chunk file is a 64-byte header followed by frames. A frame is a 32-byte header
     8  id        u64  record id
     16 time      f64  enqueued_at, seconds since the epoch
     24 crc       u32  CRC-32 of bytes 4..24 then the payload, seeded with the chunk index
-    28 ack       u32  0 while pending; crc ^ ACK_MASK once acknowledged
+    28 ack       u32  0 while pending and never handed out; once handed out n times (and
+                      not acknowledged), its delivery word; crc ^ ACK_MASK once acknowledged
     32 payload
 
 The ack word sits outside the checksum so acknowledging is one 4-byte store. A damaged ack word
 reads as "pending" (the record is delivered again), never as "acknowledged" by accident: it must
 equal a value derived from the record's own checksum.
+
+The delivery word counts hand-outs that were not followed by an acknowledgement, so that a
+record that keeps killing its consumer is noticed after a restart: its top 24 bits are those of
+``crc ^ DELIVERY_MASK`` and its low byte the count (1 to 255, saturating). They can never equal
+the acknowledged value (the masks differ in their top 24 bits), and a damaged one reads as a
+count of 0. A reader that knows nothing of counts (format 1 before them) sees "pending".
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ FIELDS = struct.Struct("<IQd")  # the checksummed header fields: length, id, tim
 FRAME_HEADER_SIZE = FRAME_HEADER.size  # 32
 ACK_OFFSET = 28
 ACK_MASK = 0xACED_0A11
+DELIVERY_MASK = 0x5A17_E000  # top 24 bits differ from ACK_MASK's: never reads as acked
+MAX_DELIVERIES = 0xFF
 U32 = struct.Struct("<I")
 
 CHUNK_MAGIC = b"SPKC"
@@ -83,6 +92,16 @@ def encode_frame(payload: bytes, record_id: int, enqueued_at: float, seed: int) 
 def ack_word(crc: int) -> bytes:
     """The 4 bytes that mark the frame with checksum ``crc`` as acknowledged."""
     return U32.pack(crc ^ ACK_MASK)
+
+
+def deliveries_in(word: int, crc: int) -> int:
+    """How many times a pending record was handed out, read from its ack word (0 if never)."""
+    return word & 0xFF if (word ^ crc ^ DELIVERY_MASK) >> 8 == 0 else 0
+
+
+def delivery_word(crc: int, deliveries: int) -> int:
+    """The ack word of a pending record handed out ``deliveries`` times (saturating at 255)."""
+    return ((crc ^ DELIVERY_MASK) & 0xFFFF_FF00) | min(deliveries, MAX_DELIVERIES)
 
 
 @dataclass(frozen=True, slots=True)

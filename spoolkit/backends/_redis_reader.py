@@ -3,7 +3,7 @@
 A read takes, in order: this consumer's own pending history (once, after a restart), entries
 left pending by a dead consumer for ``claim_idle`` seconds (``XAUTOCLAIM``, in rounds at most
 ``claim_every`` apart), then new entries (``XREADGROUP >``). Redelivered entries get their
-delivery count from ``XPENDING``; what was read is screened (see :mod:`._redis_screen`).
+delivery count from ``XPENDING``; what was read is screened (see :mod:`._screen`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeVar
 import redis
 
 from spoolkit.backends._redis_entries import StreamMessage, text, to_message
-from spoolkit.backends._redis_screen import screen
+from spoolkit.backends._screen import screen
 from spoolkit.deadletter import DeadLetters
 
 __all__ = ["GroupReader"]
@@ -72,6 +72,7 @@ class GroupReader:
         self._call, self._decode, self._encode, self._ack = call, decode, encode, ack
         self._log, self._sink = log, sink
         self.dead: DeadLetters | None = None
+        self.dead_lettered = 0  # records screened into the dead letters
         self.group_ready = False
         self.claim_every = min(claim_idle / 2, 5.0)
         self._history_read = False
@@ -137,7 +138,7 @@ class GroupReader:
             got += self._claim(count - len(got))
         if len(got) < count:
             got += self._group_read(">", count - len(got))
-        return screen(
+        rest = screen(
             got,
             max_deliveries=self.max_deliveries,
             dead=self.dead,
@@ -145,7 +146,11 @@ class GroupReader:
             ack=self._ack,
             log=self._log,
             sink=self._sink,
+            record_id=_record_id,
         )
+        if self.dead is not None:
+            self.dead_lettered += len(got) - len(rest)
+        return rest
 
     def _group_read(self, start: str, count: int) -> list[StreamMessage]:
         def read() -> Any:
@@ -209,3 +214,7 @@ class GroupReader:
         for m, rows in zip(msgs, self._call(counts), strict=True):
             if rows:
                 m.deliveries = int(rows[0]["times_delivered"])
+
+
+def _record_id(m: StreamMessage) -> str:
+    return m.record_id

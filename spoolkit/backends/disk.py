@@ -3,6 +3,10 @@
 Record ids are ``"<queue uid>-<record number>"``: the uid is fixed when the directory is
 created and the number is the queue's own record id, kept across redeliveries, restarts and
 dead-letter requeues.
+
+A record handed out more than ``max_deliveries`` times without being acknowledged (the queue
+counts hand-outs on disk, so crashes count) is dead-lettered instead of handed out again:
+a record that kills its consumer every time cannot stall the spool in a crash loop.
 """
 
 from __future__ import annotations
@@ -12,7 +16,11 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from spoolkit._disk.framing import MAX_DELIVERIES
+from spoolkit._log import get_logger
 from spoolkit._queue import Delivery, Queue
+from spoolkit.backends._screen import screen
+from spoolkit.deadletter import DeadLetters
 from spoolkit.errors import ConfigError
 from spoolkit.typing import Serializer
 
@@ -28,6 +36,12 @@ class DiskBackend:
         fsync: as for :class:`spoolkit.Queue`.
         max_bytes: cap on the bytes of records on disk.
         chunksize: records per chunk file.
+        max_deliveries: hand-outs after which a record that was never acknowledged is
+            dead-lettered (once dead letters are bound, as a :class:`~spoolkit.Spool` does)
+            rather than handed out again; 1 to 254, or None to hand records out forever.
+
+    Raises:
+        ConfigError: an invalid option.
     """
 
     def __init__(
@@ -38,10 +52,25 @@ class DiskBackend:
         fsync: str = "interval",
         max_bytes: int | None = None,
         chunksize: int = 1000,
+        max_deliveries: int | None = 10,
     ) -> None:
+        if max_deliveries is not None and (
+            isinstance(max_deliveries, bool)
+            or not isinstance(max_deliveries, int)
+            or not 1 <= max_deliveries < MAX_DELIVERIES
+        ):
+            raise ConfigError(
+                f"max_deliveries must be an int from 1 to {MAX_DELIVERIES - 1}, or None; "
+                f"got {max_deliveries!r}"
+            )
         self.queue = Queue(
             path, chunksize=chunksize, serializer=serializer, fsync=fsync, max_bytes=max_bytes
         )
+        self.max_deliveries = max_deliveries
+        self.dead_lettered = 0
+        """Records this backend dead-lettered itself (over ``max_deliveries``)."""
+        self._dead: DeadLetters | None = None
+        self._log = get_logger(path=self.queue.path)
         self._prefix = self.queue.uid + "-"
         # the queue's own put has the same signature: no extra frame on the hottest path
         self.put = self.queue.put  # type: ignore[method-assign]
@@ -114,9 +143,33 @@ class DiskBackend:
             q._store.check_open()
             return q._wait_for_records(True, timeout)
 
+    def bind_dead_letters(self, dead: DeadLetters) -> None:
+        """Where records over ``max_deliveries`` go (a Spool binds its own dead letters)."""
+        self._dead = dead
+
     def get_batch(self, max_items: int, timeout: float | None) -> Sequence[Delivery]:
-        """``Queue.get_batch``."""
-        return self.queue.get_batch(max_items, timeout)
+        """``Queue.get_batch``, less the records over ``max_deliveries`` (dead-lettered).
+
+        May return an empty batch before ``timeout`` when every record it took was
+        dead-lettered.
+        """
+        batch = self.queue.get_batch(max_items, timeout)
+        limit = self.max_deliveries
+        if limit is None or not batch or all(d.deliveries <= limit for d in batch):
+            return batch
+        rest = screen(
+            batch,
+            max_deliveries=limit,
+            dead=self._dead,
+            encode=self.encode,
+            ack=self.queue.ack,
+            log=self._log,
+            sink=f"disk queue {self.path}",
+            record_id=self.record_id,
+        )
+        if self._dead is not None:
+            self.dead_lettered += len(batch) - len(rest)
+        return rest
 
     def record_id(self, message: Delivery) -> str:
         """``"<uid>-<id>"``."""

@@ -11,7 +11,8 @@ every redelivery; a dead letter requeued keeps its id (in the entry's ``r`` fiel
 
 :class:`RedisBackend` is a facade over ``_redis_options`` (options, URL, client), ``_redis_entries``
 (entry fields, :class:`StreamMessage`), ``_redis_reader`` (group reads, ``XAUTOCLAIM``),
-``_redis_screen`` (``max_deliveries``, dead-lettering) and ``_redis_writer`` (``XADD``, ``XACK``).
+``_screen`` (``max_deliveries``, dead-lettering; shared with the disk backend) and
+``_redis_writer`` (``XADD``, ``XACK``).
 """
 
 from __future__ import annotations
@@ -149,6 +150,11 @@ class RedisBackend:
 
     def __repr__(self) -> str:
         return self._description
+
+    @property
+    def dead_lettered(self) -> int:
+        """Records this backend dead-lettered itself (over ``max_deliveries``, undecodable)."""
+        return self._reader.dead_lettered
 
     def bind_dead_letters(self, dead: DeadLetters) -> None:
         """Where records over ``max_deliveries`` (or undecodable) go: the spool's dead letters.

@@ -1,8 +1,9 @@
-"""Screening what the Redis backend read: poison records go to the dead letters, not a sink.
+"""Screening what a backend read: poison records go to the dead letters, not a sink.
 
 A record delivered more than ``max_deliveries`` times (its consumers died or stalled holding
 it) or one the serializer cannot read is dead-lettered and acknowledged, never handed out.
-Without dead letters bound, they are logged instead.
+Without dead letters bound, they are logged instead. Shared by the disk backend (which counts
+deliveries in each record's ack word) and the Redis backend (Redis's own delivery counts).
 """
 
 from __future__ import annotations
@@ -11,15 +12,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from spoolkit.backends._redis_entries import StreamMessage, Undecodable
+from spoolkit.backends._redis_entries import Undecodable
 from spoolkit.deadletter import DeadEntry, DeadError, DeadLetters
 from spoolkit.errors import PermanentError
 
 __all__ = ["screen"]
 
+M = Any  # a message: .item, .enqueued_at and .deliveries
+
 
 def screen(
-    msgs: list[StreamMessage],
+    msgs: list[M],
     *,
     max_deliveries: int,
     dead: DeadLetters | None,
@@ -27,7 +30,8 @@ def screen(
     ack: Callable[..., None],
     log: Any,
     sink: str,
-) -> list[StreamMessage]:
+    record_id: Callable[[M], str],
+) -> list[M]:
     """Dead-letter what was delivered too often or cannot be decoded; return the rest.
 
     Args:
@@ -39,6 +43,7 @@ def screen(
         ack: acknowledges messages (once their dead letters are fsynced).
         log: the backend's logger.
         sink: the backend's description, named in the dead letters' errors.
+        record_id: a message's record id.
 
     Returns:
         The messages to hand out, in order.
@@ -50,7 +55,7 @@ def screen(
         for m in bad:
             undecodable = type(m.item) is Undecodable
             event = "undecodable_record" if undecodable else "max_deliveries_exceeded"
-            log.error(event, record_id=m.record_id, deliveries=m.deliveries)
+            log.error(event, record_id=record_id(m), deliveries=m.deliveries)
         return [m for m in msgs if type(m.item) is not Undecodable]
     now = time.time()
     entries = []
@@ -60,7 +65,7 @@ def screen(
             payload = encode(m.item.describe())
         else:
             error = PermanentError(
-                f"record {m.record_id} was delivered {m.deliveries} times, more than "
+                f"record {record_id(m)} was delivered {m.deliveries} times, more than "
                 f"max_deliveries={max_deliveries} (its consumers died or stalled "
                 "holding it); dead-lettered without another attempt",
                 sink=sink,
@@ -68,7 +73,7 @@ def screen(
             payload = encode(m.item)
         entries.append(
             DeadEntry(
-                m.record_id,
+                record_id(m),
                 payload,
                 m.enqueued_at,
                 DeadError.from_exception(error),
@@ -79,5 +84,5 @@ def screen(
         )
     dead.add(entries)  # fsynced before the entries leave the stream
     ack(*bad)
-    log.error("records_dead_lettered", count=len(bad), first=bad[0].record_id)
+    log.error("records_dead_lettered", count=len(bad), first=record_id(bad[0]))
     return [m for m in msgs if all(m is not b for b in bad)]
