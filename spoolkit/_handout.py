@@ -25,7 +25,7 @@ from spoolkit.errors import ClosedError
 __all__ = ["Delivery", "Handout"]
 
 _unpack_header = FRAME_HEADER.unpack_from
-_pack_word = U32.pack
+_pack_word_into = U32.pack_into
 _HEADER = FRAME_HEADER_SIZE
 _MASK = DELIVERY_MASK
 _get_ident = threading.get_ident
@@ -119,7 +119,7 @@ class Handout:
                     count = (word & 0xFF) + ((word & 0xFF) < MAX_DELIVERIES)
                 else:
                     count = 1
-                mm[off + ACK_OFFSET : off + _HEADER] = _pack_word(high | count)
+                _pack_word_into(mm, off + ACK_OFFSET, high | count)
                 d = Delivery(store, seg, off, crc, rid, t, item, count)
                 outstanding[index, off] = d
                 out.append(d)
