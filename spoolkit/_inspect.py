@@ -156,13 +156,14 @@ def _walk(path: str, prefix: str = "") -> Iterator[tuple[str, bytes, _Scan]]:
             yield prefix + name, data, _scan(data, prefix + name)
 
 
-def _pending(path: str) -> Iterator[tuple[Frame, bytes]]:
-    """Every unacknowledged frame with its payload, in delivery order (redeliveries aside)."""
-    for _name, data, scan in _walk(path):
+def _pending(path: str) -> Iterator[tuple[str, Frame, bytes]]:
+    """Every unacknowledged frame with its chunk's name and its payload, in delivery order
+    (redeliveries aside)."""
+    for name, data, scan in _walk(path):
         for f in scan.frames:
             if not f.acked:
                 body = f.offset + FRAME_HEADER_SIZE
-                yield f, data[body : body + f.length]
+                yield name, f, data[body : body + f.length]
 
 
 def _tree_size(path: str) -> int:
@@ -260,11 +261,15 @@ def peek(
     p = spool_dir(path)
     loads, name = _loads(p, serializer)
     out: list[PeekedRecord] = []
-    for f, payload in _pending(p):
+    for chunk, f, payload in _pending(p):
         if len(out) >= n:
             break
         item, error = _decode(loads, name, payload)
-        out.append(PeekedRecord(f.record_id, f.enqueued_at, "", f.offset, payload, item, error))
+        out.append(
+            PeekedRecord(
+                f.record_id, f.enqueued_at, chunk, f.offset, payload, item, error, f.deliveries
+            )
+        )
     return out
 
 
@@ -290,7 +295,7 @@ def dead_letters(
     p = spool_dir(path)
     loads, name = _loads(p, serializer)
     out: list[DeadLetterInfo] = []
-    for _f, wire in _pending(os.path.join(p, DEAD_DIR)):
+    for _chunk, _f, wire in _pending(os.path.join(p, DEAD_DIR)):
         try:
             entry = DeadEntry.from_wire(pickle.loads(wire))
         except Exception:  # noqa: S112 - not a dead-letter entry: fsck reports damage

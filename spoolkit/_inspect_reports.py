@@ -121,6 +121,7 @@ class PeekedRecord:
         payload: the stored bytes.
         item: the decoded item; None when it could not be decoded (see ``decode_error``).
         decode_error: why decoding failed, or None.
+        deliveries: how many times it was handed out without being acknowledged (0 if never).
     """
 
     id: int
@@ -130,6 +131,7 @@ class PeekedRecord:
     payload: bytes
     item: Any
     decode_error: str | None = None
+    deliveries: int = 0
 
 
 @dataclass(frozen=True, slots=True)

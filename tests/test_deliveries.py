@@ -3,6 +3,7 @@ consumer is dead-lettered after ``max_deliveries`` instead of crash-looping the 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,11 +12,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from spoolkit import Queue, Spool
 from spoolkit import _inspect as insp
 from spoolkit._disk.framing import ACK_OFFSET, FRAME_HEADER_SIZE, MAX_DELIVERIES
 from spoolkit.backends.disk import DiskBackend
+from spoolkit.cli import cli
 from spoolkit.errors import ConfigError
 from spoolkit.testing import MemorySink
 
@@ -94,6 +97,22 @@ def test_counted_records_are_pending_to_fsck_and_inspect_not_damage(tmp_path: Pa
     assert report.ok
     assert report.pending == 5
     assert insp.inspect_spool(tmp_path).backlog == 5
+
+
+def test_peek_shows_each_record_s_chunk_and_deliveries(tmp_path: Path) -> None:
+    """peek (and spoolkit peek --json) tells how often each waiting record was handed out."""
+    with Queue(tmp_path) as q:
+        q.put_many(["a", "b", "c"])
+    _take(tmp_path, 2)
+    _take(tmp_path, 1)
+    peeked = insp.peek(tmp_path)
+    assert [(r.item, r.deliveries, r.chunk) for r in peeked] == [
+        ("a", 2, "q00000"),
+        ("b", 1, "q00000"),
+        ("c", 0, "q00000"),
+    ]
+    result = CliRunner().invoke(cli, ["peek", str(tmp_path), "--json"])
+    assert [r["deliveries"] for r in json.loads(result.output)] == [2, 1, 0]
 
 
 def test_a_damaged_ack_word_reads_as_pending_and_counts_from_one(tmp_path: Path) -> None:

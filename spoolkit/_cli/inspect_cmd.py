@@ -95,6 +95,7 @@ def _record_json(r: insp.PeekedRecord) -> dict[str, Any]:
         "size": len(r.payload),
         "item": item,
         "decode_error": r.decode_error,
+        "deliveries": r.deliveries,
     }
 
 
@@ -103,8 +104,8 @@ def _print_records(records: list[insp.PeekedRecord], empty: str) -> None:
     if not records:
         out.print(empty)
         return
-    table = Table("id", "enqueued (UTC)", "item")
+    table = Table("id", "enqueued (UTC)", "deliveries", "item")
     for r in records:
         shown = repr(r.item) if r.decode_error is None else f"<{r.decode_error}> {r.payload!r}"
-        table.add_row(str(r.id), format_when(r.enqueued_at), shown)
+        table.add_row(str(r.id), format_when(r.enqueued_at), str(r.deliveries), shown)
     out.print(table)

@@ -114,6 +114,7 @@ class Frame:
     crc: int
     length: int
     acked: bool
+    deliveries: int = 0  # hand-outs not acknowledged (see deliveries_in); 0 once acked
 
     @property
     def end(self) -> int:
@@ -184,4 +185,6 @@ def _frame_at(buf: Buffer, pos: int, seed: int, end: int, max_length: int) -> Fr
     computed = zlib.crc32(buf[body : body + length], computed)
     if computed != crc:
         return None
-    return Frame(pos, record_id, enqueued_at, crc, length, ack == crc ^ ACK_MASK)
+    acked = ack == crc ^ ACK_MASK
+    deliveries = 0 if acked else deliveries_in(ack, crc)
+    return Frame(pos, record_id, enqueued_at, crc, length, acked, deliveries)
