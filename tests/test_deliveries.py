@@ -220,3 +220,26 @@ def test_a_record_that_kills_its_consumer_is_dead_lettered_after_max_deliveries(
         [letter] = spool.dead_letters.list()
     assert letter.record.item == "poison"
     assert "was delivered 4 times, more than max_deliveries=3" in letter.error.message
+
+
+def test_a_dead_letter_store_that_fails_hands_the_batch_back(tmp_path: Path) -> None:
+    """If the record over max_deliveries cannot be dead-lettered (a full disk), get_batch
+    raises and nothing it took stays handed out: the records are taken again next time."""
+    backend = DiskBackend(tmp_path, max_deliveries=1)
+    backend.put_many(["poison", "ok"])
+    assert [m.deliveries for m in backend.get_batch(1, 0)] == [1]
+    backend.close()
+
+    class FullDisk:
+        def add(self, entries: object) -> None:
+            raise OSError(28, "No space left on device")
+
+    backend = DiskBackend(tmp_path, max_deliveries=1)
+    backend.bind_dead_letters(FullDisk())  # type: ignore[arg-type]
+    with pytest.raises(OSError, match="No space left"):
+        backend.get_batch(2, 0)
+    assert backend.waiting() == 2
+    backend.bind_dead_letters(None)  # type: ignore[arg-type]  # unbound: logged, handed out
+    again = backend.get_batch(2, 0)
+    assert [(m.item, m.deliveries) for m in again] == [("poison", 3), ("ok", 2)]
+    backend.close()

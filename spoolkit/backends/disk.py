@@ -157,16 +157,20 @@ class DiskBackend:
         limit = self.max_deliveries
         if limit is None or not batch or all(d.deliveries <= limit for d in batch):
             return batch
-        rest = screen(
-            batch,
-            max_deliveries=limit,
-            dead=self._dead,
-            encode=self.encode,
-            ack=self.queue.ack,
-            log=self._log,
-            sink=f"disk queue {self.path}",
-            record_id=self.record_id,
-        )
+        try:
+            rest = screen(
+                batch,
+                max_deliveries=limit,
+                dead=self._dead,
+                encode=self.encode,
+                ack=self.queue.ack,
+                log=self._log,
+                sink=f"disk queue {self.path}",
+                record_id=self.record_id,
+            )
+        except BaseException:  # the dead letters could not be written: hand everything back
+            self.queue.nack(*batch)
+            raise
         if self._dead is not None:
             self.dead_lettered += len(batch) - len(rest)
         return rest
