@@ -8,20 +8,20 @@ import pickle
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from queue import Empty, Full
+from queue import Empty
 from typing import Any
 
 from spoolkit._disk.ioerrors import NOT_STORED, NOT_SYNCED, storage_error
 from spoolkit._disk.store import Store
 from spoolkit._handout import Delivery, Handout
 from spoolkit._log import get_logger
+from spoolkit._waits import Waits
 from spoolkit.errors import ConfigError, RecordTooLargeError, SerializationError
 from spoolkit.serializers import PickleSerializer, resolve
 from spoolkit.typing import Serializer
 
 __all__ = ["Delivery", "Queue"]
 
-_monotonic = time.monotonic
 _now = time.time
 _ACK_NOT_SYNCED = (
     "the acknowledgement is recorded, but after a power loss the record may be delivered again"
@@ -94,7 +94,8 @@ class Queue:
         self._finalizer = weakref.finalize(self, store.close)
         self.maxsize = maxsize
         self.max_bytes = max_bytes
-        self._bounded = maxsize > 0 or max_bytes is not None
+        self._waits = Waits(store, maxsize, max_bytes)
+        self._bounded = self._waits.bounded
         self._always = fsync == "always"
         # the builtins themselves when it is plain pickle: one Python call less per record
         plain = type(self._serializer) is PickleSerializer
@@ -196,7 +197,7 @@ class Queue:
             if store.closed:
                 store.check_open()
             if self._bounded:
-                self._wait_for_room(len(payload), block, timeout)
+                self._waits.wait_for_room(len(payload), block, timeout)
             try:
                 store.append(payload, None, _now())
             except OSError as exc:
@@ -239,15 +240,14 @@ class Queue:
         for p in payloads:  # refused before anything is stored, as put would refuse it
             if len(p) > store.max_record_bytes:
                 raise RecordTooLargeError(len(p), store.max_record_bytes)
-            if self.max_bytes is not None and len(p) + 32 > self.max_bytes:
-                raise RecordTooLargeError(len(p) + 32, self.max_bytes, "max_bytes")
+            self._waits.check_size(len(p))
         stored = 0
         try:
             if self._bounded:
                 for p in payloads:
                     with self._lock:
                         store.check_open()
-                        self._wait_for_room(len(p), True, None)
+                        self._waits.wait_for_room(len(p), True, None)
                         store.append(p, None, _now())
                         stored += 1
                         self._not_empty.notify()
@@ -282,55 +282,7 @@ class Queue:
         if self._always:
             self._sync(None, "the record's fsync failed")
 
-    def _full(self, size: int) -> bool:
-        store = self._store
-        if 0 < self.maxsize <= store.pending_total:
-            return True
-        return self.max_bytes is not None and store.bytes_used + size + 32 > self.max_bytes
-
-    def _wait_for_room(self, size: int, block: bool, timeout: float | None) -> None:
-        if block and timeout is not None and timeout < 0:  # as the stdlib: even with room
-            raise ValueError("'timeout' must be a non-negative number")
-        if self.max_bytes is not None and size + 32 > self.max_bytes:
-            raise RecordTooLargeError(size + 32, self.max_bytes, "max_bytes")
-        if not self._full(size):
-            return
-        if not block:
-            raise Full
-        deadline = None if timeout is None else _monotonic() + timeout
-        while self._full(size):
-            self._store.check_open()
-            if deadline is None:
-                self._not_full.wait()
-            else:
-                remaining = deadline - _monotonic()
-                if remaining <= 0:
-                    raise Full
-                self._not_full.wait(remaining)
-        self._store.check_open()
-
     # -- getting -------------------------------------------------------------------------------
-
-    def _wait_for_records(self, block: bool, timeout: float | None) -> bool:
-        store = self._store
-        if block and timeout is not None and timeout < 0:  # as the stdlib: even with records
-            raise ValueError("'timeout' must be a non-negative number")
-        if store.pending_total:
-            return True
-        if not block:
-            return False
-        deadline = None if timeout is None else _monotonic() + timeout
-        while not store.pending_total:
-            store.check_open()
-            if deadline is None:
-                self._not_empty.wait()
-            else:
-                remaining = deadline - _monotonic()
-                if remaining <= 0:
-                    return False
-                self._not_empty.wait(remaining)
-        store.check_open()
-        return True
 
     def _take(self) -> Delivery | None:
         out: list[Delivery] = []
@@ -351,7 +303,7 @@ class Queue:
             self._store.check_open()
             d = None
             while d is None:
-                if not self._wait_for_records(block, timeout):
+                if not self._waits.wait_for_records(block, timeout):
                     raise Empty
                 d = self._take()
             self._handout.got(d)
@@ -378,7 +330,7 @@ class Queue:
         with self._lock:
             self._store.check_open()
             block = timeout is None or timeout > 0
-            if not self._wait_for_records(block, timeout):
+            if not self._waits.wait_for_records(block, timeout):
                 return out
             self._handout.take_into(out, max_items)
             if self._bounded and out:
@@ -460,7 +412,7 @@ class Queue:
     def full(self) -> bool:
         """Whether :meth:`put` would have to wait."""
         with self._lock:
-            return self._bounded and self._full(0)
+            return self._bounded and self._waits.full(0)
 
     def oldest_enqueued_at(self) -> float | None:
         """When the oldest record waiting to be handed out was put, or None if none waits."""

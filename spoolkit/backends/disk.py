@@ -113,7 +113,7 @@ class DiskBackend:
         with q._lock:
             q._store.check_open()
             if q._bounded:
-                q._wait_for_room(len(payload), block, timeout)
+                q._waits.wait_for_room(len(payload), block, timeout)
             number = q._store.next_id
             q._store.next_id = number + 1
         q._put_record(payload, number, time.time())
@@ -141,7 +141,7 @@ class DiskBackend:
         q = self.queue
         with q._lock:
             q._store.check_open()
-            return q._wait_for_records(True, timeout)
+            return q._waits.wait_for_records(True, timeout)
 
     def bind_dead_letters(self, dead: DeadLetters) -> None:
         """Where records over ``max_deliveries`` go (a Spool binds its own dead letters)."""
