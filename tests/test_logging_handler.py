@@ -175,6 +175,21 @@ def test_formatter_output_becomes_the_message(logger: logging.Logger) -> None:
     assert spool.items[1]["extra"] == {}
 
 
+def test_handler_filters_decide_what_is_spooled(logger: logging.Logger) -> None:
+    """Filters on the handler (functions and Filter objects) still drop records."""
+    spool = ListSpool()
+    handler = SpoolHandler(spool)
+    handler.addFilter(lambda r: "secret" not in r.getMessage())
+    handler.addFilter(logging.Filter(logger.name))
+    logger.addHandler(handler)
+    logger.info("kept")
+    logger.info("a secret")
+    logging.getLogger("elsewhere").addHandler(handler)
+    logging.getLogger("elsewhere").warning("other logger")
+    logging.getLogger("elsewhere").removeHandler(handler)
+    assert [i["message"] for i in spool.items] == ["kept"]
+
+
 def test_record_to_dict_on_a_bare_record() -> None:
     """record_to_dict works on a hand-made record and uses a given message."""
     rec = logging.LogRecord("x", logging.DEBUG, "/p/m.py", 7, "hi %s", ("you",), None, "f")

@@ -279,6 +279,9 @@ class SpoolHandler(logging.Handler):
 
         The spool's ``put`` is thread-safe, so concurrent threads need not queue up here.
         """
+        if not self.filters:  # the common case: no call to filter() at all
+            self.emit(record)
+            return True
         rv = self.filter(record)
         if not rv:
             return False
