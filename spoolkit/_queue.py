@@ -191,7 +191,10 @@ class Queue:
             StorageError: another I/O error. If the fsync failed, the record is stored (and
                 will be delivered) but may not survive a power loss; the message says which.
         """
-        payload = self._encode(item)
+        try:
+            payload = self._dumps(item)
+        except Exception:
+            payload = self._encode(item)  # raises the typed error
         store = self._store
         with self._lock:
             if store.closed:

@@ -122,6 +122,7 @@ class Spool:
             bind(self._dead)
         self._log = get_logger(spool=self.path)
         self._counters = Counters()
+        self._count_puts = not hasattr(self._backend, "puts")
         self._registry: dict[str, Registered] = {}
         self._pool = Pool(
             self._backend,
@@ -265,9 +266,10 @@ class Spool:
         else:
             if self._drops.dropping:
                 self._drops.stored()
-        c = self._counters
-        with c.lock:
-            c.enqueued += 1
+        if self._count_puts:  # else the backend counts them (under a lock it holds anyway)
+            c = self._counters
+            with c.lock:
+                c.enqueued += 1
 
     def _make_room(self, item: Any) -> bool:
         """Apply a drop policy; True if ``item`` was stored in the end."""
@@ -297,7 +299,8 @@ class Spool:
         items = items if isinstance(items, Sequence) else list(items)
         if self._when_full == "block" or self._max_bytes is None:
             self._backend.put_many(items)
-            self._counters.add("enqueued", len(items))
+            if self._count_puts:
+                self._counters.add("enqueued", len(items))
             return
         for item in items:
             self.put(item)
@@ -363,7 +366,8 @@ class Spool:
             rid = self._backend.put_durable(item, block=self._when_full != "raise", timeout=None)
         except Full:
             raise SpoolFull(f"spool at {self.path!r} is at max_bytes") from None
-        self._counters.add("enqueued")
+        if self._count_puts:
+            self._counters.add("enqueued")
         return DeferredHandle(rid, name)
 
     # -- state ---------------------------------------------------------------------------------

@@ -143,7 +143,7 @@ def snapshot(counters: Counters, backend: Backend, dead_bytes: int, pool: Pool) 
     c = counters
     with c.lock:
         return SpoolStats(
-            enqueued=c.enqueued,
+            enqueued=c.enqueued + getattr(backend, "puts", 0),
             delivered=c.delivered,
             retried=c.retried,
             # the backend's own: records over max_deliveries, screened before any sink

@@ -323,3 +323,30 @@ def test_logging_goes_to_the_stdlib_logger(
     assert retry.name == "spoolkit"
     assert retry.spoolkit["spool"] == spool.path  # type: ignore[attr-defined]
     assert capsys.readouterr().out == ""
+
+
+def test_enqueued_counts_every_put_put_many_and_deferred_call(tmp_path: Path) -> None:
+    """stats().enqueued counts puts, put_many items and deferred calls once each, from
+    several threads, and restarts at 0 for a new Spool on the same path."""
+    spool = Spool(tmp_path / "s", MemorySink(), workers=1)
+
+    @spool.deferred
+    def call(x: int) -> None:
+        """A deferred call."""
+
+    def putter(_i: int) -> None:
+        for n in range(250):
+            spool.put(n)
+
+    threads = [threading.Thread(target=putter, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    spool.put_many(range(10))
+    call(1)
+    assert spool.stats().enqueued == 4 * 250 + 10 + 1
+    spool.stop(drain=False)
+    again = Spool(tmp_path / "s", MemorySink(), workers=1)
+    assert again.stats().enqueued == 0
+    again.stop(drain=False)

@@ -34,6 +34,10 @@ from spoolkit._log import get_logger
 from spoolkit.errors import ClosedError, ConfigError, RecordTooLargeError
 
 _ZERO4 = b"\0\0\0\0"
+_HEADER = FRAME_HEADER_SIZE
+_pack_fields = FIELDS.pack
+_pack_u32 = U32.pack
+_join = b"".join
 _OPEN: dict[str, weakref.ref[Store]] = {}
 _OPEN_LOCK = threading.Lock()
 FSYNC_MODES = ("always", "interval", "never")
@@ -155,23 +159,26 @@ class Store:
         if seg.count >= seg.capacity:
             seg = self._roll()
         start = seg.wpos
-        end = start + FRAME_HEADER_SIZE + n
+        size = _HEADER + n
+        end = start + size
         if end > seg.size:
             seg.grow(end)
         if record_id is None:
             record_id = self.next_id
             self.next_id = record_id + 1
-        fields = FIELDS.pack(n, record_id, enqueued_at)
-        crc = _crc(payload, _crc(fields, seg.index))
-        assert seg.mm is not None
-        seg.mm[start:end] = b"".join((MAGIC, fields, U32.pack(crc), _ZERO4, payload))
+        fields = _pack_fields(n, record_id, enqueued_at)
+        mm = seg.mm
+        assert mm is not None
+        mm[start:end] = _join(
+            (MAGIC, fields, _pack_u32(_crc(payload, _crc(fields, seg.index))), _ZERO4, payload)
+        )
         seg.pending.append(start)
         seg.wpos = end
         seg.count += 1
         seg.unacked += 1
-        seg.used += end - start
+        seg.used += size
         self.pending_total += 1
-        self.bytes_used += end - start
+        self.bytes_used += size
         self.gen += 1
         self._dirty.add(seg)
         return record_id

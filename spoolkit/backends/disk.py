@@ -72,6 +72,7 @@ class DiskBackend:
         self._dead: DeadLetters | None = None
         self._log = get_logger(path=self.queue.path)
         self._prefix = self.queue.uid + "-"
+        self._first_id = self.queue._store.next_id
         # the queue's own put has the same signature: no extra frame on the hottest path
         self.put = self.queue.put  # type: ignore[method-assign]
 
@@ -84,6 +85,15 @@ class DiskBackend:
     def path(self) -> str:
         """The queue directory."""
         return self.queue.path
+
+    @property
+    def puts(self) -> int:
+        """Records stored since this backend was opened (not counting dead-letter requeues).
+
+        Counted by the queue under the lock it takes for every put anyway, so a
+        :class:`~spoolkit.Spool` need not count its puts itself.
+        """
+        return self.queue._store.next_id - self._first_id
 
     @property
     def undecodable(self) -> int:
