@@ -1,7 +1,10 @@
 """Spool throughput: end-to-end records/s from put to a no-op sink, and the cost of a put
 while the sink is down.
 
-Usage: python benchmarks/spool_bench.py [--quick]
+Usage: python benchmarks/spool_bench.py [--quick] [--rounds N]
+
+Each end-to-end figure is the median of ``--rounds`` runs (default 3), the configurations
+interleaved, so that one noisy moment on a shared machine does not decide a figure.
 
 Writes benchmarks/results/spool_bench.json and prints Markdown tables.
 """
@@ -9,6 +12,7 @@ Writes benchmarks/results/spool_bench.json and prints Markdown tables.
 from __future__ import annotations
 
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -50,17 +54,23 @@ def put_cost_sink_down(n: int) -> float:
 def main() -> None:
     """Run and report."""
     quick = "--quick" in sys.argv
+    rounds = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 3
     n = 100_000 if quick else 500_000
-    results: dict[str, float] = {}
-    for workers in (1, 4):
-        results[f"put, {workers} worker(s)"] = end_to_end(n, workers, use_put_many=False)
-        results[f"put_many, {workers} worker(s)"] = end_to_end(n, workers, use_put_many=True)
+    samples: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for workers in (1, 4):
+            for many in (False, True):
+                key = f"{'put_many' if many else 'put'}, {workers} worker(s)"
+                samples.setdefault(key, []).append(end_to_end(n, workers, use_put_many=many))
+    results = {k: statistics.median(v) for k, v in samples.items()}
     cost = put_cost_sink_down(n // 5)
-    rows = [[k, f"{v:,.0f}"] for k, v in results.items()]
+    rows = [
+        [k, f"{v:,.0f}", ", ".join(f"{x:,.0f}" for x in samples[k])] for k, v in results.items()
+    ]
     print(
         table(
-            f"End to end, no-op sink, batch_size 500, {n:,} records",
-            ["producer", "records/s"],
+            f"End to end, no-op sink, batch_size 500, {n:,} records, median of {rounds}",
+            ["producer", "records/s", "each run"],
             rows,
         )
     )
@@ -70,6 +80,7 @@ def main() -> None:
         {
             "command": "python benchmarks/spool_bench.py" + (" --quick" if quick else ""),
             "records": n,
+            "rounds": rounds,
             "end_to_end_records_per_s": results,
             "put_us_while_sink_down": cost,
         },

@@ -240,10 +240,11 @@ class Queue:
         if not payloads:
             return
         store = self._store
-        for p in payloads:  # refused before anything is stored, as put would refuse it
-            if len(p) > store.max_record_bytes:
-                raise RecordTooLargeError(len(p), store.max_record_bytes)
-            self._waits.check_size(len(p))
+        # refused before anything is stored, as put would refuse it
+        longest = max(map(len, payloads))
+        if longest > store.max_record_bytes:
+            raise RecordTooLargeError(longest, store.max_record_bytes)
+        self._waits.check_size(longest)
         stored = 0
         try:
             if self._bounded:
