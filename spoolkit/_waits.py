@@ -10,7 +10,9 @@ store's conditions) around every call here.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from queue import Full
+from threading import Condition
 
 from spoolkit._disk.framing import FRAME_HEADER_SIZE
 from spoolkit._disk.store import Store
@@ -71,18 +73,8 @@ class Waits:
             return
         if not block:
             raise Full
-        store = self._store
-        deadline = None if timeout is None else _monotonic() + timeout
-        while self.full(size):
-            store.check_open()
-            if deadline is None:
-                store.not_full.wait()
-            else:
-                remaining = deadline - _monotonic()
-                if remaining <= 0:
-                    raise Full
-                store.not_full.wait(remaining)
-        store.check_open()
+        if not self._wait(self._store.not_full, lambda: not self.full(size), timeout):
+            raise Full
 
     def wait_for_records(self, block: bool, timeout: float | None) -> bool:
         """Whether a record waits to be handed out, waiting for one as ``block``/``timeout`` say.
@@ -97,15 +89,20 @@ class Waits:
             return True
         if not block:
             return False
+        return self._wait(store.not_empty, lambda: store.pending_total > 0, timeout)
+
+    def _wait(self, condition: Condition, ready: Callable[[], bool], timeout: float | None) -> bool:
+        """Wait on ``condition`` until ``ready()``; False if ``timeout`` passed first."""
+        store = self._store
         deadline = None if timeout is None else _monotonic() + timeout
-        while not store.pending_total:
+        while not ready():
             store.check_open()
             if deadline is None:
-                store.not_empty.wait()
+                condition.wait()
             else:
                 remaining = deadline - _monotonic()
                 if remaining <= 0:
                     return False
-                store.not_empty.wait(remaining)
+                condition.wait(remaining)
         store.check_open()
         return True
