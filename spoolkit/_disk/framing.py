@@ -95,13 +95,12 @@ def ack_word(crc: int) -> bytes:
 
 
 def deliveries_in(word: int, crc: int) -> int:
-    """How many times a pending record was handed out, read from its ack word (0 if never)."""
+    """How many times a pending record was handed out, read from its ack word (0 if never).
+
+    The queue's hand-out (``Handout.take_into``) reads and bumps the same word inline, on the
+    hot path; this is the reading used by recovery, ``fsck`` and ``peek``.
+    """
     return word & 0xFF if (word ^ crc ^ DELIVERY_MASK) >> 8 == 0 else 0
-
-
-def delivery_word(crc: int, deliveries: int) -> int:
-    """The ack word of a pending record handed out ``deliveries`` times (saturating at 255)."""
-    return ((crc ^ DELIVERY_MASK) & 0xFFFF_FF00) | min(deliveries, MAX_DELIVERIES)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any, Protocol, TypeVar
 
 import redis
@@ -20,6 +21,8 @@ from spoolkit.backends._screen import screen
 from spoolkit.deadletter import DeadLetters
 
 __all__ = ["GroupReader"]
+
+_record_id = attrgetter("record_id")
 
 T = TypeVar("T")
 
@@ -138,7 +141,7 @@ class GroupReader:
             got += self._claim(count - len(got))
         if len(got) < count:
             got += self._group_read(">", count - len(got))
-        rest = screen(
+        rest, dead_lettered = screen(
             got,
             max_deliveries=self.max_deliveries,
             dead=self.dead,
@@ -148,8 +151,7 @@ class GroupReader:
             sink=self._sink,
             record_id=_record_id,
         )
-        if self.dead is not None:
-            self.dead_lettered += len(got) - len(rest)
+        self.dead_lettered += dead_lettered
         return rest
 
     def _group_read(self, start: str, count: int) -> list[StreamMessage]:
@@ -214,7 +216,3 @@ class GroupReader:
         for m, rows in zip(msgs, self._call(counts), strict=True):
             if rows:
                 m.deliveries = int(rows[0]["times_delivered"])
-
-
-def _record_id(m: StreamMessage) -> str:
-    return m.record_id

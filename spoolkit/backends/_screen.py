@@ -31,7 +31,7 @@ def screen(
     log: Any,
     sink: str,
     record_id: Callable[[M], str],
-) -> list[M]:
+) -> tuple[list[M], int]:
     """Dead-letter what was delivered too often or cannot be decoded; return the rest.
 
     Args:
@@ -46,17 +46,17 @@ def screen(
         record_id: a message's record id.
 
     Returns:
-        The messages to hand out, in order.
+        The messages to hand out, in order, and how many were dead-lettered.
     """
     bad = [m for m in msgs if m.deliveries > max_deliveries or type(m.item) is Undecodable]
     if not bad:
-        return msgs
+        return msgs, 0
     if dead is None:  # nowhere to put them: deliver what can be, log the rest
         for m in bad:
             undecodable = type(m.item) is Undecodable
             event = "undecodable_record" if undecodable else "max_deliveries_exceeded"
             log.error(event, record_id=record_id(m), deliveries=m.deliveries)
-        return [m for m in msgs if type(m.item) is not Undecodable]
+        return [m for m in msgs if type(m.item) is not Undecodable], 0
     now = time.time()
     entries = []
     for m in bad:
@@ -85,4 +85,5 @@ def screen(
     dead.add(entries)  # fsynced before the entries leave the stream
     ack(*bad)
     log.error("records_dead_lettered", count=len(bad), first=record_id(bad[0]))
-    return [m for m in msgs if all(m is not b for b in bad)]
+    gone = {id(m) for m in bad}
+    return [m for m in msgs if id(m) not in gone], len(bad)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Sequence
+from operator import attrgetter
 from typing import Any
 
 from spoolkit._disk.framing import MAX_DELIVERIES
@@ -25,6 +26,8 @@ from spoolkit.errors import ConfigError
 from spoolkit.typing import Serializer
 
 __all__ = ["DiskBackend"]
+
+_deliveries = attrgetter("deliveries")
 
 
 class DiskBackend:
@@ -165,10 +168,10 @@ class DiskBackend:
         """
         batch = self.queue.get_batch(max_items, timeout)
         limit = self.max_deliveries
-        if limit is None or not batch or all(d.deliveries <= limit for d in batch):
+        if limit is None or not batch or max(map(_deliveries, batch)) <= limit:
             return batch
         try:
-            rest = screen(
+            rest, dead_lettered = screen(
                 batch,
                 max_deliveries=limit,
                 dead=self._dead,
@@ -181,8 +184,7 @@ class DiskBackend:
         except BaseException:  # the dead letters could not be written: hand everything back
             self.queue.nack(*batch)
             raise
-        if self._dead is not None:
-            self.dead_lettered += len(batch) - len(rest)
+        self.dead_lettered += dead_lettered
         return rest
 
     def record_id(self, message: Delivery) -> str:
