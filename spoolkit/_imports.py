@@ -12,7 +12,7 @@ from typing import Any
 
 from spoolkit.errors import ConfigError
 
-__all__ = ["is_reference", "resolve_reference"]
+__all__ = ["build_reference", "is_reference", "resolve_reference"]
 
 _DOTTED = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
@@ -35,4 +35,21 @@ def resolve_reference(spec: str) -> Any:
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"cannot import {spec!r} (want 'package.module:name'): {exc}") from exc
+    return obj
+
+
+def build_reference(spec: str, marker: str) -> Any:
+    """Import ``spec`` and make the object it names: a class, or a callable without the
+    attribute ``marker`` (a factory), is called with no arguments; anything else is used as
+    it is. ``marker`` is what the wanted object has (``"write"`` for a sink).
+
+    Raises:
+        ConfigError: ``spec`` cannot be imported, or calling the factory failed.
+    """
+    obj = resolve_reference(spec)
+    if isinstance(obj, type) or (callable(obj) and not hasattr(obj, marker)):
+        try:
+            return obj()
+        except Exception as exc:
+            raise ConfigError(f"{spec!r} failed: {type(exc).__name__}: {exc}") from exc
     return obj

@@ -36,7 +36,7 @@ from spoolkit._inspect_reports import (
 )
 from spoolkit.deadletter import DeadEntry
 from spoolkit.errors import FormatError, PathError
-from spoolkit.serializers import resolve
+from spoolkit.serializers import BUILTIN_NAMES, resolve
 from spoolkit.typing import Serializer
 
 __all__ = [
@@ -190,7 +190,7 @@ def _loads(path: str, serializer: str | Serializer | None = None) -> tuple[Any, 
     if serializer is not None and not isinstance(serializer, str):
         return serializer.loads, getattr(serializer, "name", type(serializer).__name__)
     name = serializer or (meta.read_meta(path) or {}).get("serializer")
-    if name in ("pickle", "json", "raw"):
+    if name in BUILTIN_NAMES:
         return resolve(name)[1].loads, name
     return None, _str_or_none(name)
 

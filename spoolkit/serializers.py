@@ -15,7 +15,7 @@ from typing import Any
 from spoolkit.errors import ConfigError
 from spoolkit.typing import Serializer
 
-__all__ = ["JsonSerializer", "PickleSerializer", "RawSerializer", "resolve"]
+__all__ = ["BUILTIN_NAMES", "JsonSerializer", "PickleSerializer", "RawSerializer", "resolve"]
 
 
 class PickleSerializer:
@@ -73,6 +73,8 @@ _BUILTIN: dict[str, type[PickleSerializer | JsonSerializer | RawSerializer]] = {
     "json": JsonSerializer,
     "raw": RawSerializer,
 }
+BUILTIN_NAMES = tuple(_BUILTIN)
+"""The names of the built-in serializers: ``("pickle", "json", "raw")``."""
 
 
 def resolve(serializer: str | Serializer) -> tuple[str, Serializer]:

@@ -368,6 +368,7 @@ def encrypted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "from spoolkit.crypto import EncryptedSerializer\n"
         f"def serializer():\n    return EncryptedSerializer('json', {KEY!r})\n"
         "def nothing():\n    return 42\n"
+        "def broken():\n    raise KeyError('SPOOL_KEY')\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, FACTORY_MODULE, raising=False)
@@ -428,7 +429,8 @@ def test_dead_and_drain_work_on_an_encrypted_spool_with_a_serializer_factory(
     [
         ("yaml", "want pickle, json, raw or 'package.module:factory'"),
         ("no_such_module_here:make", "cannot import 'no_such_module_here:make'"),
-        (f"{FACTORY_MODULE}:nothing", "which has no dumps/loads"),
+        (f"{FACTORY_MODULE}:nothing", "serializer 42 has no dumps()/loads()"),
+        (f"{FACTORY_MODULE}:broken", "failed: KeyError: 'SPOOL_KEY'"),
     ],
 )
 def test_a_bad_serializer_option_is_a_one_line_usage_error(

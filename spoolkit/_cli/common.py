@@ -11,14 +11,15 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from spoolkit._imports import is_reference, resolve_reference
+from spoolkit import _inspect as insp
+from spoolkit._imports import build_reference, is_reference
 from spoolkit.errors import ConfigError
+from spoolkit.serializers import BUILTIN_NAMES, resolve
 from spoolkit.typing import Serializer
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = [
-    "BUILTIN_SERIALIZERS",
     "EXIT_BUSY",
     "EXIT_OK",
     "EXIT_PROBLEM",
@@ -36,6 +37,7 @@ __all__ = [
     "json_safe",
     "progress",
     "serializer_option",
+    "spool_serializer",
 ]
 
 EXIT_OK = 0
@@ -126,9 +128,6 @@ def progress() -> Progress:
     )
 
 
-BUILTIN_SERIALIZERS = ("pickle", "json", "raw")
-
-
 def serializer_option(command: F) -> F:
     """``--serializer``: how to read the records, for spools with a custom serializer."""
     return click.option(
@@ -147,19 +146,31 @@ def custom_serializer(spec: str | None) -> str | Serializer | None:
     Raises:
         ConfigError: ``spec`` is none of these, or the factory gave no serializer.
     """
-    if spec is None or spec in BUILTIN_SERIALIZERS:
+    if spec is None or spec in BUILTIN_NAMES:
         return spec
     if not is_reference(spec):
         raise ConfigError(
             f"--serializer {spec!r}: want pickle, json, raw or 'package.module:factory'"
         )
-    obj = resolve_reference(spec)
-    made = obj
-    if isinstance(obj, type) or (callable(obj) and not hasattr(obj, "loads")):
-        try:
-            made = obj()
-        except Exception as exc:
-            raise ConfigError(f"--serializer {spec!r} failed: {type(exc).__name__}: {exc}") from exc
-    if not (callable(getattr(made, "dumps", None)) and callable(getattr(made, "loads", None))):
-        raise ConfigError(f"--serializer {spec!r} gave {made!r}, which has no dumps/loads")
-    return made  # type: ignore[no-any-return]
+    made = build_reference(spec, "loads")
+    try:
+        return resolve(made)[1]
+    except ConfigError as exc:
+        raise ConfigError(f"--serializer {spec!r}: {exc}") from None
+
+
+def spool_serializer(path: str, spec: str | None) -> str | Serializer:
+    """The serializer to open the spool at ``path`` with: ``--serializer``'s, else the name in
+    its ``meta.json``.
+
+    Raises:
+        BadInput: the spool names a custom serializer and ``--serializer`` gave none.
+        ConfigError: as :func:`custom_serializer`.
+    """
+    serializer = custom_serializer(spec) or insp.inspect_spool(path).serializer or "pickle"
+    if isinstance(serializer, str) and serializer not in BUILTIN_NAMES:
+        raise BadInput(
+            f"the spool uses the custom serializer {serializer!r}: name a factory that "
+            "makes it with --serializer package.module:factory"
+        )
+    return serializer

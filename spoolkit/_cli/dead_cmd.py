@@ -10,9 +10,7 @@ from rich.table import Table
 from spoolkit import Spool
 from spoolkit import _inspect as insp
 from spoolkit._cli.common import (
-    BUILTIN_SERIALIZERS,
     SPOOL_PATH,
-    BadInput,
     Failure,
     console,
     custom_serializer,
@@ -20,6 +18,7 @@ from spoolkit._cli.common import (
     format_when,
     json_safe,
     serializer_option,
+    spool_serializer,
 )
 
 __all__ = ["dead"]
@@ -47,9 +46,8 @@ def dead(
     record ids; purge deletes them for good. Both act on every dead letter unless --id is
     given, and need the spool not to be in use.
     """
-    chosen_serializer = custom_serializer(serializer_spec)
     if action == "list":
-        letters = insp.dead_letters(path, serializer=chosen_serializer)
+        letters = insp.dead_letters(path, serializer=custom_serializer(serializer_spec))
         letters = [d for d in letters if not ids or d.id in ids]
         if as_json:
             emit_json([_dead_json(d) for d in letters])
@@ -57,12 +55,7 @@ def dead(
             _print_dead(letters)
         return
     insp.spool_dir(path)
-    serializer = chosen_serializer or insp.inspect_spool(path).serializer or "pickle"
-    if isinstance(serializer, str) and serializer not in BUILTIN_SERIALIZERS:
-        raise BadInput(
-            f"the spool uses the custom serializer {serializer!r}: name a factory that "
-            "makes it with --serializer package.module:factory"
-        )
+    serializer = spool_serializer(path, serializer_spec)
     if action == "purge" and not yes:
         what = f"{len(ids)} dead letter(s)" if ids else "every dead letter"
         click.confirm(f"delete {what} of {path} for good?", abort=True)

@@ -8,15 +8,12 @@ import time
 import click
 
 from spoolkit import Spool
-from spoolkit import _inspect as insp
 from spoolkit._cli.common import (
-    BUILTIN_SERIALIZERS,
     SPOOL_PATH,
-    BadInput,
     Failure,
-    custom_serializer,
     progress,
     serializer_option,
+    spool_serializer,
 )
 
 __all__ = ["drain"]
@@ -44,14 +41,7 @@ def drain(
     everything was delivered, 1 when records were dead-lettered or left over at --timeout.
     Needs the spool not to be in use.
     """
-    serializer = (
-        custom_serializer(serializer_spec) or insp.inspect_spool(path).serializer or "pickle"
-    )
-    if isinstance(serializer, str) and serializer not in BUILTIN_SERIALIZERS:
-        raise BadInput(
-            f"the spool uses the custom serializer {serializer!r}: name a factory that "
-            "makes it with --serializer package.module:factory"
-        )
+    serializer = spool_serializer(path, serializer_spec)
     # imported when asked for: the sinks module is only needed by this command
     sink = importlib.import_module("spoolkit.sinks").from_url(url)
     spool = Spool(path, sink, workers=workers, batch_size=batch_size, serializer=serializer)

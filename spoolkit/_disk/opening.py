@@ -18,6 +18,7 @@ from spoolkit._disk.perms import make_private_dir
 from spoolkit._disk.recovery import scan_chunk
 from spoolkit._disk.segment import FREE_PREFIX, Segment, chunk_name, parse_chunk_name
 from spoolkit.errors import ConfigError, FormatError, PathError
+from spoolkit.serializers import BUILTIN_NAMES
 
 if TYPE_CHECKING:
     from spoolkit._disk.store import Store
@@ -97,8 +98,7 @@ def open_store(store: Store, serializer_name: str) -> None:
 
 def _check_serializer(store: Store, info: dict[str, object] | None, name: str) -> None:
     was = info.get("serializer") if info else None
-    builtin = ("pickle", "json", "raw")
-    if was in builtin and name in builtin and was != name and store.pending_total:
+    if was in BUILTIN_NAMES and name in BUILTIN_NAMES and was != name and store.pending_total:
         raise ConfigError(
             f"spool at {store.path!r} holds {store.pending_total} record(s) written with "
             f"serializer={was!r}; open it with serializer={was!r} (or drain it first)"

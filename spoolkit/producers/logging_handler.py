@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from spoolkit._imports import is_reference, resolve_reference
+from spoolkit._imports import build_reference, is_reference, resolve_reference
 from spoolkit.errors import ConfigError
 
 __all__ = ["SpoolHandler", "json_safe", "record_to_dict", "resolve_sink", "utc_iso"]
@@ -178,10 +178,7 @@ def resolve_sink(sink: Any) -> Any:
         return importlib.import_module("spoolkit.sinks").from_url(sink)
     if not is_reference(sink):
         raise ConfigError(f"sink {sink!r} is neither a URL ('scheme://...') nor 'pkg.module:name'")
-    obj = resolve_reference(sink)
-    if isinstance(obj, type) or (callable(obj) and not hasattr(obj, "write")):
-        return obj()
-    return obj
+    return build_reference(sink, "write")
 
 
 def bounded_put(spool: Any, timeout: float) -> Callable[[Any], None]:
