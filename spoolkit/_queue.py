@@ -23,6 +23,14 @@ from spoolkit.typing import Serializer
 __all__ = ["Delivery", "Queue"]
 
 _now = time.time
+
+
+def _unserializable(item: Any, exc: Exception) -> SerializationError:
+    return SerializationError(
+        f"cannot serialize {type(item).__name__} item: {exc}; the queue is unchanged"
+    )
+
+
 _ACK_NOT_SYNCED = (
     "the acknowledgement is recorded, but after a power loss the record may be delivered again"
 )
@@ -92,10 +100,8 @@ class Queue:
             where = os.path.abspath(os.fspath(path))
             raise storage_error(exc, where, "cannot open", "nothing was changed") from exc
         self._finalizer = weakref.finalize(self, store.close)
-        self.maxsize = maxsize
-        self.max_bytes = max_bytes
         self._waits = Waits(store, maxsize, max_bytes)
-        self._bounded = self._waits.bounded
+        self._bounded = self._waits.bounded  # fixed for the queue's life: read on every put
         self._always = fsync == "always"
         # the builtins themselves when it is plain pickle: one Python call less per record
         plain = type(self._serializer) is PickleSerializer
@@ -112,6 +118,16 @@ class Queue:
         self._outstanding = self._handout.outstanding
 
     # -- properties ----------------------------------------------------------------------------
+
+    @property
+    def maxsize(self) -> int:
+        """The most records waiting to be handed out; ``<= 0`` for no limit."""
+        return self._waits.maxsize
+
+    @property
+    def max_bytes(self) -> int | None:
+        """The cap on the bytes of records on disk, or None."""
+        return self._waits.max_bytes
 
     @property
     def path(self) -> str:
@@ -164,9 +180,7 @@ class Queue:
         try:
             return self._dumps(item)
         except Exception as exc:
-            raise SerializationError(
-                f"cannot serialize {type(item).__name__} item: {exc}; the queue is unchanged"
-            ) from exc
+            raise _unserializable(item, exc) from exc
 
     def put(
         self, item: Any, block: bool = True, timeout: float | None = None, *, durable: bool = False
@@ -191,10 +205,10 @@ class Queue:
             StorageError: another I/O error. If the fsync failed, the record is stored (and
                 will be delivered) but may not survive a power loss; the message says which.
         """
-        try:
+        try:  # _encode inlined: one call less on the hottest path
             payload = self._dumps(item)
-        except Exception:
-            payload = self._encode(item)  # raises the typed error
+        except Exception as exc:
+            raise _unserializable(item, exc) from exc
         store = self._store
         with self._lock:
             if store.closed:
