@@ -23,6 +23,7 @@ from spoolkit.typing import Serializer
 __all__ = ["Delivery", "Queue"]
 
 _now = time.time
+_pickle = pickle.dumps
 
 
 def _unserializable(item: Any, exc: Exception) -> SerializationError:
@@ -103,8 +104,10 @@ class Queue:
         self._waits = Waits(store, maxsize, max_bytes)
         self._bounded = self._waits.bounded  # fixed for the queue's life: read on every put
         self._always = fsync == "always"
-        # the builtins themselves when it is plain pickle: one Python call less per record
-        plain = type(self._serializer) is PickleSerializer
+        # the builtins themselves when it is plain pickle: one Python call less per record, and
+        # put() calls pickle.dumps(item, 5) itself (a partial's keyword costs more than pickling
+        # a small item)
+        plain = self._plain = type(self._serializer) is PickleSerializer
         self._dumps: Callable[[Any], bytes] = (
             functools.partial(pickle.dumps, protocol=5) if plain else self._serializer.dumps
         )
@@ -206,7 +209,7 @@ class Queue:
                 will be delivered) but may not survive a power loss; the message says which.
         """
         try:  # _encode inlined: one call less on the hottest path
-            payload = self._dumps(item)
+            payload = _pickle(item, 5) if self._plain else self._dumps(item)
         except Exception as exc:
             raise _unserializable(item, exc) from exc
         store = self._store
