@@ -96,33 +96,48 @@ class Handout:
         A record the serializer cannot read is skipped, logged and counted; it stays on disk
         and is delivered again after a restart.
         """
-        store, outstanding, loads = self._store, self.outstanding, self._loads
+        store = self._store
         while len(out) < max_items:
             run = store.take_run(max_items - len(out))
             if run is None:
                 return
-            seg, offs = run
-            mm, index = seg.mm, seg.index
-            assert mm is not None  # a segment with records handed out stays mapped
-            for off in offs:
-                _magic, n, rid, t, crc, word = _unpack_header(mm, off)
-                body = off + _HEADER
-                try:
-                    item = loads(mm[body : body + n])
-                except Exception as exc:
-                    self.undecodable += 1
-                    self._log.error("record_undecodable", record_id=rid, error=repr(exc))
-                    continue
-                # count the hand-out on disk (see framing.deliveries_in): one 4-byte store
-                high = (crc ^ _MASK) & 0xFFFF_FF00
-                if (word & 0xFFFF_FF00) == high:  # handed out before: one more, saturating
-                    count = (word & 0xFF) + ((word & 0xFF) < MAX_DELIVERIES)
-                else:
-                    count = 1
-                _pack_word_into(mm, off + ACK_OFFSET, high | count)
-                d = Delivery(store, seg, off, crc, rid, t, item, count)
-                outstanding[index, off] = d
-                out.append(d)
+            self._deliver(run[0], run[1], out)
+
+    def take_one(self) -> Delivery | None:
+        """The next delivery, as :meth:`take_into` would hand it out, or None: the path of
+        ``get``, without a batch's run of offsets."""
+        take = self._store.take_one
+        out: list[Delivery] = []
+        while not out:
+            found = take()
+            if found is None:
+                return None
+            self._deliver(found[0], found[1:], out)
+        return out[0]
+
+    def _deliver(self, seg: Any, offs: Sequence[int], out: list[Delivery]) -> None:
+        """Decode the records at ``offs`` of ``seg``, count each hand-out on disk, remember
+        them and append them to ``out``; skip (log and count) what cannot be decoded."""
+        outstanding, loads, store = self.outstanding, self._loads, self._store
+        mm, index = seg.mm, seg.index
+        assert mm is not None  # a segment with records handed out stays mapped
+        for off in offs:
+            _magic, n, rid, t, crc, word = _unpack_header(mm, off)
+            body = off + _HEADER
+            try:
+                item = loads(mm[body : body + n])
+            except Exception as exc:
+                self.undecodable += 1
+                self._log.error("record_undecodable", record_id=rid, error=repr(exc))
+                continue
+            # count the hand-out on disk (see framing.deliveries_in): one 4-byte store
+            # handed out before (the high bits match): one more, saturating; else the first
+            high, low = (crc ^ _MASK) & 0xFFFF_FF00, word & 0xFF
+            count = low + (low < MAX_DELIVERIES) if (word & 0xFFFF_FF00) == high else 1
+            _pack_word_into(mm, off + ACK_OFFSET, high | count)
+            d = Delivery(store, seg, off, crc, rid, t, item, count)
+            outstanding[index, off] = d
+            out.append(d)
 
     def got(self, d: Delivery) -> None:
         """Remember that ``get`` handed ``d`` to the calling thread (for ``task_done``)."""

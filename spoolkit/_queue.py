@@ -305,11 +305,6 @@ class Queue:
 
     # -- getting -------------------------------------------------------------------------------
 
-    def _take(self) -> Delivery | None:
-        out: list[Delivery] = []
-        self._handout.take_into(out, 1)
-        return out[0] if out else None
-
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         """Remove and return the item at the head of the queue.
 
@@ -326,7 +321,7 @@ class Queue:
             while d is None:
                 if not self._waits.wait_for_records(block, timeout):
                     raise Empty
-                d = self._take()
+                d = self._handout.take_one()
             self._handout.got(d)
             if self._bounded:
                 self._not_full.notify()

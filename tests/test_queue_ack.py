@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pickle
+import queue
 import threading
 from pathlib import Path
 
@@ -265,3 +267,32 @@ def test_leftover_free_files_are_removed_on_open(tmp_path: Path) -> None:
     with Queue(tmp_path) as q:
         assert q.get_nowait() == "x"
     assert not (tmp_path / ".free-7").exists()
+
+
+class _RefusesBad:
+    """Pickle, except that loads refuses the item ``"bad"`` (as a tampered record would be)."""
+
+    name = "refuses-bad"
+
+    def dumps(self, obj: object) -> bytes:
+        return pickle.dumps(obj)
+
+    def loads(self, data: bytes) -> object:
+        item = pickle.loads(data)
+        if item == "bad":
+            raise ValueError("cannot read this one")
+        return item
+
+
+def test_get_hands_out_redeliveries_first_and_skips_undecodable_records(tmp_path: Path) -> None:
+    """get() follows get_batch's order (handed-back records first, then in order) and skips a
+    record it cannot decode, counting it, instead of returning or raising."""
+    with Queue(tmp_path, serializer=_RefusesBad()) as q:
+        q.put_many(["a", "bad", "b", "c"])
+        taken = q.get_batch(1)
+        assert q.get() == "b"  # "bad" skipped
+        q.nack(*taken)
+        assert [q.get(), q.get()] == ["a", "c"]
+        assert q.undecodable == 1
+        with pytest.raises(queue.Empty):
+            q.get_nowait()

@@ -261,6 +261,17 @@ class Store:
             if not unread[0].loaded:
                 self._load(unread[0])
 
+    def take_one(self) -> tuple[Segment, int] | None:
+        """Hand out the next pending position, as ``take_run(1)`` would, without its list."""
+        if not self._redeliver:
+            seg = self._unread[0]
+            pending = seg.pending
+            if pending:
+                self.pending_total -= 1
+                return seg, pending.popleft()
+        run = self.take_run(1)
+        return None if run is None else (run[0], run[1][0])
+
     def _load(self, seg: Segment) -> None:
         try:
             seg.reload()
