@@ -74,7 +74,8 @@ def markdown(name: str, results: dict[str, Any]) -> str:
     """The tables of a results file as Markdown, with the command that made them."""
     parts = [f"### {name}", ""]
     if results.get("command"):
-        parts += [f"Made with `{results['command']}`.", ""]
+        where = f" in `{results['dir']}`" if results.get("dir") else ""
+        parts += [f"Made with `{results['command']}`{where}.", ""]
     machine = results.get("machine") or {}
     if machine:
         facts = ", ".join(f"{k} {v}" for k, v in sorted(machine.items()))

@@ -5,9 +5,15 @@ persist-queue (file Queue and SQLiteAckQueue), queuelib FifoDiskQueue, diskcache
 raw loop of one os.write per framed record (the physical limit), each as a ratio to spoolkit;
 then group commit with fsync="always" and put_many throughput. spoolkit runs with pqueue's
 default of 100 records per chunk file, and again with 1000: a new chunk file costs one file
-creation, whose latency (printed first) varies widely between file systems and machines.
+creation, whose latency varies widely between file systems, machines, and even directories of
+one disk (printed before and after the run, which itself creates and deletes many files).
 
-    .venv/bin/python benchmarks/queue_bench.py [--items 20000] [--quick]
+spoolkit, the raw loop and queuelib run ``--rounds`` times, interleaved, and report each
+figure's median (a 20,000-item put takes about 50 ms, so one run swings with the machine's
+noise); the slow peers run once. ``--dir`` chooses where the queues live (default: the system
+temporary directory); point it at the file system your spool will use.
+
+    .venv/bin/python benchmarks/queue_bench.py [--items 20000] [--rounds 5] [--dir D] [--quick]
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import argparse
 import functools
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
@@ -158,15 +165,32 @@ PEERS: dict[str, Peer] = {
 }
 
 
-def side_by_side(size: int, n: int, peers: dict[str, Peer]) -> dict[str, Any]:
+SLOW = frozenset(
+    {"pqueue", "persist-queue Queue", "persist-queue SQLiteAckQueue", "diskcache Deque"}
+)
+"""Peers that run once: tens to thousands of times slower, their ratios do not need a median."""
+
+
+def run_peer(fn: Peer, items: list[bytes]) -> tuple[float, float]:
+    d = tempfile.mkdtemp(prefix="spoolbench-")
+    try:
+        return fn(d, items)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def side_by_side(size: int, n: int, peers: dict[str, Peer], rounds: int) -> dict[str, Any]:
+    """Each peer's median put/s and get+ack/s over ``rounds`` interleaved runs (one if slow)."""
     items = [os.urandom(size) for _ in range(n)]
-    results: dict[str, tuple[float, float]] = {}
-    for name, fn in peers.items():
-        d = tempfile.mkdtemp(prefix="spoolbench-")
-        try:
-            results[name] = fn(d, items)
-        finally:
-            shutil.rmtree(d, ignore_errors=True)
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in peers}
+    for r in range(rounds):
+        for name, fn in peers.items():
+            if r == 0 or name not in SLOW:
+                runs[name].append(run_peer(fn, items))
+    results = {
+        name: (statistics.median(p for p, _ in rs), statistics.median(g for _, g in rs))
+        for name, rs in runs.items()
+    }
     base_put, base_get = results["spoolkit (get+task_done)"]
     rows = [
         [
@@ -180,7 +204,7 @@ def side_by_side(size: int, n: int, peers: dict[str, Peer]) -> dict[str, Any]:
     ]
     print(
         table(
-            f"{n:,} items of {size} bytes (fsync=interval)",
+            f"{n:,} items of {size} bytes (fsync=interval), median of {rounds} runs",
             ["queue", "put/s", "get+ack/s", "put vs spoolkit", "get+ack vs spoolkit"],
             rows,
         )
@@ -188,31 +212,39 @@ def side_by_side(size: int, n: int, peers: dict[str, Peer]) -> dict[str, Any]:
     return {name: {"put": p, "get_ack": g} for name, (p, g) in results.items()}
 
 
-def group_commit(n_threads: int, per_thread: int) -> dict[str, float]:
-    """fsync="always": one thread's put rate (one fsync each) vs 8 threads sharing fsyncs."""
-    out = {}
-    for threads in (1, n_threads):
-        d = tempfile.mkdtemp(prefix="spoolbench-")
-        q = spoolkit.Queue(d, fsync="always")
-        payload = os.urandom(100)
+def durable_puts(threads: int, per_thread: int) -> float:
+    """fsync="always": puts/s of ``threads`` threads putting ``per_thread`` records each."""
+    d = tempfile.mkdtemp(prefix="spoolbench-")
+    q = spoolkit.Queue(d, fsync="always")
+    payload = os.urandom(100)
 
-        def worker(q: spoolkit.Queue = q, payload: bytes = payload) -> None:
-            for _ in range(per_thread):
-                q.put(payload)
+    def worker() -> None:
+        for _ in range(per_thread):
+            q.put(payload)
 
-        ts = [threading.Thread(target=worker) for _ in range(threads)]
-        t0 = time.perf_counter()
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-        out[f"{threads} thread(s)"] = threads * per_thread / (time.perf_counter() - t0)
-        q.close()
-        shutil.rmtree(d, ignore_errors=True)
-    single, many = out["1 thread(s)"], out[f"{n_threads} thread(s)"]
+    ts = [threading.Thread(target=worker) for _ in range(threads)]
+    t0 = time.perf_counter()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    rate = threads * per_thread / (time.perf_counter() - t0)
+    q.close()
+    shutil.rmtree(d, ignore_errors=True)
+    return rate
+
+
+def group_commit(n_threads: int, per_thread: int, rounds: int) -> dict[str, float]:
+    """One thread's durable put rate (one fsync each) vs ``n_threads`` sharing fsyncs; the
+    median of ``rounds`` interleaved runs of each."""
+    runs: dict[int, list[float]] = {1: [], n_threads: []}
+    for _ in range(rounds):
+        for threads, rates in runs.items():
+            rates.append(durable_puts(threads, per_thread))
+    single, many = statistics.median(runs[1]), statistics.median(runs[n_threads])
     print(
         table(
-            'fsync="always": durable puts/s (group commit)',
+            f'fsync="always": durable puts/s (group commit), median of {rounds} runs',
             ["putting threads", "puts/s", "vs 1 thread"],
             [
                 ["1", f"{single:,.0f}", "1.00x"],
@@ -220,7 +252,7 @@ def group_commit(n_threads: int, per_thread: int) -> dict[str, float]:
             ],
         )
     )
-    return out
+    return {"1 thread(s)": single, f"{n_threads} thread(s)": many}
 
 
 def median_us(what: str, op: Callable[[str, int], object], samples: int = 200) -> float:
@@ -283,17 +315,26 @@ def put_many(n: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=20_000)
-    parser.add_argument("--quick", action="store_true", help="fewer items, skip slow peers")
+    parser.add_argument("--rounds", type=int, default=5, help="runs of the fast peers (median)")
+    parser.add_argument("--dir", help="where the queues live (default: the temporary directory)")
+    parser.add_argument("--quick", action="store_true", help="fewer items, one round")
     args = parser.parse_args()
     n = 2_000 if args.quick else args.items
+    rounds = 1 if args.quick else args.rounds
+    if args.dir:
+        os.makedirs(args.dir, exist_ok=True)
+        tempfile.tempdir = args.dir  # every scratch directory below goes there
     results: dict[str, Any] = {
-        "command": "python benchmarks/queue_bench.py " + " ".join(sys.argv[1:])
+        "command": "python benchmarks/queue_bench.py " + " ".join(sys.argv[1:]),
+        "dir": tempfile.gettempdir(),
+        "rounds": rounds,
     }
     results["file_create_latency_us"] = file_create_latency_us()
-    results["100B"] = side_by_side(100, n, PEERS)
-    results["4KiB"] = side_by_side(4096, n, PEERS)
+    results["100B"] = side_by_side(100, n, PEERS, rounds)
+    results["4KiB"] = side_by_side(4096, n, PEERS, rounds)
+    results["file_create_latency_us_after"] = file_create_latency_us()
     results["fsync_latency_us"] = fsync_latency_us()
-    results["group_commit"] = group_commit(8, 200 if args.quick else 1000)
+    results["group_commit"] = group_commit(8, 200 if args.quick else 1000, rounds)
     results["put_many"] = put_many(20_000 if args.quick else 200_000)
     print("results written to", save("queue_bench", results))
 
