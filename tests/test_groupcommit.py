@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
+from spoolkit._disk import groupcommit
 from spoolkit._disk.groupcommit import GroupCommit
 from spoolkit.testing import FakeClock
 
@@ -162,3 +163,108 @@ def test_a_failed_flush_raises_for_its_leader_and_the_others_flush_again(
     during_a_flush(gc, disk, errors, 1, fail=True)
     assert [type(e) for e in errors] == [OSError]
     assert disk.flushes == [2]  # the waiter's own flush, after the failed one
+
+
+def test_a_caller_the_running_flush_covers_returns_with_it_and_leads_nothing(
+    clock: FakeClock,
+) -> None:
+    """A caller whose write the running flush already covers waits for that flush, returns
+    when it ends without a flush of its own, and does not count in the next group."""
+    gc = GroupCommit(max_patience=60, clock=clock.monotonic)
+    disk = Disk(clock)
+    early, late = disk.write(), disk.write()  # both written before the flush starts
+    disk.hold.clear()
+    leader = threading.Thread(target=gc.run, args=(early, disk.flush))
+    leader.start()
+    assert disk.in_flush.wait(10)
+    waiter = threading.Thread(target=gc.run, args=(late, disk.flush))
+    waiter.start()
+    until(lambda: len(gc._waiters) == 1, "the second caller waits")
+    disk.hold.set()
+    for t in (leader, waiter):
+        t.join(10)
+    assert disk.flushes == [2]  # one flush covered both
+    assert gc._inside == 0
+    assert not gc._flushing
+
+
+def test_callers_a_flush_does_not_cover_keep_waiting_and_the_first_leads_next(
+    clock: FakeClock,
+) -> None:
+    """When a flush ends, the callers that came in during it are not released: the first is
+    woken to lead the next flush, and the others wait (queued, not returned) until it ends."""
+    gc = GroupCommit(max_patience=0, clock=clock.monotonic)  # no gathering: flush at once
+    disk = Disk(clock)
+    disk.hold.clear()
+    first = threading.Thread(target=gc.run, args=(disk.write(), disk.flush))
+    first.start()
+    assert disk.in_flush.wait(10)
+    disk.in_flush.clear()
+    returned: list[int] = []
+    started, go = threading.Event(), threading.Event()
+
+    def second_flush() -> int:  # what the waiters pass: held until the test lets it go
+        started.set()
+        assert go.wait(10)
+        return disk.flush()
+
+    def wait_for(gen: int) -> None:
+        gc.run(gen, second_flush)
+        returned.append(gen)
+
+    rest = [threading.Thread(target=wait_for, args=(disk.write(),)) for _ in range(3)]
+    for t in rest:
+        t.start()
+    until(lambda: len(gc._waiters) == 3, "three callers wait")
+    disk.hold.set()
+    first.join(10)
+    assert started.wait(10), "a waiter leads the next flush"
+    assert returned == []
+    assert len(gc._waiters) == 2
+    go.set()
+    for t in rest:
+        t.join(10)
+    assert disk.flushes == [1, 4]
+    assert sorted(returned) == [2, 3, 4]
+
+
+class _InterruptedLock:
+    """A waiter's lock whose blocking wait raises once released (as a signal handler would
+    interrupt it), after the leader already handed it the flush or covered it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def acquire(self) -> bool:
+        if self._lock.acquire(blocking=False):
+            return True  # the waiter takes its own lock at once
+        assert self._lock.acquire(timeout=10)
+        raise KeyboardInterrupt
+
+    def release(self) -> None:
+        self._lock.release()
+
+
+def test_a_waiter_interrupted_after_being_made_leader_passes_the_flush_on(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next leader, interrupted as it wakes, hands the flush to the caller behind it,
+    which flushes and returns: nobody is left waiting for a flush no one runs."""
+    gc = GroupCommit(max_patience=0, clock=clock.monotonic)
+    disk = Disk(clock)
+    errors: list[BaseException] = []
+    disk.hold.clear()
+    first = caller(gc, disk, errors)
+    assert disk.in_flush.wait(10)
+    monkeypatch.setattr(groupcommit, "_new_lock", _InterruptedLock)
+    interrupted = caller(gc, disk, errors)
+    until(lambda: len(gc._waiters) == 1, "the interrupted caller waits")
+    monkeypatch.undo()
+    behind = caller(gc, disk, errors)
+    until(lambda: len(gc._waiters) == 2, "a second caller waits")
+    disk.hold.set()
+    for t in (first, interrupted, behind):
+        t.join(10)
+    assert [type(e) for e in errors] == [KeyboardInterrupt]
+    assert disk.flushes == [1, 3]
+    assert not gc._flushing

@@ -7,6 +7,12 @@ flush covered more than one caller, the leader waits until as many callers are i
 half the last flush's duration, at most :data:`MAX_PATIENCE`) before it flushes. A lone
 caller never waits.
 
+Waking threads is what bounds the gain where an fsync is fast, so each waiter sleeps on a
+lock of its own and is woken exactly once: when a flush covered it, or to lead the next one.
+The next leader is woken first, so its flush starts while the covered callers wake; none of
+them takes the shared lock again on the way out, and no caller is woken only to find that
+the flush did not cover it.
+
 On a disk whose fsync takes 0.5-2 ms, that lifts 8 putting threads from about 4x one
 thread's durable puts/s to 6-7x; where fsync is much faster than waking a thread, the
 wake-ups bound the gain either way.
@@ -21,6 +27,21 @@ from time import monotonic
 MAX_PATIENCE = 0.002
 """The longest a leader waits for the callers of the last group, in seconds."""
 
+_new_lock = threading.Lock  # a waiter's own lock (replaced in tests)
+
+
+class _Waiter:
+    """A caller waiting for a flush: its generation, and a held lock that wakes it."""
+
+    __slots__ = ("epoch", "lead", "lock", "upto")
+
+    def __init__(self, upto: int, epoch: int) -> None:
+        self.upto = upto
+        self.epoch = epoch
+        self.lead = False  # woken to lead the next flush, not because one covered it
+        self.lock = _new_lock()
+        self.lock.acquire()
+
 
 class GroupCommit:
     """Share flushes between concurrent callers; see the module docstring."""
@@ -30,10 +51,10 @@ class GroupCommit:
     ) -> None:
         self._max_patience = max_patience
         self._clock = clock
-        lock = threading.Lock()
-        self._done = threading.Condition(lock)  # callers waiting for a flush to end
-        self._joined = threading.Condition(lock)  # the leader waiting for its group
-        self._flushing = False
+        self._lock = threading.Lock()
+        self._joined = threading.Condition(self._lock)  # the leader waiting for its group
+        self._waiters: list[_Waiter] = []  # callers waiting for a flush, in arrival order
+        self._flushing = False  # a leader is gathering or flushing
         self._leader_waiting = False
         self._covered = 0  # the highest generation a finished flush covered
         self._inside = 0  # callers that came in since the last flush gathered its group
@@ -50,63 +71,98 @@ class GroupCommit:
                 caller at a time. If it raises, the caller that ran it gets the error and
                 the others run it again.
         """
-        with self._done:
-            epoch = self._epoch
+        with self._lock:
+            if self._covered >= upto:
+                return
             self._inside += 1
             if self._leader_waiting:
                 self._joined.notify()
-            leading = False
+            waiter = None
+            if self._flushing:
+                waiter = _Waiter(upto, self._epoch)
+                self._waiters.append(waiter)
+            else:
+                self._flushing = True
+                self._lead_gather()
+        if waiter is not None:
             try:
-                while self._flushing and self._covered < upto:
-                    self._done.wait()
-                if self._covered >= upto:
-                    self._leave(epoch)
-                    return
-                self._flushing = leading = True
-                self._gather()
-            except BaseException:
-                if leading:
-                    self._end(None, 0.0)
-                else:
-                    self._leave(epoch)
+                waiter.lock.acquire()  # released by a leader: covered, or to lead
+            except BaseException:  # interrupted (a signal handler raised): leave the queue
+                self._abandon(waiter)
                 raise
+            if not waiter.lead:
+                return
+            with self._lock:
+                self._lead_gather()
         started = self._clock()
         covered: int | None = None
         try:
             covered = flush()
         finally:
-            with self._done:
-                self._end(covered, self._clock() - started)
+            self._end(covered, self._clock() - started)
 
-    def _gather(self) -> None:
+    def _lead_gather(self) -> None:
         """As the leader, wait briefly for the callers of the last group (lock held).
 
         Every caller in at the end is covered by the flush that follows: each wrote before
         it came in, and the flush takes the generation after this.
         """
-        if self._group > 1 and self._inside < self._group:
-            deadline = self._clock() + self._patience
-            self._leader_waiting = True
-            try:
-                while self._inside < self._group:
-                    left = deadline - self._clock()
-                    if left <= 0 or not self._joined.wait(left):
-                        break  # patience spent
-            finally:
-                self._leader_waiting = False
+        try:
+            if self._group > 1 and self._inside < self._group:
+                deadline = self._clock() + self._patience
+                self._leader_waiting = True
+                try:
+                    while self._inside < self._group:
+                        left = deadline - self._clock()
+                        if left <= 0 or not self._joined.wait(left):
+                            break  # patience spent
+                finally:
+                    self._leader_waiting = False
+        except BaseException:
+            self._end(None, 0.0, locked=True)
+            raise
         self._group = self._inside
         self._inside = 0
         self._epoch += 1
 
-    def _leave(self, epoch: int) -> None:
-        """A caller leaves without leading (lock held): it counts no more if not gathered."""
-        if epoch == self._epoch:
-            self._inside -= 1
+    def _abandon(self, waiter: _Waiter) -> None:
+        """Take an interrupted ``waiter`` out of the queue; if it was just made the leader,
+        pass the flush on so that the callers behind it are not left waiting."""
+        with self._lock:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+                if waiter.epoch == self._epoch:
+                    self._inside -= 1
+                return
+        if waiter.lead:
+            self._end(None, 0.0)
 
-    def _end(self, covered: int | None, took: float) -> None:
-        """As the leader, end the flush and wake the waiters (lock held)."""
-        self._flushing = False
-        if covered is not None:
-            self._covered = max(self._covered, covered)
-            self._patience = min(self._max_patience, took / 2)
-        self._done.notify_all()
+    def _end(self, covered: int | None, took: float, *, locked: bool = False) -> None:
+        """As the leader, end the flush: wake the next leader first, then every caller the
+        flush covered (none if it failed: ``covered`` is None)."""
+        if not locked:
+            self._lock.acquire()
+        try:
+            if covered is not None:
+                self._covered = max(self._covered, covered)
+                self._patience = min(self._max_patience, took / 2)
+            done: list[_Waiter] = []
+            rest: list[_Waiter] = []
+            for w in self._waiters:
+                (done if covered is not None and w.upto <= covered else rest).append(w)
+            for w in done:
+                if w.epoch == self._epoch:  # came in after the gathering: not in a group
+                    self._inside -= 1
+            nxt = rest.pop(0) if rest else None
+            self._waiters = rest
+            if nxt is None:
+                self._flushing = False
+            else:
+                nxt.lead = True  # the flush stays taken: it passes to nxt
+        finally:
+            if not locked:
+                self._lock.release()
+        if nxt is not None:
+            nxt.lock.release()
+        for w in done:
+            w.lock.release()
