@@ -38,7 +38,7 @@ bench: $(STAMP) services
 	$(PY) benchmarks/spool_bench.py
 	$(PY) benchmarks/handler_bench.py
 	$(PY) benchmarks/redis_bench.py
-	$(PY) benchmarks/plot.py
+	$(PY) benchmarks/plot.py --update-docs docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache .demo .coverage

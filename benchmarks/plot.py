@@ -6,8 +6,13 @@ measure, on a log scale (rates differ by orders of magnitude). matplotlib draws 
 installed; otherwise this script writes the SVG itself, so the docs need no extra dependency.
 
     python benchmarks/plot.py                      # charts into docs/assets/benchmarks/
-    python benchmarks/plot.py --markdown           # and the tables, for docs/benchmarks.md
+    python benchmarks/plot.py --markdown           # and print the tables
+    python benchmarks/plot.py --update-docs docs/benchmarks.md
     python benchmarks/plot.py results/x.json --out /tmp/charts
+
+``--update-docs`` rewrites, in a Markdown file, every region between ``<!-- tables:NAME -->``
+and ``<!-- /tables -->`` with the tables of ``results/NAME.json``, so the figures in the docs
+are the ones the last run wrote.
 
 A "table" is any top-level entry mapping names to numbers (one measure) or to mappings of
 measure names to numbers (several measures, one colour each).
@@ -21,6 +26,7 @@ import html
 import json
 import math
 import os
+import re
 import sys
 from typing import Any
 
@@ -70,9 +76,9 @@ def _measures(table: Table) -> list[str]:
     return seen
 
 
-def markdown(name: str, results: dict[str, Any]) -> str:
+def markdown(name: str, results: dict[str, Any], *, heading: bool = True) -> str:
     """The tables of a results file as Markdown, with the command that made them."""
-    parts = [f"### {name}", ""]
+    parts = [f"### {name}", ""] if heading else []
     if results.get("command"):
         where = f" in `{results['dir']}`" if results.get("dir") else ""
         parts += [f"Made with `{results['command']}`{where}.", ""]
@@ -99,6 +105,30 @@ def markdown(name: str, results: dict[str, Any]) -> str:
             parts.append(f"| {row} | " + " | ".join(cells) + " |")
         parts.append("")
     return "\n".join(parts)
+
+
+_REGION = re.compile(r"<!-- tables:(\w+) -->\n.*?<!-- /tables -->", re.S)
+
+
+def update_docs(path: str, results: dict[str, dict[str, Any]]) -> int:
+    """Rewrite the table regions of the Markdown file ``path``; return how many."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    done = 0
+
+    def tables_of(m: re.Match[str]) -> str:
+        nonlocal done
+        name = m.group(1)
+        if name not in results:
+            return m.group(0)  # no results file for it this time: leave it as it is
+        done += 1
+        body = markdown(name, results[name], heading=False)
+        return f"<!-- tables:{name} -->\n{body}\n<!-- /tables -->"
+
+    text = _REGION.sub(tables_of, text)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return done
 
 
 def _fmt(v: float) -> str:
@@ -241,19 +271,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("files", nargs="*", help="results JSON files")
     parser.add_argument("--out", default=DEFAULT_OUT, help="where the SVG files go")
     parser.add_argument("--markdown", action="store_true", help="also print Markdown tables")
+    parser.add_argument("--update-docs", metavar="MD", help="rewrite the table regions of MD")
     args = parser.parse_args(argv)
     files = args.files or sorted(glob.glob(os.path.join(HERE, "results", "*.json")))
     if not files:
         print("no results files: run the benchmarks first (make bench)", file=sys.stderr)
         return 1
+    loaded: dict[str, dict[str, Any]] = {}
     for file in files:
         name = os.path.splitext(os.path.basename(file))[0]
         with open(file, encoding="utf-8") as f:
-            results = json.load(f)
+            results = loaded[name] = json.load(f)
         path = draw(name, results, args.out)
         print(f"{file}: {path or 'no table to draw'}", file=sys.stderr)
         if args.markdown:
             print(markdown(name, results))
+    if args.update_docs:
+        n = update_docs(args.update_docs, loaded)
+        print(f"{args.update_docs}: {n} table region(s) rewritten", file=sys.stderr)
     return 0
 
 
