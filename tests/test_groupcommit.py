@@ -268,3 +268,51 @@ def test_a_waiter_interrupted_after_being_made_leader_passes_the_flush_on(
     assert [type(e) for e in errors] == [KeyboardInterrupt]
     assert disk.flushes == [1, 3]
     assert not gc._flushing
+
+
+def test_under_load_no_caller_returns_before_a_flush_covered_it() -> None:
+    """8 threads, 300 calls each, some flushes failing: every call that returns normally
+    returns after a finished flush covered its write, and every failed call saw a failure."""
+    gc = GroupCommit(max_patience=0.0005)
+    lock = threading.Lock()
+    state = {"gen": 0, "durable": 0, "flushes": 0}
+    violations: list[tuple[int, int]] = []
+    failed: list[int] = []
+
+    def flush() -> int:
+        with lock:
+            target = state["gen"]
+            state["flushes"] += 1
+            fail = state["flushes"] % 37 == 0
+        time.sleep(0.0001)  # the "fsync", during which others write and queue up
+        if fail:
+            raise OSError(5, "EIO")
+        with lock:
+            state["durable"] = max(state["durable"], target)
+        return target
+
+    def worker() -> None:
+        for _ in range(300):
+            with lock:
+                state["gen"] += 1
+                gen = state["gen"]
+            try:
+                gc.run(gen, flush)
+            except OSError:
+                failed.append(gen)
+                continue
+            with lock:
+                if state["durable"] < gen:
+                    violations.append((gen, state["durable"]))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "a caller was left waiting"
+    assert violations == []
+    assert state["flushes"] < 8 * 300  # flushes were shared
+    assert len(failed) == state["flushes"] // 37  # each failure reached exactly its leader
+    assert not gc._flushing
+    assert gc._waiters == []
