@@ -23,6 +23,7 @@ import functools
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -228,35 +229,82 @@ def durable_puts(threads: int, per_thread: int, where: str | None = None) -> flo
         t.start()
     for t in ts:
         t.join()
-    rate = threads * per_thread / (time.perf_counter() - t0)
+    per_s = threads * per_thread / (time.perf_counter() - t0)
     q.close()
     shutil.rmtree(d, ignore_errors=True)
-    return rate
+    return per_s
+
+
+NATIVE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native", "group_commit.c")
+
+
+def build_native(out_dir: str) -> str | None:
+    """Compile ``native/group_commit.c`` into ``out_dir``; None (said why) if it cannot be."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        print("no C compiler: the native group-commit rows are left out\n")
+        return None
+    exe = os.path.join(out_dir, "group_commit")
+    done = subprocess.run(
+        [cc, "-O2", "-pthread", "-o", exe, NATIVE], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        print(f"building {NATIVE} failed, native rows left out:\n{done.stderr}")
+        return None
+    return exe
+
+
+def native_puts(exe: str, threads: int, per_thread: int) -> float:
+    """Durable records/s of the C group commit (see native/group_commit.c)."""
+    d = tempfile.mkdtemp(prefix="spoolbench-")
+    try:
+        out = subprocess.run(
+            [exe, d, str(threads), str(per_thread)], capture_output=True, text=True, check=True
+        )
+        return float(out.stdout)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def group_commit(n_threads: int, per_thread: int, rounds: int) -> dict[str, float]:
     """One thread's durable put rate (one fsync each) vs ``n_threads`` sharing fsyncs; the
     median of ``rounds`` interleaved runs of each.
 
-    Also, where ``/dev/shm`` (tmpfs) exists, ``n_threads`` there: an fsync costs next to
-    nothing on tmpfs, so that rate is what waking the threads alone allows, the ceiling of
-    sharing fsyncs on this machine.
+    Two references run beside them. Where ``/dev/shm`` (tmpfs) exists, ``n_threads`` there: an
+    fsync costs next to nothing on tmpfs, so that rate is what waking the threads alone
+    allows. And where a C compiler is at hand, the same with ``native/group_commit.c``: 1 and
+    ``n_threads`` threads appending to a file and sharing fdatasyncs without an interpreter,
+    what this disk and kernel allow.
     """
-    runs: dict[str, list[float]] = {"1 thread(s)": [], f"{n_threads} thread(s)": []}
+    native_dir = tempfile.mkdtemp(prefix="spoolbench-native-")
+    exe = build_native(native_dir)
+    many = f"{n_threads} thread(s)"
+    runs: dict[str, list[float]] = {"1 thread(s)": [], many: []}
     shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
     if shm:
-        runs[f"{n_threads} thread(s), fsync free (tmpfs)"] = []
+        runs[f"{many}, fsync free (tmpfs)"] = []
+    if exe:
+        runs["native C, 1 thread"] = []
+        runs[f"native C, {n_threads} threads"] = []
     for _ in range(rounds):
         for name, rates in runs.items():
-            threads = 1 if name.startswith("1 ") else n_threads
-            rates.append(durable_puts(threads, per_thread, shm if "tmpfs" in name else None))
+            threads = 1 if "1 thread" in name else n_threads
+            if name.startswith("native"):
+                assert exe is not None
+                rates.append(native_puts(exe, threads, per_thread))
+            else:
+                rates.append(durable_puts(threads, per_thread, shm if "tmpfs" in name else None))
+    shutil.rmtree(native_dir, ignore_errors=True)
     out = {name: statistics.median(rates) for name, rates in runs.items()}
-    single = out["1 thread(s)"]
+    rows = []
+    for name, per_s in out.items():
+        base = out["native C, 1 thread"] if name.startswith("native") else out["1 thread(s)"]
+        rows.append([name, f"{per_s:,.0f}", f"{per_s / base:.2f}x"])
     print(
         table(
             f'fsync="always": durable puts/s (group commit), median of {rounds} runs',
-            ["putting threads", "puts/s", "vs 1 thread"],
-            [[name, f"{rate:,.0f}", f"{rate / single:.2f}x"] for name, rate in out.items()],
+            ["putting threads", "puts/s", "vs 1 thread (of its kind)"],
+            rows,
         )
     )
     return out
