@@ -170,7 +170,7 @@ class Queue:
     @property
     def fsync_errors(self) -> int:
         """Background fsyncs (``fsync="interval"``) that failed; each is logged and retried."""
-        return self._store.fsync_errors
+        return self._store.durability.errors
 
     @property
     def recovery(self) -> Any:
@@ -450,7 +450,7 @@ class Queue:
         """
         with self._lock:
             self._store.check_open()
-        self._store.unlink_deferred()
+        self._store.durability.unlink_deferred()
         self._sync(None, "fsync failed", "records stay stored; the next sync tries again")
 
     def close(self) -> None:

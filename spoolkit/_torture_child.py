@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from spoolkit import Record, RetryPolicy, Spool
+from spoolkit._disk.durability import Durability
 from spoolkit._disk.segment import Segment
 from spoolkit._disk.store import Store
 from spoolkit.backends.disk import DiskBackend
@@ -153,9 +154,10 @@ def _announcing(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
 def _install_hooks() -> None:
     """Announce chunk rollover and cleanup, for every store of this process."""
     store: Any = Store
+    durability: Any = Durability
     segment: Any = Segment
     store._roll = _announcing("@roll", Store._roll)
-    store._unlink = _announcing("@cleanup", Store._unlink)
+    durability.unlink = _announcing("@cleanup", Durability.unlink)
     segment.retire = _announcing("@cleanup", Segment.retire)
     segment.delete = _announcing("@cleanup", Segment.delete)
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from spoolkit import Delivery, Queue
-from spoolkit._disk import store as store_module
+from spoolkit._disk import opening
 
 
 class QueueMachine(RuleBasedStateMachine):
@@ -77,11 +77,10 @@ class QueueMachine(RuleBasedStateMachine):
         """A crash: the files are dropped without any sync or clean-up."""
         store = self.q._store
         store.closed = True
-        store._stop.set()
+        store.durability.stop()
         with store.lock:
             store._close_files()
-        with store_module._OPEN_LOCK:
-            store_module._OPEN.pop(store.path, None)
+        opening.unregister(store)
         self._reopen()
 
     @invariant()

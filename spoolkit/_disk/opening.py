@@ -1,4 +1,5 @@
-"""Opening a store: pqueue migration, chunk recovery, the directory and its metadata.
+"""Opening a store: pqueue migration, chunk recovery, the directory and its metadata, and the
+stores open in this process (a newer one takes a directory over from an older one).
 
 These functions fill in a :class:`~spoolkit._disk.store.Store` being constructed; they are its
 opening half, kept apart from the put/take/ack half.
@@ -8,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
+import weakref
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -22,6 +25,32 @@ from spoolkit.serializers import BUILTIN_NAMES
 
 if TYPE_CHECKING:
     from spoolkit._disk.store import Store
+
+_OPEN: dict[str, weakref.ref[Store]] = {}  # the store open on each directory in this process
+_OPEN_LOCK = threading.Lock()
+
+
+def take_over(path: str) -> None:
+    """Close the store this process has open on ``path``, if any (pqueue's reopen idiom)."""
+    with _OPEN_LOCK:
+        ref = _OPEN.get(path)
+    other = ref() if ref is not None else None
+    if other is not None:
+        other.close("taken over by a newer Queue on the same path in this process")
+
+
+def register(store: Store) -> None:
+    """Record ``store`` as the one open on its directory in this process."""
+    with _OPEN_LOCK:
+        _OPEN[store.path] = weakref.ref(store)
+
+
+def unregister(store: Store) -> None:
+    """Forget ``store`` (if it is still the one recorded for its directory)."""
+    with _OPEN_LOCK:
+        ref = _OPEN.get(store.path)
+        if ref is not None and ref() is store:
+            del _OPEN[store.path]
 
 
 class RecoveryReport:
@@ -81,7 +110,7 @@ def open_store(store: Store, serializer_name: str) -> None:
         now = time.time()
         for payload in migrated:
             store.append(payload, None, now)
-        store._sync_all()
+        store.durability.sync_all(store._segs.values())
         meta.write_meta(store.path, {**fresh, "migrated_from_pqueue": True}, store.tempdir)
         migrate.finish(store.path)
     r = store.report

@@ -1,22 +1,22 @@
-"""The disk store: chunk files, the records in them, acknowledgements and fsync.
+"""The disk store: chunk files, the records in them and their acknowledgements.
 
 Not thread-safe by itself: callers hold ``store.lock`` around every method except :meth:`sync`
-and :meth:`close`, which take it themselves. The blocking conditions of the queue live here
-too, so that closing a store (or a newer instance taking the directory over) wakes every
-waiter.
+and :meth:`close`, which take it themselves. What an fsync must cover is marked in
+:attr:`Store.durability` (:mod:`spoolkit._disk.durability`). The blocking conditions of the
+queue live here too, so that closing a store (or a newer instance taking the directory over)
+wakes every waiter.
 """
 
 from __future__ import annotations
 
 import heapq
-import os
 import threading
 import time
-import weakref
 from collections import deque
 from zlib import crc32 as _crc
 
 from spoolkit._disk import framing, meta
+from spoolkit._disk.durability import Durability
 from spoolkit._disk.framing import (
     ACK_OFFSET,
     CHUNK_HEADER_SIZE,
@@ -27,8 +27,15 @@ from spoolkit._disk.framing import (
     U32,
     ChunkHeader,
 )
-from spoolkit._disk.groupcommit import GroupCommit
-from spoolkit._disk.opening import RecoveryReport, check_tempdir, open_store, prepare_dir
+from spoolkit._disk.opening import (
+    RecoveryReport,
+    check_tempdir,
+    open_store,
+    prepare_dir,
+    register,
+    take_over,
+    unregister,
+)
 from spoolkit._disk.segment import Segment
 from spoolkit._log import get_logger
 from spoolkit.errors import ClosedError, ConfigError, RecordTooLargeError
@@ -38,8 +45,6 @@ _HEADER = FRAME_HEADER_SIZE
 _pack_fields = FIELDS.pack
 _pack_u32 = U32.pack
 _join = b"".join
-_OPEN: dict[str, weakref.ref[Store]] = {}
-_OPEN_LOCK = threading.Lock()
 FSYNC_MODES = ("always", "interval", "never")
 FREE_CHUNKS = 4  # fully acknowledged chunk files kept mapped for reuse as new chunks
 
@@ -85,34 +90,25 @@ class Store:
         self.next_id = 0
         self.uid = b""  # set by open_store: a random id of the directory, kept in chunk headers
         self.report = RecoveryReport()
-        self.fsync_errors = 0
         self._segs: dict[int, Segment] = {}
         self._unread: deque[Segment] = deque()
         self._head: Segment | None = None
         self._redeliver: list[tuple[int, int]] = []
-        self._dirty: set[Segment] = set()
-        self._unlink_later: list[str] = []
         self._free: list[Segment] = []  # fully acknowledged chunks kept for reuse
-        self._dir_dirty = False
-        self._commit = GroupCommit()
         self._avg_frame = 256
         self._log = get_logger(path=self.path)
-        self._stop = threading.Event()
-        self._flusher: threading.Thread | None = None
-        _take_over(self.path)
+        self.durability = Durability(self.path, self.lock, lambda: self.gen, self._log)
+        self._dirty = self.durability.dirty  # the same set: marked on every append and ack
+        take_over(self.path)
         self._dirlock = meta.DirLock(self.path)
         try:
             open_store(self, serializer_name)
         except BaseException:
             self._close_files()
             raise
-        with _OPEN_LOCK:
-            _OPEN[self.path] = weakref.ref(self)
+        register(self)
         if fsync == "interval":
-            self._flusher = threading.Thread(
-                target=_flush_loop, args=(self, fsync_interval), name="spoolkit-fsync", daemon=True
-            )
-            self._flusher.start()
+            self.durability.start(fsync_interval)
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -135,7 +131,7 @@ class Store:
         self._segs[index] = seg
         self._unread.append(seg)
         self._head = seg
-        self._dir_dirty = True
+        self.durability.dir_dirty = True
         if old is not None:
             if old.used:
                 self._avg_frame = max(64, old.used // max(1, old.count))
@@ -354,76 +350,22 @@ class Store:
                 self._log.warning("chunk_retire_failed", chunk=seg.path, error=str(exc))
             else:
                 self._free.append(seg)  # its file becomes a later chunk: see _roll
-                self._dir_dirty = True
+                self.durability.dir_dirty = True
                 return
         seg.delete(unlink=False)
-        if self._flusher is not None:
-            self._unlink_later.append(seg.path)
+        durability = self.durability
+        if durability.background:
+            durability.unlink_later.append(seg.path)
         else:
-            self._unlink(seg.path)
-        self._dir_dirty = True
-
-    def _unlink(self, path: str) -> None:
-        """Remove a fully acknowledged chunk file; if that fails, the next open removes it."""
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            self._log.warning("chunk_unlink_failed", chunk=path, error=str(exc))
+            durability.unlink(seg.path)
+        durability.dir_dirty = True
 
     # -- durability --------------------------------------------------------------------------
 
     def sync(self, upto: int | None = None) -> None:
-        """``fsync`` what changed since the last sync; concurrent callers share one fsync.
-
-        Group commit (:class:`~spoolkit._disk.groupcommit.GroupCommit`): one caller fsyncs
-        everything written so far while the others wait; when it is done, every waiter whose
-        write it covered returns at once.
-
-        Args:
-            upto: the generation the caller needs covered; ``None`` for everything so far.
-        """
-        self._commit.run(self.gen if upto is None else upto, self._fsync_dirty)
-
-    def _fsync_dirty(self) -> int:
-        """fsync every chunk written since the last call (and the directory if names changed);
-        return the generation covered. On failure, what was dirty stays dirty."""
-        with self.lock:
-            target = self.gen
-            segs = list(self._dirty)
-            self._dirty.clear()
-            dir_dirty, self._dir_dirty = self._dir_dirty, False
-        try:
-            for seg in segs:
-                seg.sync()
-            if dir_dirty:
-                meta.fsync_dir(self.path)
-        except BaseException:
-            with self.lock:
-                self._dirty.update(s for s in segs if not s.deleted)
-                self._dir_dirty |= dir_dirty
-            raise
-        return target
-
-    def unlink_deferred(self) -> None:
-        """Remove the files of chunks deleted since the last call (off the ack path).
-
-        A crash before that leaves fully acknowledged chunks, which the next open removes.
-        """
-        with self.lock:
-            paths, self._unlink_later = self._unlink_later, []
-        for path in paths:
-            self._unlink(path)
-        if paths:
-            with self.lock:
-                self._dir_dirty = True
-
-    def _sync_all(self) -> None:
-        for seg in self._segs.values():
-            if seg.fd >= 0:
-                seg.sync()
-        meta.fsync_dir(self.path)
+        """:meth:`Durability.sync <spoolkit._disk.durability.Durability.sync>`: fsync what
+        changed, one fsync shared by concurrent callers."""
+        self.durability.sync(upto)
 
     # -- closing -----------------------------------------------------------------------------
 
@@ -437,20 +379,15 @@ class Store:
             self.not_empty.notify_all()
             self.not_full.notify_all()
             self.all_done.notify_all()
-        self._stop.set()
-        if self._flusher is not None and self._flusher is not threading.current_thread():
-            self._flusher.join()
-        self.unlink_deferred()
+        self.durability.stop()
+        self.durability.unlink_deferred()
         try:
             if self.fsync != "never":
                 self.sync()
         finally:
             with self.lock:
                 self._close_files()
-            with _OPEN_LOCK:
-                ref = _OPEN.get(self.path)
-                if ref is not None and ref() is self:
-                    del _OPEN[self.path]
+            unregister(self)
 
     def _close_files(self) -> None:
         for seg in self._free:
@@ -466,22 +403,3 @@ class Store:
         """Raise :class:`ClosedError` if closed (call with the lock held)."""
         if self.closed:
             raise ClosedError(f"queue at {self.path!r} was {self.closed_reason}")
-
-
-def _flush_loop(store: Store, interval: float) -> None:
-    log = store._log
-    while not store._stop.wait(interval):
-        try:
-            store.unlink_deferred()
-            store.sync()
-        except OSError as exc:
-            store.fsync_errors += 1
-            log.error("background_fsync_failed", error=str(exc))
-
-
-def _take_over(path: str) -> None:
-    with _OPEN_LOCK:
-        ref = _OPEN.get(path)
-    other = ref() if ref is not None else None
-    if other is not None:
-        other.close("taken over by a newer Queue on the same path in this process")
