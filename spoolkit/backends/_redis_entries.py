@@ -1,4 +1,5 @@
-"""The Redis backend's stream entries, and the messages it hands out for them.
+"""The Redis backend's stream entries, the messages it hands out for them, and the call
+wrapper its reader and writer share.
 
 Each entry has the fields ``d`` (the serialized item), ``t`` (``enqueued_at``, epoch seconds)
 and, for a requeued dead letter, ``r`` (its record id).
@@ -8,9 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-__all__ = ["StreamMessage", "Undecodable", "entry_fields", "text", "to_message"]
+__all__ = ["RedisCall", "StreamMessage", "Undecodable", "entry_fields", "text", "to_message"]
+
+T = TypeVar("T")
+
+
+class RedisCall(Protocol):
+    """Runs a Redis call, mapping redis-py's errors (``RedisBackend._call``)."""
+
+    def __call__(self, fn: Callable[[], T], /) -> T: ...
 
 
 @dataclass(slots=True, eq=False)

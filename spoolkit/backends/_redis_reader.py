@@ -12,25 +12,17 @@ import contextlib
 import time
 from collections.abc import Callable
 from operator import attrgetter
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 import redis
 
-from spoolkit.backends._redis_entries import StreamMessage, text, to_message
+from spoolkit.backends._redis_entries import RedisCall, StreamMessage, text, to_message
 from spoolkit.backends._screen import screen
 from spoolkit.deadletter import DeadLetters
 
 __all__ = ["GroupReader"]
 
 _record_id = attrgetter("record_id")
-
-T = TypeVar("T")
-
-
-class _Call(Protocol):
-    """Runs a Redis call, mapping redis-py's errors (``RedisBackend._call``)."""
-
-    def __call__(self, fn: Callable[[], T], /) -> T: ...
 
 
 class GroupReader:
@@ -63,7 +55,7 @@ class GroupReader:
         consumer: str,
         claim_idle: float,
         max_deliveries: int,
-        call: _Call,
+        call: RedisCall,
         decode: Callable[[bytes], Any],
         encode: Callable[[Any], bytes],
         ack: Callable[..., None],

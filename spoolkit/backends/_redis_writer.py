@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import redis
 
-from spoolkit.backends._redis_entries import entry_fields, text
+from spoolkit.backends._redis_entries import RedisCall, entry_fields, text
 
 __all__ = ["StreamWriter"]
 
-T = TypeVar("T")
-
 _TXN_CHUNK = 1000  # entries per MULTI/EXEC in add_many
-
-
-class _Call(Protocol):
-    """Runs a Redis call, mapping redis-py's errors (``RedisBackend._call``)."""
-
-    def __call__(self, fn: Callable[[], T], /) -> T: ...
 
 
 class StreamWriter:
@@ -34,7 +26,7 @@ class StreamWriter:
     """
 
     def __init__(
-        self, client: redis.Redis, *, stream: str, group: str, maxlen: int | None, call: _Call
+        self, client: redis.Redis, *, stream: str, group: str, maxlen: int | None, call: RedisCall
     ) -> None:
         self.client, self.stream, self.group, self.maxlen = client, stream, group, maxlen
         self._call = call
