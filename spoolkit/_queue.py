@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import os
-import pickle
 import time
 import weakref
 from collections.abc import Callable, Iterable
@@ -17,13 +15,12 @@ from spoolkit._handout import Delivery, Handout
 from spoolkit._log import get_logger
 from spoolkit._waits import Waits
 from spoolkit.errors import ConfigError, RecordTooLargeError, SerializationError
-from spoolkit.serializers import PickleSerializer, resolve
+from spoolkit.serializers import resolve
 from spoolkit.typing import Serializer
 
 __all__ = ["Delivery", "Queue"]
 
 _now = time.time
-_pickle = pickle.dumps
 
 
 def _unserializable(item: Any, exc: Exception) -> SerializationError:
@@ -104,14 +101,9 @@ class Queue:
         self._waits = Waits(store, maxsize, max_bytes)
         self._bounded = self._waits.bounded  # fixed for the queue's life: read on every put
         self._always = fsync == "always"
-        # the builtins themselves when it is plain pickle: one Python call less per record, and
-        # put() calls pickle.dumps(item, 5) itself (a partial's keyword costs more than pickling
-        # a small item)
-        plain = self._plain = type(self._serializer) is PickleSerializer
-        self._dumps: Callable[[Any], bytes] = (
-            functools.partial(pickle.dumps, protocol=5) if plain else self._serializer.dumps
-        )
-        self._loads: Callable[[bytes], Any] = pickle.loads if plain else self._serializer.loads
+        # bound once: for "pickle" these are the builtins themselves (see PickleSerializer)
+        self._dumps: Callable[[Any], bytes] = self._serializer.dumps
+        self._loads: Callable[[bytes], Any] = self._serializer.loads
         self._lock = store.lock
         self._not_empty = store.not_empty
         self._not_full = store.not_full
@@ -209,7 +201,7 @@ class Queue:
                 will be delivered) but may not survive a power loss; the message says which.
         """
         try:  # _encode inlined: one call less on the hottest path
-            payload = _pickle(item, 5) if self._plain else self._dumps(item)
+            payload = self._dumps(item)
         except Exception as exc:
             raise _unserializable(item, exc) from exc
         store = self._store
