@@ -99,7 +99,9 @@ class GroupCommit:
         try:
             covered = flush()
         finally:
-            self._end(covered, self._clock() - started)
+            with self._lock:
+                woken = self._end(covered, self._clock() - started)
+            _wake(woken)
 
     def _lead_gather(self) -> None:
         """As the leader, wait briefly for the callers of the last group (lock held).
@@ -119,7 +121,7 @@ class GroupCommit:
                 finally:
                     self._leader_waiting = False
         except BaseException:
-            self._end(None, 0.0, locked=True)
+            _wake(self._end(None, 0.0))  # pass the flush on; nothing was flushed
             raise
         self._group = self._inside
         self._inside = 0
@@ -131,38 +133,40 @@ class GroupCommit:
         with self._lock:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
-                if waiter.epoch == self._epoch:
-                    self._inside -= 1
-                return
-        if waiter.lead:
-            self._end(None, 0.0)
+                self._leave(waiter)
+                woken = []
+            else:  # released meanwhile: covered, or made the leader (then pass the flush on)
+                woken = self._end(None, 0.0) if waiter.lead else []
+        _wake(woken)
 
-    def _end(self, covered: int | None, took: float, *, locked: bool = False) -> None:
-        """As the leader, end the flush: wake the next leader first, then every caller the
-        flush covered (none if it failed: ``covered`` is None)."""
-        if not locked:
-            self._lock.acquire()
-        try:
-            if covered is not None:
-                self._covered = max(self._covered, covered)
-                self._patience = min(self._max_patience, took / 2)
-            done: list[_Waiter] = []
-            rest: list[_Waiter] = []
-            for w in self._waiters:
-                (done if covered is not None and w.upto <= covered else rest).append(w)
-            for w in done:
-                if w.epoch == self._epoch:  # came in after the gathering: not in a group
-                    self._inside -= 1
-            nxt = rest.pop(0) if rest else None
-            self._waiters = rest
-            if nxt is None:
-                self._flushing = False
-            else:
-                nxt.lead = True  # the flush stays taken: it passes to nxt
-        finally:
-            if not locked:
-                self._lock.release()
-        if nxt is not None:
-            nxt.lock.release()
+    def _leave(self, waiter: _Waiter) -> None:
+        """``waiter`` leaves without a flush of its own (lock held): if it came in after the
+        last gathering, it no longer counts in the next group."""
+        if waiter.epoch == self._epoch:
+            self._inside -= 1
+
+    def _end(self, covered: int | None, took: float) -> list[_Waiter]:
+        """As the leader, end the flush (lock held): return the waiters to wake, the next
+        leader first, then every caller the flush covered (none if it failed: ``covered`` is
+        None)."""
+        if covered is not None:
+            self._covered = max(self._covered, covered)
+            self._patience = min(self._max_patience, took / 2)
+        done: list[_Waiter] = []
+        rest: list[_Waiter] = []
+        for w in self._waiters:
+            (done if covered is not None and w.upto <= covered else rest).append(w)
         for w in done:
-            w.lock.release()
+            self._leave(w)
+        self._waiters = rest
+        if not rest:
+            self._flushing = False
+            return done
+        nxt = rest.pop(0)
+        nxt.lead = True  # the flush stays taken: it passes to nxt
+        return [nxt, *done]
+
+
+def _wake(waiters: list[_Waiter]) -> None:
+    for w in waiters:
+        w.lock.release()
