@@ -222,7 +222,7 @@ class Queue:
 
     def _sync(self, gen: int | None, doing: str, outcome: str = NOT_SYNCED) -> None:
         try:
-            self._store.sync(gen)
+            self._store.durability.sync(gen)
         except OSError as exc:
             raise storage_error(exc, self._store.path, doing, outcome) from exc
 

@@ -1,10 +1,10 @@
 """The disk store: chunk files, the records in them and their acknowledgements.
 
-Not thread-safe by itself: callers hold ``store.lock`` around every method except :meth:`sync`
-and :meth:`close`, which take it themselves. What an fsync must cover is marked in
-:attr:`Store.durability` (:mod:`spoolkit._disk.durability`). The blocking conditions of the
-queue live here too, so that closing a store (or a newer instance taking the directory over)
-wakes every waiter.
+Not thread-safe by itself: callers hold ``store.lock`` around every method except :meth:`close`,
+which takes it itself. What an fsync must cover is marked in :attr:`Store.durability`
+(:mod:`spoolkit._disk.durability`), whose ``sync`` takes the lock itself. The blocking
+conditions of the queue live here too, so that closing a store (or a newer instance taking the
+directory over) wakes every waiter.
 """
 
 from __future__ import annotations
@@ -360,13 +360,6 @@ class Store:
             durability.unlink(seg.path)
         durability.dir_dirty = True
 
-    # -- durability --------------------------------------------------------------------------
-
-    def sync(self, upto: int | None = None) -> None:
-        """:meth:`Durability.sync <spoolkit._disk.durability.Durability.sync>`: fsync what
-        changed, one fsync shared by concurrent callers."""
-        self.durability.sync(upto)
-
     # -- closing -----------------------------------------------------------------------------
 
     def close(self, reason: str = "closed") -> None:
@@ -383,7 +376,7 @@ class Store:
         self.durability.unlink_deferred()
         try:
             if self.fsync != "never":
-                self.sync()
+                self.durability.sync()
         finally:
             with self.lock:
                 self._close_files()
