@@ -174,11 +174,8 @@ SLOW = frozenset(
 
 
 def run_peer(fn: Peer, items: list[bytes]) -> tuple[float, float]:
-    d = tempfile.mkdtemp(prefix="spoolbench-")
-    try:
+    with tempfile.TemporaryDirectory(prefix="spoolbench-") as d:
         return fn(d, items)
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def side_by_side(size: int, n: int, peers: dict[str, Peer], rounds: int) -> dict[str, Any]:
@@ -224,23 +221,22 @@ def side_by_side(size: int, n: int, peers: dict[str, Peer], rounds: int) -> dict
 
 def durable_puts(threads: int, per_thread: int, where: str | None = None) -> float:
     """fsync="always": puts/s of ``threads`` threads putting ``per_thread`` records each."""
-    d = tempfile.mkdtemp(prefix="spoolbench-", dir=where)
-    q = spoolkit.Queue(d, fsync="always")
     payload = os.urandom(100)
+    with tempfile.TemporaryDirectory(prefix="spoolbench-", dir=where) as d:
+        q = spoolkit.Queue(d, fsync="always")
 
-    def worker() -> None:
-        for _ in range(per_thread):
-            q.put(payload)
+        def worker() -> None:
+            for _ in range(per_thread):
+                q.put(payload)
 
-    ts = [threading.Thread(target=worker) for _ in range(threads)]
-    t0 = time.perf_counter()
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    per_s = threads * per_thread / (time.perf_counter() - t0)
-    q.close()
-    shutil.rmtree(d, ignore_errors=True)
+        ts = [threading.Thread(target=worker) for _ in range(threads)]
+        t0 = time.perf_counter()
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        per_s = threads * per_thread / (time.perf_counter() - t0)
+        q.close()
     return per_s
 
 
@@ -265,14 +261,11 @@ def build_native(out_dir: str) -> str | None:
 
 def native_puts(exe: str, threads: int, per_thread: int) -> float:
     """Durable records/s of the C group commit (see native/group_commit.c)."""
-    d = tempfile.mkdtemp(prefix="spoolbench-")
-    try:
+    with tempfile.TemporaryDirectory(prefix="spoolbench-") as d:
         out = subprocess.run(
             [exe, d, str(threads), str(per_thread)], capture_output=True, text=True, check=True
         )
-        return float(out.stdout)
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+    return float(out.stdout)
 
 
 def group_commit(n_threads: int, per_thread: int, rounds: int) -> dict[str, float]:
@@ -285,25 +278,24 @@ def group_commit(n_threads: int, per_thread: int, rounds: int) -> dict[str, floa
     ``n_threads`` threads appending to a file and sharing fdatasyncs without an interpreter,
     what this disk and kernel allow.
     """
-    native_dir = tempfile.mkdtemp(prefix="spoolbench-native-")
-    exe = build_native(native_dir)
     many = f"{n_threads} thread(s)"
     runs: dict[str, list[float]] = {"1 thread(s)": [], many: []}
     shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
     if shm:
         runs[f"{many}, fsync free (tmpfs)"] = []
-    if exe:
-        runs["native C, 1 thread"] = []
-        runs[f"native C, {n_threads} threads"] = []
-    for _ in range(rounds):
-        for name, rates in runs.items():
-            threads = 1 if "1 thread" in name else n_threads
-            if name.startswith("native"):
-                assert exe is not None
-                rates.append(native_puts(exe, threads, per_thread))
-            else:
-                rates.append(durable_puts(threads, per_thread, shm if "tmpfs" in name else None))
-    shutil.rmtree(native_dir, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="spoolbench-native-") as native_dir:
+        exe = build_native(native_dir)
+        if exe:
+            runs["native C, 1 thread"] = []
+            runs[f"native C, {n_threads} threads"] = []
+        for _ in range(rounds):
+            for name, rates in runs.items():
+                threads = 1 if "1 thread" in name else n_threads
+                if exe and name.startswith("native"):
+                    rates.append(native_puts(exe, threads, per_thread))
+                else:
+                    where = shm if "tmpfs" in name else None
+                    rates.append(durable_puts(threads, per_thread, where))
     out = {name: statistics.median(rates) for name, rates in runs.items()}
     rows = []
     for name, per_s in out.items():
