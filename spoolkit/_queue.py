@@ -106,6 +106,7 @@ class Queue:
         self._loads: Callable[[bytes], Any] = self._serializer.loads
         self._lock = store.lock
         self._not_empty = store.not_empty
+        self._getters = store.not_empty._waiters  # type: ignore[attr-defined]  # put checks it
         self._not_full = store.not_full
         self._all_done = store.all_done
         self._log = get_logger(path=store.path)
@@ -205,7 +206,9 @@ class Queue:
         except Exception as exc:
             raise _unserializable(item, exc) from exc
         store = self._store
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not `with`: half the cost on this path
+        try:
             if store.closed:
                 store.check_open()
             if self._bounded:
@@ -215,8 +218,10 @@ class Queue:
             except OSError as exc:
                 raise storage_error(exc, store.path, "cannot store the record", NOT_STORED) from exc
             gen = store.gen
-            if self._not_empty._waiters:  # type: ignore[attr-defined]
+            if self._getters:
                 self._not_empty.notify()
+        finally:
+            lock.release()
         if durable or self._always:
             self._sync(gen, "the record's fsync failed")
 
@@ -307,7 +312,9 @@ class Queue:
             Empty: nothing arrived within ``timeout`` (or at once when ``block`` is false).
             ValueError: ``timeout`` is negative.
         """
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not `with`, as in put
+        try:
             self._store.check_open()
             d = None
             while d is None:
@@ -318,6 +325,8 @@ class Queue:
             if self._bounded:
                 self._not_full.notify()
             return d.item
+        finally:
+            lock.release()
 
     def get_nowait(self) -> Any:
         """``get(block=False)``."""
@@ -387,12 +396,16 @@ class Queue:
             ValueError: nothing handed out is waiting for acknowledgement.
         """
         store = self._store
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not `with`, as in put
+        try:
             store.check_open()
             d = self._handout.pop_for_task_done()
             store.ack(d._seg, d._off, d._crc)
             self._after_ack()
             gen = store.gen
+        finally:
+            lock.release()
         if self._always:
             self._sync(gen, "the acknowledgement's fsync failed", _ACK_NOT_SYNCED)
 
