@@ -98,3 +98,27 @@ def test_group_commit_shares_fsyncs_between_threads(tmp_path: Path, fsyncs: list
     assert q.qsize() == 800
     assert len(fsyncs) < 800
     q.close()
+
+
+def test_a_sync_covers_each_chunk_written_since_the_last(tmp_path: Path, fsyncs: list[str]) -> None:
+    """Appends leave no dirty mark: a sync fsyncs the head chunk and each chunk rolled away
+    since the last sync, and a sync with nothing written since fsyncs no chunk."""
+
+    def synced() -> list[str]:
+        names = sorted(Path(p).name for p in fsyncs)
+        fsyncs.clear()
+        return names
+
+    with Queue(tmp_path, chunksize=2, fsync="never") as q:
+        for i in range(5):
+            q.put(i)
+        q.sync()
+        assert synced() == ["q00000", "q00001", "q00002"]
+        q.sync()
+        assert synced() == []
+        q.put(5)
+        q.sync()
+        assert synced() == ["q00002"]
+        q.put(6)  # rolls: q00002 is full
+        q.sync()
+        assert synced() == ["q00003"]

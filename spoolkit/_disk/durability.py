@@ -1,11 +1,13 @@
 """What the next fsync must cover, and who runs it.
 
-The store marks what it changes: the chunks written or acknowledged (:attr:`Durability.dirty`),
-the directory when chunk files appear, are renamed or are removed (:attr:`Durability.dir_dirty`),
-and, with a background flusher, the files of deleted chunks whose removal waits off the ack
-path (:attr:`Durability.unlink_later`). :meth:`Durability.sync` fsyncs what is marked for all
-the callers waiting at once (group commit); with ``fsync="interval"`` a background thread
-removes the waiting files and syncs every ``interval`` seconds.
+The store marks what it changes: the chunks acknowledged in, or rolled away from, since the
+last sync (:attr:`Durability.dirty`), the directory when chunk files appear, are renamed or are
+removed (:attr:`Durability.dir_dirty`), and, with a background flusher, the files of deleted
+chunks whose removal waits off the ack path (:attr:`Durability.unlink_later`). Appends to the
+head chunk mark nothing (one set insertion less per put): a sync covers the head chunk whenever
+the store's generation moved since the last one. :meth:`Durability.sync` fsyncs what is marked
+for all the callers waiting at once (group commit); with ``fsync="interval"`` a background
+thread removes the waiting files and syncs every ``interval`` seconds.
 
 The store's lock guards the marks: the store changes them with it held, and this module
 takes it to read and clear them.
@@ -34,7 +36,12 @@ class Durability:
     """
 
     def __init__(
-        self, path: str, lock: threading.Lock, generation: Callable[[], int], log: Any
+        self,
+        path: str,
+        lock: threading.Lock,
+        generation: Callable[[], int],
+        head: Callable[[], Segment | None],
+        log: Any,
     ) -> None:
         self.path = path
         self.dirty: set[Segment] = set()
@@ -44,6 +51,9 @@ class Durability:
         """Background fsyncs that failed (logged as ``background_fsync_failed``)."""
         self._lock = lock
         self._generation = generation
+        self._head = head
+        self.synced = 0
+        """The generation the last successful sync covered."""
         self._log = log
         self._commit = GroupCommit()
         self._stop = threading.Event()
@@ -95,6 +105,9 @@ class Durability:
             target = self._generation()
             segs = list(self.dirty)
             self.dirty.clear()
+            head = self._head()
+            if target != self.synced and head is not None and head not in segs:
+                segs.append(head)  # appends to the head chunk mark nothing: see the store
             dir_dirty, self.dir_dirty = self.dir_dirty, False
         try:
             for seg in segs:
@@ -106,6 +119,7 @@ class Durability:
                 self.dirty.update(s for s in segs if not s.deleted)
                 self.dir_dirty |= dir_dirty
             raise
+        self.synced = target  # flushes run one at a time (group commit)
         return target
 
     def unlink_deferred(self) -> None:

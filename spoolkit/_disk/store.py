@@ -97,7 +97,9 @@ class Store:
         self._free: list[Segment] = []  # fully acknowledged chunks kept for reuse
         self._avg_frame = 256
         self._log = get_logger(path=self.path)
-        self.durability = Durability(self.path, self.lock, lambda: self.gen, self._log)
+        self.durability = Durability(
+            self.path, self.lock, lambda: self.gen, lambda: self._head, self._log
+        )
         self._dirty = self.durability.dirty  # the same set: marked on every append and ack
         take_over(self.path)
         self._dirlock = meta.DirLock(self.path)
@@ -133,6 +135,8 @@ class Store:
         self._head = seg
         self.durability.dir_dirty = True
         if old is not None:
+            if self.gen != self.durability.synced:  # appends to the head leave no mark
+                self._dirty.add(old)
             if old.used:
                 self._avg_frame = max(64, old.used // max(1, old.count))
             if old is not self._unread[0]:
@@ -175,8 +179,7 @@ class Store:
         seg.used += size
         self.pending_total += 1
         self.bytes_used += size
-        self.gen += 1
-        self._dirty.add(seg)
+        self.gen += 1  # the head chunk is always synced when gen moved: no dirty mark here
         return record_id
 
     def append_many(self, payloads: list[bytes], enqueued_at: float) -> None:
