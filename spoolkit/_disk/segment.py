@@ -105,6 +105,9 @@ class Segment:
             os.fchmod(fd, 0o600)
             size = _round_up(max(initial_bytes, CHUNK_HEADER_SIZE + PAGE))
             os.posix_fallocate(fd, 0, size)
+            # written before the map exists: cheaper than the first write through it (which
+            # faults the page in, then faults again to make it writable)
+            os.pwrite(fd, framing.encode_chunk_header(header), 0)
             seg.fd = fd
             seg.size = size
             seg.mm = mmap.mmap(fd, size)
@@ -112,7 +115,6 @@ class Segment:
             os.close(fd)
             os.unlink(path)
             raise
-        seg.mm[0:CHUNK_HEADER_SIZE] = framing.encode_chunk_header(header)
         seg.capacity = header.capacity
         seg.first_id = header.first_id
         seg.loaded = True
