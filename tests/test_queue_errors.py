@@ -214,6 +214,22 @@ def test_enospc_when_rolling_to_a_new_chunk_leaves_no_file(
         assert [d.item for d in q.get_batch(5)] == [b"a", b"b", b"c"]
 
 
+def test_a_kernel_refusing_to_prefault_chunks_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """madvise refused (an advice this kernel does not know): chunks are created and grown as
+    before, every record comes back, and the advice is not tried again."""
+    monkeypatch.setattr(segment, "_populate", [0x7FFF])  # no such advice: EINVAL
+    items = [bytes([i]) * (100 + 3000 * (i % 2)) for i in range(12)]
+    with Queue(tmp_path, serializer="raw", chunksize=4) as q:
+        q.put(items[0])
+        assert segment._populate == []  # refused once, then left alone
+        for x in items[1:]:
+            q.put(x)  # rolls to new chunks and grows them
+    with Queue(tmp_path, serializer="raw", chunksize=4) as q:
+        assert [d.item for d in q.get_batch(20)] == items
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
 def test_real_full_filesystem(tmp_path: Path) -> None:
     """On a real 256 KiB tmpfs: puts fail with ENOSPC once full; earlier records all come back."""
