@@ -13,6 +13,7 @@ import pytest
 
 from spoolkit import Full, Queue
 from spoolkit._disk import segment
+from spoolkit._disk.framing import FRAME_HEADER_SIZE
 from spoolkit.errors import (
     ConfigError,
     LockedError,
@@ -105,6 +106,30 @@ def test_max_bytes_makes_put_full(tmp_path: Path) -> None:
         q.ack(*q.get_batch(2))  # the first chunk is now fully acknowledged: its bytes free
         q.put(b"b" * 100, timeout=0)
         assert q.qsize() == 3
+
+
+def test_bytes_used_counts_the_frames_of_live_chunks(tmp_path: Path) -> None:
+    """bytes_used (what max_bytes bounds) is the size of every frame in a chunk not yet
+    deleted: through puts, put_many, chunk rolls, a chunk deleted by acks, and a reopen."""
+
+    def frames(*items: bytes) -> int:
+        return sum(FRAME_HEADER_SIZE + len(x) for x in items)
+
+    first = [bytes(10 * i) for i in range(1, 6)]
+    more = [bytes(7 * i) for i in range(1, 5)]
+    with Queue(tmp_path, serializer="raw", chunksize=3) as q:
+        assert q.bytes_used == 0
+        for x in first:
+            q.put(x)
+        assert q.bytes_used == frames(*first)
+        q.put_many(more)
+        assert q.bytes_used == frames(*first, *more)
+        q.ack(*q.get_batch(3))  # the whole first chunk: it is deleted
+        assert q.bytes_used == frames(*first[3:], *more)
+    with Queue(tmp_path, serializer="raw", chunksize=3) as q:
+        assert q.bytes_used == frames(*first[3:], *more)
+        q.put(b"x" * 99)
+        assert q.bytes_used == frames(*first[3:], *more, b"x" * 99)
 
 
 def test_record_larger_than_max_bytes_is_refused_not_blocked(tmp_path: Path) -> None:
