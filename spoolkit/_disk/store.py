@@ -100,7 +100,7 @@ class Store:
         self.durability = Durability(
             self.path, self.lock, lambda: self.gen, lambda: self._head, self._log
         )
-        self._dirty = self.durability.dirty  # the same set: marked on every append and ack
+        self._dirty = self.durability.dirty  # the same set: marked on acks and rolls
         take_over(self.path)
         self._dirlock = meta.DirLock(self.path)
         try:
