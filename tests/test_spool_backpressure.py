@@ -5,12 +5,13 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from spoolkit import Record
-from spoolkit.errors import SpoolError, SpoolFull
+from spoolkit.errors import ClosedError, SpoolError, SpoolFull
 from spoolkit.testing import FakeClock, MemorySink
 from tests.helpers import EventLog, event_log_factory, spool_factory
 
@@ -152,3 +153,41 @@ def test_put_many_with_a_drop_policy_goes_item_by_item(make_spool: Any) -> None:
     stats = spool.stats()
     assert stats.enqueued + stats.dropped == 200
     assert stats.dropped > 0
+
+
+@pytest.mark.parametrize("when_full", ["block", "raise", "drop_newest", "drop_oldest"])
+def test_the_producers_prepared_put_acts_as_put(
+    make_spool: Any, tmp_path: Path, when_full: str
+) -> None:
+    """Spool._putter (what SpoolHandler and SpoolProcessor call) has put's outcomes under
+    every when_full: the same records stored, refused or dropped, and ClosedError once
+    stopped; for block and raise it stores without going through put."""
+    outcomes: dict[str, tuple[list[str], Any]] = {}
+    for way in ("put", "prepared"):
+        spool = make_spool(MemorySink(), tmp_path / way, max_bytes=LIMIT, when_full=when_full)
+        put = spool._putter(0) if way == "prepared" else (lambda x, s=spool: s.put(x, timeout=0))
+        calls = 0
+        real = spool.put
+
+        def counting(*args: Any, real: Any = real, **kwargs: Any) -> None:
+            nonlocal calls
+            calls += 1
+            real(*args, **kwargs)
+
+        spool.put = counting
+        seen = []
+        for i in range(80):
+            try:
+                put(_item(i))
+                seen.append("stored")
+            except SpoolFull:
+                seen.append("full")
+        stats = spool.stats()
+        outcomes[way] = (seen, (stats.enqueued, stats.dropped, stats.backlog))
+        if way == "prepared" and when_full in ("block", "raise"):
+            assert calls == 0
+        spool.stop(drain=False)
+        with pytest.raises(ClosedError):
+            put(_item(0))
+    assert outcomes["prepared"] == outcomes["put"]
+    assert "stored" in outcomes["put"][0]

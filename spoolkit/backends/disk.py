@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from operator import attrgetter
 from typing import Any
 
@@ -114,6 +114,12 @@ class DiskBackend:
     def put(self, item: Any, *, block: bool, timeout: float | None) -> None:
         """``Queue.put``: raises ``queue.Full`` when there is no room in time."""
         self.queue.put(item, block, timeout)
+
+    @property
+    def queue_put(self) -> Callable[[Any, bool, float | None], None]:
+        """The queue's own ``put(item, block, timeout)``: what :meth:`put` calls, for a
+        Spool's producers to call directly (see ``Spool._putter``)."""
+        return self.queue.put
 
     def put_durable(self, item: Any, *, block: bool, timeout: float | None) -> str:
         """Store ``item``, fsync it, and return its record id.

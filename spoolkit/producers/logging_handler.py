@@ -183,6 +183,9 @@ def resolve_sink(sink: Any) -> Any:
 
 def bounded_put(spool: Any, timeout: float) -> Callable[[Any], None]:
     """``spool.put`` that waits at most ``timeout`` seconds for room, raising ``queue.Full``."""
+    prepare = getattr(spool, "_putter", None)  # a spoolkit.Spool: ready for its configuration
+    if prepare is not None:
+        return prepare(timeout)  # type: ignore[no-any-return]
     put: Callable[..., None] = spool.put
     try:
         params = inspect.signature(put).parameters
