@@ -141,9 +141,10 @@ class Handout:
 
     def got(self, d: Delivery) -> None:
         """Remember that ``get`` handed ``d`` to the calling thread (for ``task_done``)."""
-        handed = self._handed.get(_get_ident())
+        ident = _get_ident()
+        handed = self._handed.get(ident)
         if handed is None:
-            handed = self._handed[_get_ident()] = deque()
+            handed = self._handed[ident] = deque()
         handed.append((d._seg.index, d._off))
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:

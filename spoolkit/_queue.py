@@ -312,11 +312,15 @@ class Queue:
             Empty: nothing arrived within ``timeout`` (or at once when ``block`` is false).
             ValueError: ``timeout`` is negative.
         """
+        store = self._store
         lock = self._lock
         lock.acquire()  # not `with`, as in put
         try:
-            self._store.check_open()
+            if store.closed:
+                store.check_open()
             d = None
+            if timeout is None and store.pending_total:  # nothing to wait for or to check
+                d = self._handout.take_one()
             while d is None:
                 if not self._waits.wait_for_records(block, timeout):
                     raise Empty
@@ -399,7 +403,8 @@ class Queue:
         lock = self._lock
         lock.acquire()  # not `with`, as in put
         try:
-            store.check_open()
+            if store.closed:
+                store.check_open()
             d = self._handout.pop_for_task_done()
             store.ack(d._seg, d._off, d._crc)
             self._after_ack()

@@ -7,6 +7,7 @@ import pickle
 import queue
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -296,3 +297,25 @@ def test_get_hands_out_redeliveries_first_and_skips_undecodable_records(tmp_path
         assert q.undecodable == 1
         with pytest.raises(queue.Empty):
             q.get_nowait()
+
+
+def test_get_waits_when_every_waiting_record_is_undecodable(tmp_path: Path) -> None:
+    """With only undecodable records waiting, get() (no timeout) skips them and then waits
+    for a new record, as on an empty queue, instead of raising Empty."""
+    with Queue(tmp_path, serializer=_RefusesBad()) as q:
+        q.put("bad")
+        got: list[Any] = []
+        getter = threading.Thread(target=lambda: got.append(q.get()))
+        getter.start()
+        waiting = threading.Event()
+        for _ in range(2000):  # bounded: until the getter waits for a record, checked each 5 ms
+            with q._lock:
+                if q._not_empty._waiters:  # type: ignore[attr-defined]
+                    break
+            waiting.wait(0.005)
+        assert getter.is_alive()
+        assert got == []
+        q.put("good")
+        getter.join(10)
+        assert got == ["good"]
+        assert q.undecodable == 1
