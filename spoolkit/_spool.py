@@ -254,13 +254,13 @@ class Spool:
             ClosedError: the spool was stopped.
         """
         if not self._accepting:
-            raise ClosedError(f"spool at {self.path!r} was stopped")
+            raise self._stopped()
         mode = self._when_full
         try:
             self._backend.put(item, block=mode == "block", timeout=timeout)
         except Full:
             if mode in ("block", "raise"):
-                raise SpoolFull(f"spool at {self.path!r} is at max_bytes") from None
+                raise self._full() from None
             if not self._make_room(item):
                 return
         else:
@@ -287,13 +287,19 @@ class Spool:
 
         def put(item: Any) -> None:
             if not self._accepting:
-                raise ClosedError(f"spool at {self.path!r} was stopped")
+                raise self._stopped()
             try:
                 queue_put(item, block, timeout)
             except Full:
-                raise SpoolFull(f"spool at {self.path!r} is at max_bytes") from None
+                raise self._full() from None
 
         return put
+
+    def _stopped(self) -> ClosedError:
+        return ClosedError(f"spool at {self.path!r} was stopped")
+
+    def _full(self) -> SpoolFull:
+        return SpoolFull(f"spool at {self.path!r} is at max_bytes")
 
     def _make_room(self, item: Any) -> bool:
         """Apply a drop policy; True if ``item`` was stored in the end."""
@@ -319,7 +325,7 @@ class Spool:
             as :meth:`put`.
         """
         if not self._accepting:
-            raise ClosedError(f"spool at {self.path!r} was stopped")
+            raise self._stopped()
         items = items if isinstance(items, Sequence) else list(items)
         if self._when_full == "block" or self._max_bytes is None:
             self._backend.put_many(items)
@@ -384,12 +390,12 @@ class Spool:
 
     def _defer(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> DeferredHandle:
         if not self._accepting:
-            raise ClosedError(f"spool at {self.path!r} was stopped")
+            raise self._stopped()
         item = to_item(DeferredCall(name, args, kwargs), self._serializer_name)
         try:
             rid = self._backend.put_durable(item, block=self._when_full != "raise", timeout=None)
         except Full:
-            raise SpoolFull(f"spool at {self.path!r} is at max_bytes") from None
+            raise self._full() from None
         if self._count_puts:
             self._counters.add("enqueued")
         return DeferredHandle(rid, name)
