@@ -62,10 +62,11 @@ def scratch(where: str | None = None) -> Iterator[str]:
         gc.collect()  # a peer left for the collector must unmap its files before they shrink
         if where is not None:  # another file system (tmpfs), outside the root: remove it
             shutil.rmtree(d, ignore_errors=True)
-        for root, _dirs, files in os.walk(d):
-            for name in files:
-                with contextlib.suppress(OSError):
-                    os.truncate(os.path.join(root, name), 0)
+        else:
+            for root, _dirs, files in os.walk(d):
+                for name in files:
+                    with contextlib.suppress(OSError):
+                        os.truncate(os.path.join(root, name), 0)
 
 
 def stdlib_style(q: Any, items: list[bytes]) -> tuple[float, float]:
