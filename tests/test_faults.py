@@ -139,10 +139,10 @@ def test_file_size_limit_is_a_disk_full_error_and_keeps_every_record(tmp_path: P
 
 
 def test_enospc_reserving_a_new_chunk_is_a_disk_full_error(tmp_path: Path, faults: Faults) -> None:
-    """posix_fallocate ENOSPC at a chunk rollover: DiskFullError, no stray file, puts resume."""
+    """ENOSPC writing out a new chunk at a rollover: DiskFullError, no stray file, puts resume."""
     with Queue(tmp_path, serializer="raw", chunksize=2) as q:
         q.put_many([b"a", b"b"])
-        faults.fail("posix_fallocate", ENOSPC, tmp_path)
+        faults.fail("pwrite", ENOSPC, tmp_path)
         with pytest.raises(DiskFullError, match="No space left"):
             q.put(b"c")
         with pytest.raises(DiskFullError) as info:

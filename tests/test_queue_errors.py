@@ -219,22 +219,27 @@ def test_enospc_when_growing_a_chunk_loses_nothing(
     assert items == [b"a" * 100] * 5 + [b"b" * 2_000_000]
 
 
+@pytest.mark.parametrize("how", ["refused", "short"])
 def test_enospc_when_rolling_to_a_new_chunk_leaves_no_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
-    """A new chunk that cannot be preallocated is removed again; the queue keeps working."""
+    """A new chunk that cannot be written out whole (the write refused, or cut short as a
+    nearly full disk cuts it) is removed again; the queue keeps working."""
     with Queue(tmp_path, serializer="raw", chunksize=2) as q:
         q.put_many([b"a", b"b"])
-        real = os.posix_fallocate
+        real = os.pwrite
 
-        def full(fd: int, off: int, length: int) -> None:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        def full(fd: int, data: bytes, offset: int) -> int:
+            if how == "refused":
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real(fd, data[: len(data) // 2], offset)
 
-        monkeypatch.setattr(segment.os, "posix_fallocate", full)
-        with pytest.raises(OSError, match="No space"):
+        monkeypatch.setattr(segment.os, "pwrite", full)
+        with pytest.raises(OSError, match="No space") as info:
             q.put(b"c")
+        assert info.value.errno == errno.ENOSPC
         assert sorted(n for n in os.listdir(tmp_path) if n.startswith("q")) == ["q00000"]
-        monkeypatch.setattr(segment.os, "posix_fallocate", real)
+        monkeypatch.setattr(segment.os, "pwrite", real)
         q.put(b"c")
         assert [d.item for d in q.get_batch(5)] == [b"a", b"b", b"c"]
 
@@ -242,14 +247,15 @@ def test_enospc_when_rolling_to_a_new_chunk_leaves_no_file(
 def test_a_kernel_refusing_to_prefault_chunks_changes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """madvise refused (an advice this kernel does not know): chunks are created and grown as
-    before, every record comes back, and the advice is not tried again."""
+    """madvise refused (an advice this kernel does not know): chunks are grown as before,
+    every record comes back, and the advice is not tried again."""
     monkeypatch.setattr(segment, "_populate", [0x7FFF])  # no such advice: EINVAL
-    items = [bytes([i]) * (100 + 3000 * (i % 2)) for i in range(12)]
+    items = [bytes([i]) * (100 + 30_000 * (i % 2)) for i in range(12)]
     with Queue(tmp_path, serializer="raw", chunksize=4) as q:
         q.put(items[0])
+        q.put(items[1])  # grows the chunk
         assert segment._populate == []  # refused once, then left alone
-        for x in items[1:]:
+        for x in items[2:]:
             q.put(x)  # rolls to new chunks and grows them
     with Queue(tmp_path, serializer="raw", chunksize=4) as q:
         assert [d.item for d in q.get_batch(20)] == items

@@ -1,10 +1,11 @@
 """Fault injection at the file-I/O seam: ``os`` calls that fail on demand under one directory.
 
 spoolkit's disk code reaches the operating system through a handful of ``os`` functions
-(``posix_fallocate`` to reserve space, ``fsync``, ``write`` and ``replace`` for ``meta.json``,
-``open``/``rename``/``unlink`` for chunk files); chunk data itself goes through a memory map,
-whose writes cannot fail once the space is reserved. :class:`Faults` wraps those functions so
-that, while a fault is armed, calls on paths under a chosen directory raise ``OSError``.
+(``pwrite`` to write a new chunk file out, ``posix_fallocate`` to grow one, ``fsync``, ``write``
+and ``replace`` for ``meta.json``, ``open``/``rename``/``unlink`` for chunk files); chunk data
+itself goes through a memory map, whose writes cannot fail once the space is reserved.
+:class:`Faults` wraps those functions so that, while a fault is armed, calls on paths under a
+chosen directory raise ``OSError``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import pytest
 from spoolkit.errors import DiskFullError
 from tests.helpers import spoolkit_logs_to
 
-FD_CALLS = ("fsync", "write", "posix_fallocate")  # first argument: a file descriptor
+FD_CALLS = ("fsync", "write", "pwrite", "posix_fallocate")  # first argument: a file descriptor
 PATH_CALLS = ("open", "rename", "replace", "unlink")  # first argument: a path
 
 
@@ -70,8 +71,8 @@ class Faults:
         """Make ``os.<name>`` raise ``OSError(code)`` for paths under ``under``.
 
         Args:
-            name: ``fsync``, ``write``, ``posix_fallocate``, ``open``, ``rename``, ``replace``
-                or ``unlink``.
+            name: ``fsync``, ``write``, ``pwrite``, ``posix_fallocate``, ``open``, ``rename``,
+                ``replace`` or ``unlink``.
             code: the errno, e.g. ``errno.ENOSPC``.
             under: the directory whose files fail (resolved).
             only: a further filter on the call's arguments.
