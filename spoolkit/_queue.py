@@ -207,6 +207,8 @@ class Queue:
             raise _unserializable(item, exc) from exc
         store = self._store
         lock = self._lock
+        sync = durable or self._always
+        gen = 0
         lock.acquire()  # not `with`: half the cost on this path
         try:
             if store.closed:
@@ -217,12 +219,13 @@ class Queue:
                 store.append(payload, None, _now())
             except OSError as exc:
                 raise storage_error(exc, store.path, "cannot store the record", NOT_STORED) from exc
-            gen = store.gen
+            if sync:
+                gen = store.generation()
             if self._getters:
                 self._not_empty.notify()
         finally:
             lock.release()
-        if durable or self._always:
+        if sync:
             self._sync(gen, "the record's fsync failed")
 
     def _sync(self, gen: int | None, doing: str, outcome: str = NOT_SYNCED) -> None:
@@ -373,7 +376,7 @@ class Queue:
                 self._handout.ack(deliveries)
             finally:
                 self._after_ack()
-            gen = store.gen
+            gen = store.generation()
         if self._always:
             self._sync(gen, "the acknowledgement's fsync failed", _ACK_NOT_SYNCED)
 
@@ -408,7 +411,7 @@ class Queue:
             d = self._handout.pop_for_task_done()
             store.ack(d._seg, d._off, d._crc)
             self._after_ack()
-            gen = store.gen
+            gen = store.generation()
         finally:
             lock.release()
         if self._always:

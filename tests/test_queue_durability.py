@@ -102,7 +102,8 @@ def test_group_commit_shares_fsyncs_between_threads(tmp_path: Path, fsyncs: list
 
 def test_a_sync_covers_each_chunk_written_since_the_last(tmp_path: Path, fsyncs: list[str]) -> None:
     """Appends leave no dirty mark: a sync fsyncs the head chunk and each chunk rolled away
-    since the last sync, and a sync with nothing written since fsyncs no chunk."""
+    since the last sync, and a sync with nothing written since fsyncs no chunk. A record stored
+    under its own id and an acknowledgement count as written too."""
 
     def synced() -> list[str]:
         names = sorted(Path(p).name for p in fsyncs)
@@ -122,3 +123,9 @@ def test_a_sync_covers_each_chunk_written_since_the_last(tmp_path: Path, fsyncs:
         q.put(6)  # rolls: q00002 is full
         q.sync()
         assert synced() == ["q00003"]
+        q._put_record(q._encode(7), 1000, 0.0)  # under its own id, as a dead-letter requeue
+        q.sync()
+        assert synced() == ["q00003"]
+        q.ack(*q.get_batch(1))  # the first record, in q00000
+        q.sync()
+        assert synced() == ["q00000"]

@@ -5,7 +5,9 @@ last sync (:attr:`Durability.dirty`), the directory when chunk files appear, are
 removed (:attr:`Durability.dir_dirty`), and, with a background flusher, the files of deleted
 chunks whose removal waits off the ack path (:attr:`Durability.unlink_later`). Appends to the
 head chunk mark nothing (one set insertion less per put): a sync covers the head chunk whenever
-the store's generation moved since the last one. :meth:`Durability.sync` fsyncs what is marked
+new records were appended since the last one (the store's next record id moved). A record
+appended under an id of its own (a dead-letter requeue) is marked as any other change.
+:meth:`Durability.sync` fsyncs what is marked
 for all the callers waiting at once (group commit); with ``fsync="interval"`` a background
 thread removes the waiting files and syncs every ``interval`` seconds.
 
@@ -31,17 +33,22 @@ class Durability:
     Args:
         path: the store's directory.
         lock: the store's lock.
-        generation: returns the store's generation (read with the lock held).
         log: the store's logger.
+        generation: returns the store's generation (read with the lock held).
+        appended: returns the store's next record id, which moves with every new record
+            appended to the head chunk (read with the lock held).
+        head: returns the head chunk.
     """
 
     def __init__(
         self,
         path: str,
         lock: threading.Lock,
-        generation: Callable[[], int],
-        head: Callable[[], Segment | None],
         log: Any,
+        *,
+        generation: Callable[[], int],
+        appended: Callable[[], int],
+        head: Callable[[], Segment | None],
     ) -> None:
         self.path = path
         self.dirty: set[Segment] = set()
@@ -51,9 +58,12 @@ class Durability:
         """Background fsyncs that failed (logged as ``background_fsync_failed``)."""
         self._lock = lock
         self._generation = generation
+        self._appended = appended
         self._head = head
         self.synced = 0
         """The generation the last successful sync covered."""
+        self.synced_appended = 0
+        """The store's next record id when the last successful sync began."""
         self._log = log
         self._commit = GroupCommit()
         self._stop = threading.Event()
@@ -103,10 +113,11 @@ class Durability:
         return the generation covered. On failure, what was dirty stays dirty."""
         with self._lock:
             target = self._generation()
+            appended = self._appended()
             segs = list(self.dirty)
             self.dirty.clear()
             head = self._head()
-            if target != self.synced and head is not None and head not in segs:
+            if appended != self.synced_appended and head is not None and head not in segs:
                 segs.append(head)  # appends to the head chunk mark nothing: see the store
             dir_dirty, self.dir_dirty = self.dir_dirty, False
         try:
@@ -120,6 +131,7 @@ class Durability:
                 self.dir_dirty |= dir_dirty
             raise
         self.synced = target  # flushes run one at a time (group commit)
+        self.synced_appended = appended
         return target
 
     def unlink_deferred(self) -> None:

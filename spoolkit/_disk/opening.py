@@ -166,15 +166,16 @@ def _recover_chunk(
     seg.capacity = h.capacity if h is not None else store.chunksize
     seg.first_id = h.first_id if h is not None else store.next_id
     seg.count = scan.frames
-    seg.used = scan.used
-    seg.unacked = len(scan.pending)
-    store.pending_total += seg.unacked
-    store.bytes_used += seg.used
+    seg.acked = scan.frames - len(scan.pending)
+    seg.wpos = scan.end
+    seg.gap = scan.end - CHUNK_HEADER_SIZE - scan.used
+    store.pending_total += len(scan.pending)
+    if not last:
+        store._sealed_bytes += seg.used  # the head's are counted from its wpos
     store._segs[index] = seg
     store._unread.append(seg)
     if last:
         store._head = seg
-        seg.wpos = scan.end
         _zero_tail(seg, scan.end)
         if h is None:
             seg.mm[0:CHUNK_HEADER_SIZE] = framing.encode_chunk_header(

@@ -75,17 +75,19 @@ class Segment:
         capacity: records it may hold before the store rolls to a new chunk.
         count: records written (or found) in it.
         wpos: where the next frame goes.
-        unacked: records not yet acknowledged.
+        acked: records acknowledged (:attr:`unacked` counts the others).
         pending: offsets of records not yet handed out, when loaded.
-        used: bytes of frames in it (for ``max_bytes``).
+        gap: bytes before ``wpos`` that hold no intact frame (damage found on opening).
     """
 
     __slots__ = (
+        "acked",
         "capacity",
         "count",
         "deleted",
         "fd",
         "first_id",
+        "gap",
         "index",
         "loaded",
         "mm",
@@ -94,8 +96,6 @@ class Segment:
         "pending",
         "recyclable",
         "size",
-        "unacked",
-        "used",
         "wpos",
     )
 
@@ -109,13 +109,24 @@ class Segment:
         self.first_id = 0
         self.count = 0
         self.wpos = CHUNK_HEADER_SIZE
-        self.unacked = 0
-        self.used = 0
+        self.acked = 0
+        self.gap = 0
         self.pending: deque[int] = deque()
         self.parked: array[int] | None = None
         self.loaded = False
         self.deleted = False
         self.recyclable = False  # wpos is known to bound every byte written
+
+    @property
+    def unacked(self) -> int:
+        """Records not yet acknowledged. Derived, so that a put updates one count, not two."""
+        return self.count - self.acked
+
+    @property
+    def used(self) -> int:
+        """Bytes of the intact frames in it (what ``max_bytes`` counts). Derived from ``wpos``,
+        so that a put does not update it."""
+        return self.wpos - CHUNK_HEADER_SIZE - self.gap
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -183,7 +194,7 @@ class Segment:
         self.index = header.index
         self.capacity = header.capacity
         self.first_id = header.first_id
-        self.count = self.unacked = self.used = 0
+        self.count = self.acked = self.gap = 0
         self.wpos = CHUNK_HEADER_SIZE
         self.pending.clear()
         self.parked = None

@@ -45,6 +45,7 @@ _HEADER = FRAME_HEADER_SIZE
 _pack_fields = FIELDS.pack
 _pack_u32 = U32.pack
 _join = b"".join
+_JOIN_CRC = 2048  # payloads shorter than this are checksummed with their header in one call
 FSYNC_MODES = ("always", "interval", "never")
 FREE_CHUNKS = 4  # fully acknowledged chunk files kept mapped for reuse as new chunks
 
@@ -84,9 +85,9 @@ class Store:
         self.all_done = threading.Condition(self.lock)
         self.closed = False
         self.closed_reason = ""
-        self.gen = 0  # bumped by every change that an fsync should cover
+        self.gen = 0  # bumped by every change an fsync should cover but next_id: see generation
         self.pending_total = 0
-        self.bytes_used = 0
+        self._sealed_bytes = 0  # bytes_used of every chunk but the head
         self.next_id = 0
         self.uid = b""  # set by open_store: a random id of the directory, kept in chunk headers
         self.report = RecoveryReport()
@@ -98,7 +99,12 @@ class Store:
         self._avg_frame = 256
         self._log = get_logger(path=self.path)
         self.durability = Durability(
-            self.path, self.lock, lambda: self.gen, lambda: self._head, self._log
+            self.path,
+            self.lock,
+            self._log,
+            generation=self.generation,
+            appended=lambda: self.next_id,
+            head=lambda: self._head,
         )
         self._dirty = self.durability.dirty  # the same set: marked on acks and rolls
         take_over(self.path)
@@ -111,6 +117,20 @@ class Store:
         register(self)
         if fsync == "interval":
             self.durability.start(fsync_interval)
+
+    @property
+    def bytes_used(self) -> int:
+        """Bytes of the intact frames of every chunk not yet deleted (what ``max_bytes`` caps)."""
+        head = self._head
+        return self._sealed_bytes + (head.used if head is not None else 0)
+
+    def generation(self) -> int:
+        """A number that moves with every change an fsync should cover (read with the lock).
+
+        New records move ``next_id``, everything else ``gen``: the sum saves the put path an
+        update.
+        """
+        return self.next_id + self.gen
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -135,10 +155,12 @@ class Store:
         self._head = seg
         self.durability.dir_dirty = True
         if old is not None:
-            if self.gen != self.durability.synced:  # appends to the head leave no mark
+            if self.next_id != self.durability.synced_appended:  # appends leave no mark
                 self._dirty.add(old)
-            if old.used:
-                self._avg_frame = max(64, old.used // max(1, old.count))
+            used = old.used
+            self._sealed_bytes += used
+            if used:
+                self._avg_frame = max(64, used // max(1, old.count))
             if old is not self._unread[0]:
                 old.unload()  # nothing in it was handed out yet: reload when the reader gets here
             self._maybe_delete(old)
@@ -159,27 +181,29 @@ class Store:
         if seg.count >= seg.capacity:
             seg = self._roll()
         start = seg.wpos
-        size = _HEADER + n
-        end = start + size
+        end = start + _HEADER + n
         if end > seg.size:
             seg.grow(end)
         if record_id is None:
             record_id = self.next_id
-            self.next_id = record_id + 1
+            self.next_id = record_id + 1  # moves the generation, and marks the head: see durability
+        else:
+            self.gen += 1
+            self._dirty.add(seg)
         fields = _pack_fields(n, record_id, enqueued_at)
+        # one CRC call over a joined copy is cheaper than two, up to a few KiB (same value)
+        crc = (
+            _crc(fields + payload, seg.index)
+            if n < _JOIN_CRC
+            else _crc(payload, _crc(fields, seg.index))
+        )
         mm = seg.mm
         assert mm is not None
-        mm[start:end] = _join(
-            (MAGIC, fields, _pack_u32(_crc(payload, _crc(fields, seg.index))), _ZERO4, payload)
-        )
+        mm[start:end] = _join((MAGIC, fields, _pack_u32(crc), _ZERO4, payload))
         seg.pending.append(start)
         seg.wpos = end
-        seg.count += 1
-        seg.unacked += 1
-        seg.used += size
-        self.pending_total += 1
-        self.bytes_used += size
-        self.gen += 1  # the head chunk is always synced when gen moved: no dirty mark here
+        seg.count += 1  # unacked and used are derived from count and wpos: see Segment
+        self.pending_total += 1  # no dirty mark: the head chunk is synced whenever gen moved
         return record_id
 
     def append_many(self, payloads: list[bytes], enqueued_at: float) -> None:
@@ -209,7 +233,8 @@ class Store:
             for p in batch:
                 n = len(p)
                 fields = fields_pack(n, rid, enqueued_at)
-                add((MAGIC, fields, u32_pack(_crc(p, _crc(fields, seed))), _ZERO4, p))
+                crc = _crc(fields + p, seed) if n < _JOIN_CRC else _crc(p, _crc(fields, seed))
+                add((MAGIC, fields, u32_pack(crc), _ZERO4, p))
                 mark(pos)
                 pos += FRAME_HEADER_SIZE + n
                 rid += 1
@@ -220,11 +245,7 @@ class Store:
             self.next_id = rid
             seg.wpos = pos
             seg.count += count
-            seg.unacked += count
-            seg.used += size
             self.pending_total += count
-            self.bytes_used += size
-            self.gen += 1
             self._dirty.add(seg)
             i += count
 
@@ -277,7 +298,7 @@ class Store:
         except OSError as exc:  # the file went away or became unreadable under us
             self._log.error("chunk_unreadable", chunk=seg.path, error=str(exc))
             self.pending_total -= seg.unacked
-            seg.unacked = 0
+            seg.acked = seg.count
             seg.pending.clear()
             seg.parked = None
             seg.loaded = True
@@ -309,10 +330,10 @@ class Store:
         """Mark the frame at ``off`` acknowledged; delete its chunk once all of it is."""
         assert seg.mm is not None
         seg.mm[off + ACK_OFFSET : off + FRAME_HEADER_SIZE] = U32.pack(crc ^ framing.ACK_MASK)
-        seg.unacked -= 1
+        seg.acked += 1
         self.gen += 1
         self._dirty.add(seg)
-        if seg.unacked == 0:
+        if seg.acked == seg.count:
             self._maybe_delete(seg)
 
     def ack_run(self, seg: Segment, marks: list[tuple[int, int]]) -> None:
@@ -322,10 +343,10 @@ class Store:
         pack, mask = U32.pack, framing.ACK_MASK
         for off, crc in marks:
             mm[off + ACK_OFFSET : off + FRAME_HEADER_SIZE] = pack(crc ^ mask)
-        seg.unacked -= len(marks)
+        seg.acked += len(marks)
         self.gen += 1
         self._dirty.add(seg)
-        if seg.unacked == 0:
+        if seg.acked == seg.count:
             self._maybe_delete(seg)
 
     def nack(self, seg: Segment, off: int) -> None:
@@ -345,7 +366,7 @@ class Store:
                 self._load(unread[0])
         self._segs.pop(seg.index, None)
         self._dirty.discard(seg)
-        self.bytes_used -= seg.used
+        self._sealed_bytes -= seg.used
         if seg.recyclable and seg.mm is not None and len(self._free) < FREE_CHUNKS:
             try:
                 seg.retire(self.path, seg.index)
