@@ -60,8 +60,6 @@ class Durability:
         self._generation = generation
         self._appended = appended
         self._head = head
-        self.synced = 0
-        """The generation the last successful sync covered."""
         self.synced_appended = 0
         """The store's next record id when the last successful sync began."""
         self._log = log
@@ -130,8 +128,7 @@ class Durability:
                 self.dirty.update(s for s in segs if not s.deleted)
                 self.dir_dirty |= dir_dirty
             raise
-        self.synced = target  # flushes run one at a time (group commit)
-        self.synced_appended = appended
+        self.synced_appended = appended  # flushes run one at a time (group commit)
         return target
 
     def unlink_deferred(self) -> None:
