@@ -244,6 +244,52 @@ def test_enospc_when_rolling_to_a_new_chunk_leaves_no_file(
         assert [d.item for d in q.get_batch(5)] == [b"a", b"b", b"c"]
 
 
+def test_a_large_new_chunk_is_reserved_whole_and_written_out_in_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new chunk over WRITE_OUT bytes is reserved whole (posix_fallocate) but written out only
+    to WRITE_OUT bytes; records past that part are stored and come back all the same."""
+    real = os.pwrite
+    writes: list[int] = []
+
+    def pwrite(fd: int, data: bytes, offset: int) -> int:
+        writes.append(len(data))
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(segment.os, "pwrite", pwrite)
+    items = [b"%06d" % i + b"x" * 94 for i in range(4000)]  # 4000 frames: over 512 KiB
+    with Queue(tmp_path, serializer="raw", chunksize=10_000) as q:
+        assert writes == [segment.WRITE_OUT]
+        assert (tmp_path / "q00000").stat().st_size >= 10_000 * 256  # reserved whole
+        q.put_many(items)
+    with Queue(tmp_path, serializer="raw", chunksize=10_000) as q:
+        assert [d.item for d in q.get_batch(5000)] == items
+
+
+def test_enospc_reserving_a_large_new_chunk_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """posix_fallocate refusing a new chunk over WRITE_OUT bytes: put raises ENOSPC, no file is
+    left, and puts work again once there is room."""
+    items = [b"a" * 100] * 3000
+    with Queue(tmp_path, serializer="raw", chunksize=3000) as q:
+        q.put_many(items)  # the next chunk (3000 frames of 132 bytes, and a margin) is large
+        real = os.posix_fallocate
+
+        def full(fd: int, off: int, length: int) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(segment.os, "posix_fallocate", full)
+        with pytest.raises(OSError, match="No space") as info:
+            q.put(b"b")
+        assert info.value.errno == errno.ENOSPC
+        assert sorted(n for n in os.listdir(tmp_path) if n.startswith("q")) == ["q00000"]
+        monkeypatch.setattr(segment.os, "posix_fallocate", real)
+        q.put(b"b")
+    with Queue(tmp_path, serializer="raw", chunksize=3000) as q:
+        assert [d.item for d in q.get_batch(5000)] == [*items, b"b"]
+
+
 def test_a_kernel_refusing_to_prefault_chunks_changes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

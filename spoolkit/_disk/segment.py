@@ -2,9 +2,10 @@
 
 Writes go through a shared memory map: they reach the kernel's page cache at once, so a record
 survives ``kill -9`` of the process without a system call per put; ``fsync`` makes them survive
-a power loss. Space is reserved before it is mapped (a new file is written out whole, header
-and zeros; a growing one is extended with ``posix_fallocate``), so a full disk is an
-``OSError(ENOSPC)`` at the call that needed the space, never a ``SIGBUS`` later.
+a power loss. Space is reserved before it is mapped (a new file is written out, header and
+zeros, or past :data:`WRITE_OUT` reserved with ``posix_fallocate``; a growing one is extended
+with ``posix_fallocate``), so a full disk is an ``OSError(ENOSPC)`` at the call that needed the
+space, never a ``SIGBUS`` later.
 """
 
 from __future__ import annotations
@@ -35,19 +36,29 @@ def _prefault(mm: mmap.mmap, start: int, length: int) -> None:
             _populate.clear()
 
 
-def _write_out(fd: int, data: bytes) -> None:
-    """Write a new chunk file whole: its header, then zeros to its size.
+WRITE_OUT = 256 * 1024
+"""The most bytes of a new chunk written out at once, or of a grown one faulted in: the pages
+the next records will fill. Beyond that, space is only reserved (``posix_fallocate``), so a
+large chunk does not cost its size in page cache and disk writes before it holds anything."""
 
-    Writing the zeros reserves the space as ``posix_fallocate`` does (a full disk fails here,
-    not as a ``SIGBUS`` at a later write through the map), and leaves the pages in the page
-    cache, so the map's first writes fault nothing in: together, 15% cheaper than reserving,
-    writing the header, then faulting the pages in (measured on ext4).
+
+def _write_out(fd: int, header: bytes, size: int) -> None:
+    """Reserve a new chunk file's ``size`` bytes and write its header, then zeros.
+
+    A chunk of up to :data:`WRITE_OUT` bytes is written out whole: writing the zeros reserves
+    the space as ``posix_fallocate`` does (a full disk fails here, not as a ``SIGBUS`` at a
+    later write through the map), and leaves the pages in the page cache, so the map's first
+    writes fault nothing in. Together that is 15% cheaper than reserving, writing the header,
+    then faulting the pages in (measured on ext4). A larger chunk is reserved whole with
+    ``posix_fallocate`` and written out to :data:`WRITE_OUT` bytes only.
 
     Raises:
         OSError: ``ENOSPC`` (a short write is one too) or another write error.
     """
-    written = os.pwrite(fd, data, 0)
-    if written != len(data):
+    if size > WRITE_OUT:
+        os.posix_fallocate(fd, 0, size)
+    data = header + bytes(min(size, WRITE_OUT) - len(header))
+    if os.pwrite(fd, data, 0) != len(data):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
@@ -144,7 +155,7 @@ class Segment:
         try:
             os.fchmod(fd, 0o600)
             size = _round_up(max(initial_bytes, CHUNK_HEADER_SIZE + PAGE))
-            _write_out(fd, framing.encode_chunk_header(header) + bytes(size - CHUNK_HEADER_SIZE))
+            _write_out(fd, framing.encode_chunk_header(header), size)
             seg.fd = fd
             seg.size = size
             seg.mm = mmap.mmap(fd, size)
@@ -260,7 +271,7 @@ class Segment:
         new_size = _round_up(max(needed_end, self.size * 2))
         os.posix_fallocate(self.fd, 0, new_size)
         self.mm.resize(new_size)
-        _prefault(self.mm, self.size, new_size - self.size)
+        _prefault(self.mm, self.size, min(new_size - self.size, WRITE_OUT))
         self.size = new_size
 
     def sync(self) -> None:
