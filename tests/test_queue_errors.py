@@ -257,13 +257,13 @@ def test_a_large_new_chunk_is_reserved_whole_and_written_out_in_part(
         return real(fd, data, offset)
 
     monkeypatch.setattr(segment.os, "pwrite", pwrite)
-    items = [b"%06d" % i + b"x" * 94 for i in range(4000)]  # 4000 frames: over 512 KiB
+    items = [b"%06d" % i + b"x" * 94 for i in range(9000)]  # 9000 frames: over 1 MiB
     with Queue(tmp_path, serializer="raw", chunksize=10_000) as q:
         assert writes == [segment.WRITE_OUT]
         assert (tmp_path / "q00000").stat().st_size >= 10_000 * 256  # reserved whole
         q.put_many(items)
     with Queue(tmp_path, serializer="raw", chunksize=10_000) as q:
-        assert [d.item for d in q.get_batch(5000)] == items
+        assert [d.item for d in q.get_batch(10_000)] == items
 
 
 def test_enospc_reserving_a_large_new_chunk_leaves_no_file(
@@ -271,9 +271,9 @@ def test_enospc_reserving_a_large_new_chunk_leaves_no_file(
 ) -> None:
     """posix_fallocate refusing a new chunk over WRITE_OUT bytes: put raises ENOSPC, no file is
     left, and puts work again once there is room."""
-    items = [b"a" * 100] * 3000
-    with Queue(tmp_path, serializer="raw", chunksize=3000) as q:
-        q.put_many(items)  # the next chunk (3000 frames of 132 bytes, and a margin) is large
+    items = [b"a" * 100] * 10_000
+    with Queue(tmp_path, serializer="raw", chunksize=10_000) as q:
+        q.put_many(items)  # the next chunk (10,000 frames of 132 bytes, and a margin) is large
         real = os.posix_fallocate
 
         def full(fd: int, off: int, length: int) -> None:
@@ -286,8 +286,8 @@ def test_enospc_reserving_a_large_new_chunk_leaves_no_file(
         assert sorted(n for n in os.listdir(tmp_path) if n.startswith("q")) == ["q00000"]
         monkeypatch.setattr(segment.os, "posix_fallocate", real)
         q.put(b"b")
-    with Queue(tmp_path, serializer="raw", chunksize=3000) as q:
-        assert [d.item for d in q.get_batch(5000)] == [*items, b"b"]
+    with Queue(tmp_path, serializer="raw", chunksize=10_000) as q:
+        assert [d.item for d in q.get_batch(20_000)] == [*items, b"b"]
 
 
 def test_a_kernel_refusing_to_prefault_chunks_changes_nothing(

@@ -36,7 +36,7 @@ def _prefault(mm: mmap.mmap, start: int, length: int) -> None:
             _populate.clear()
 
 
-WRITE_OUT = 256 * 1024
+WRITE_OUT = 1024 * 1024
 """The most bytes of a new chunk written out at once, or of a grown one faulted in: the pages
 the next records will fill. Beyond that, space is only reserved (``posix_fallocate``), so a
 large chunk does not cost its size in page cache and disk writes before it holds anything."""
