@@ -7,7 +7,9 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -225,23 +227,38 @@ def test_enospc_when_rolling_to_a_new_chunk_leaves_no_file(
 ) -> None:
     """A new chunk that cannot be written out whole (the write refused, or cut short as a
     nearly full disk cuts it) is removed again; the queue keeps working."""
+    real = os.pwrite
     with Queue(tmp_path, serializer="raw", chunksize=2) as q:
         q.put_many([b"a", b"b"])
-        real = os.pwrite
 
         def full(fd: int, data: bytes, offset: int) -> int:
             if how == "refused":
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             return real(fd, data[: len(data) // 2], offset)
 
-        monkeypatch.setattr(segment.os, "pwrite", full)
-        with pytest.raises(OSError, match="No space") as info:
-            q.put(b"c")
-        assert info.value.errno == errno.ENOSPC
-        assert sorted(n for n in os.listdir(tmp_path) if n.startswith("q")) == ["q00000"]
-        monkeypatch.setattr(segment.os, "pwrite", real)
-        q.put(b"c")
+        _refused_at_rollover(q, tmp_path, monkeypatch, call="pwrite", fake=full, item=b"c")
         assert [d.item for d in q.get_batch(5)] == [b"a", b"b", b"c"]
+
+
+def _refused_at_rollover(
+    q: Queue,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    call: str,
+    fake: Callable[..., Any],
+    item: bytes,
+) -> None:
+    """With ``os.<call>`` replaced by ``fake``, putting ``item`` (which needs a new chunk)
+    raises ENOSPC and leaves no new chunk file; with the call restored, the put works."""
+    real = getattr(os, call)
+    monkeypatch.setattr(segment.os, call, fake)
+    with pytest.raises(OSError, match="No space") as info:
+        q.put(item)
+    assert info.value.errno == errno.ENOSPC
+    assert sorted(n for n in os.listdir(tmp_path) if n.startswith("q")) == ["q00000"]
+    monkeypatch.setattr(segment.os, call, real)
+    q.put(item)
 
 
 def test_a_large_new_chunk_is_reserved_whole_and_written_out_in_part(
@@ -274,18 +291,11 @@ def test_enospc_reserving_a_large_new_chunk_leaves_no_file(
     items = [b"a" * 100] * 10_000
     with Queue(tmp_path, serializer="raw", chunksize=10_000) as q:
         q.put_many(items)  # the next chunk (10,000 frames of 132 bytes, and a margin) is large
-        real = os.posix_fallocate
 
         def full(fd: int, off: int, length: int) -> None:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-        monkeypatch.setattr(segment.os, "posix_fallocate", full)
-        with pytest.raises(OSError, match="No space") as info:
-            q.put(b"b")
-        assert info.value.errno == errno.ENOSPC
-        assert sorted(n for n in os.listdir(tmp_path) if n.startswith("q")) == ["q00000"]
-        monkeypatch.setattr(segment.os, "posix_fallocate", real)
-        q.put(b"b")
+        _refused_at_rollover(q, tmp_path, monkeypatch, call="posix_fallocate", fake=full, item=b"b")
     with Queue(tmp_path, serializer="raw", chunksize=10_000) as q:
         assert [d.item for d in q.get_batch(20_000)] == [*items, b"b"]
 
