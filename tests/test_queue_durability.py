@@ -129,3 +129,6 @@ def test_a_sync_covers_each_chunk_written_since_the_last(tmp_path: Path, fsyncs:
         q.ack(*q.get_batch(1))  # the first record, in q00000
         q.sync()
         assert synced() == ["q00000"]
+        q.put_many(range(8, 13))  # q00003 is full: q00004 and q00005, then q00006
+        q.sync()
+        assert synced() == ["q00004", "q00005", "q00006"]

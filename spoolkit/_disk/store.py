@@ -85,7 +85,7 @@ class Store:
         self.all_done = threading.Condition(self.lock)
         self.closed = False
         self.closed_reason = ""
-        self.gen = 0  # bumped by every change an fsync should cover but next_id: see generation
+        self.gen = 0  # bumped by each change an fsync should cover, new records aside: generation
         self.pending_total = 0
         self._sealed_bytes = 0  # bytes_used of every chunk but the head
         self.next_id = 0
@@ -203,7 +203,7 @@ class Store:
         seg.pending.append(start)
         seg.wpos = end
         seg.count += 1  # unacked and used are derived from count and wpos: see Segment
-        self.pending_total += 1  # no dirty mark: the head chunk is synced whenever gen moved
+        self.pending_total += 1  # no dirty mark: a sync covers the head when next_id moved
         return record_id
 
     def append_many(self, payloads: list[bytes], enqueued_at: float) -> None:
@@ -245,8 +245,7 @@ class Store:
             self.next_id = rid
             seg.wpos = pos
             seg.count += count
-            self.pending_total += count
-            self._dirty.add(seg)
+            self.pending_total += count  # no dirty mark, as in append
             i += count
 
     # -- reading and acknowledging -----------------------------------------------------------
