@@ -4,7 +4,8 @@ Prints put/s and get+ack/s for spoolkit (fsync="interval", the default), pqueue,
 persist-queue (file Queue and SQLiteAckQueue), queuelib FifoDiskQueue, diskcache Deque and a
 raw loop of one os.write per framed record (the physical limit), each as a ratio to spoolkit;
 then group commit with fsync="always" and put_many throughput. spoolkit runs with pqueue's
-default of 100 records per chunk file, and again with 1000: a new chunk file costs one file
+default of 100 records per chunk file, again with 1000, and with all the items in one chunk
+(no rollover, the cost of a put away from the chunk files): a new chunk file costs one file
 creation, whose latency varies widely between file systems, machines, and even directories of
 one disk (printed before and after the run, which itself creates and deletes many files).
 
@@ -104,6 +105,11 @@ def bench_spoolkit_batch(d: str, items: list[bytes], chunksize: int = 100) -> tu
     return put, got
 
 
+def bench_spoolkit_one_chunk(d: str, items: list[bytes]) -> tuple[float, float]:
+    """get_batch+ack with every item in one chunk file: what a put costs without rollovers."""
+    return bench_spoolkit_batch(d, items, chunksize=len(items))
+
+
 def bench_raw(d: str, items: list[bytes]) -> tuple[float, float]:
     path = os.path.join(d, "raw")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -186,6 +192,7 @@ PEERS: dict[str, Peer] = {
     "spoolkit (get_batch+ack, chunksize=1000)": functools.partial(
         bench_spoolkit_batch, chunksize=1000
     ),
+    "spoolkit (get_batch+ack, one chunk: no rollover)": bench_spoolkit_one_chunk,
     "raw os.write loop": bench_raw,
     "pqueue": bench_pqueue,
     "persist-queue Queue": bench_persist_file,
