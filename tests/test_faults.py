@@ -154,13 +154,21 @@ def test_enospc_reserving_a_new_chunk_is_a_disk_full_error(tmp_path: Path, fault
     assert _drain(tmp_path, chunksize=2) == [b"a", b"b", b"c"]
 
 
-def test_eio_reserving_space_is_a_storage_error(tmp_path: Path, faults: Faults) -> None:
-    """posix_fallocate failing with EIO: StorageError (not DiskFullError); nothing stored."""
+@pytest.mark.parametrize(
+    ("call", "size"),
+    [("pwrite", 500_000), ("posix_fallocate", 2_000_000)],
+    ids=["written-out", "fallocated"],
+)
+def test_eio_reserving_space_is_a_storage_error(
+    tmp_path: Path, faults: Faults, call: str, size: int
+) -> None:
+    """Reserving a chunk's growth failing with EIO (written out up to WRITE_OUT bytes,
+    fallocated past them): StorageError (not DiskFullError); nothing stored."""
     with Queue(tmp_path, serializer="raw", chunksize=1000) as q:
         q.put(b"before")
-        faults.fail("posix_fallocate", EIO, tmp_path)
+        faults.fail(call, EIO, tmp_path)
         with pytest.raises(StorageError) as info:
-            q.put(b"x" * 1_000_000)  # needs the chunk to grow
+            q.put(b"x" * size)  # needs the chunk to grow
         assert not isinstance(info.value, DiskFullError)
         assert info.value.errno == errno.EIO
         assert q.qsize() == 1

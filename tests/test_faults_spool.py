@@ -86,7 +86,7 @@ def _always_permanent(batch: Sequence[Record]) -> None:
 @pytest.mark.parametrize(
     "case",
     [
-        ("posix_fallocate", ENOSPC, DiskFullError, 200_000),  # the entry needs the chunk to grow
+        ("pwrite", ENOSPC, DiskFullError, 200_000),  # the entry needs the chunk to grow
         ("fsync", EIO, StorageError, 10),  # the dead letters are fsynced before the ack
     ],
     ids=["enospc", "eio-fsync"],

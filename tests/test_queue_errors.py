@@ -221,18 +221,23 @@ def test_enospc_when_growing_a_chunk_loses_nothing(
     assert items == [b"a" * 100] * 5 + [b"b" * 2_000_000]
 
 
-@pytest.mark.parametrize("how", ["refused", "short"])
+@pytest.mark.parametrize("how", ["refused", "short", "nothing"])
 def test_enospc_when_rolling_to_a_new_chunk_leaves_no_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
-    """A new chunk that cannot be written out whole (the write refused, or cut short as a
-    nearly full disk cuts it) is removed again; the queue keeps working."""
+    """A new chunk that cannot be written out whole (the write refused; cut short as a nearly
+    full disk cuts it, then refused; or writing nothing) is removed again; the queue keeps
+    working."""
     real = os.pwrite
     with Queue(tmp_path, serializer="raw", chunksize=2) as q:
         q.put_many([b"a", b"b"])
+        calls: list[int] = []
 
         def full(fd: int, data: bytes, offset: int) -> int:
-            if how == "refused":
+            calls.append(len(data))
+            if how == "nothing":
+                return 0
+            if how == "refused" or len(calls) > 1:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             return real(fd, data[: len(data) // 2], offset)
 
@@ -300,21 +305,38 @@ def test_enospc_reserving_a_large_new_chunk_leaves_no_file(
         assert [d.item for d in q.get_batch(20_000)] == [*items, b"b"]
 
 
-def test_a_kernel_refusing_to_prefault_chunks_changes_nothing(
+def test_a_grown_chunk_is_reserved_as_a_new_one_is(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """madvise refused (an advice this kernel does not know): chunks are grown as before,
-    every record comes back, and the advice is not tried again."""
-    monkeypatch.setattr(segment, "_populate", [0x7FFF])  # no such advice: EINVAL
-    items = [bytes([i]) * (100 + 30_000 * (i % 2)) for i in range(12)]
+    """Growing a chunk writes zeros over its new space (past its old end, nothing it holds),
+    fallocating what lies past WRITE_OUT bytes of it; every record comes back."""
+    calls: list[tuple[str, int, int]] = []
+    real_pwrite, real_fallocate = os.pwrite, os.posix_fallocate
+
+    def pwrite(fd: int, data: bytes, offset: int) -> int:
+        calls.append(("pwrite", offset, len(data)))
+        return real_pwrite(fd, data, offset)
+
+    def fallocate(fd: int, offset: int, length: int) -> None:
+        calls.append(("fallocate", offset, length))
+        real_fallocate(fd, offset, length)
+
+    items = [b"a" * 100, b"b" * 30_000, b"c" * 3_000_000]
     with Queue(tmp_path, serializer="raw", chunksize=4) as q:
         q.put(items[0])
-        q.put(items[1])  # grows the chunk
-        assert segment._populate == []  # refused once, then left alone
-        for x in items[2:]:
-            q.put(x)  # rolls to new chunks and grows them
+        old = (tmp_path / "q00000").stat().st_size
+        monkeypatch.setattr(segment.os, "pwrite", pwrite)
+        monkeypatch.setattr(segment.os, "posix_fallocate", fallocate)
+        q.put(items[1])  # grows the chunk: written out
+        mid = (tmp_path / "q00000").stat().st_size
+        assert mid > old
+        assert calls == [("pwrite", old, mid - old)]
+        calls.clear()
+        q.put(items[2])  # grows it past WRITE_OUT bytes more: fallocated, the first part written
+        end = (tmp_path / "q00000").stat().st_size
+        assert calls == [("fallocate", mid, end - mid), ("pwrite", mid, segment.WRITE_OUT)]
     with Queue(tmp_path, serializer="raw", chunksize=4) as q:
-        assert [d.item for d in q.get_batch(20)] == items
+        assert [d.item for d in q.get_batch(5)] == items
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")

@@ -1,7 +1,7 @@
 """Fault injection at the file-I/O seam: ``os`` calls that fail on demand under one directory.
 
 spoolkit's disk code reaches the operating system through a handful of ``os`` functions
-(``pwrite`` to write a new chunk file out, ``posix_fallocate`` to grow one, ``fsync``, ``write``
+(``pwrite`` and ``posix_fallocate`` to reserve chunk space, ``fsync``, ``write``
 and ``replace`` for ``meta.json``, ``open``/``rename``/``unlink`` for chunk files); chunk data
 itself goes through a memory map, whose writes cannot fail once the space is reserved.
 :class:`Faults` wraps those functions so that, while a fault is armed, calls on paths under a
