@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import time
 from collections.abc import Sequence
 
 from spoolkit import Record, Spool
@@ -33,7 +32,6 @@ class LogSink:
             os.write(self.fd, f"H {items}\n".encode())
             threading.Event().wait()  # mid-batch until SIGKILL
         self.batches += 1
-        time.sleep(0.002)  # a sink that takes a moment, so both children get batches
         os.write(self.fd, f"B {items}\n".encode())
 
 

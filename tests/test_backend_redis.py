@@ -356,17 +356,23 @@ def test_kill9_consumer_mid_batch_survivor_claims(
     producer.put_many(range(n))
     producer.close()
     logs = [tmp_path / "victim.log", tmp_path / "survivor.log"]
-    children = [
-        subprocess.Popen(
+    children: list[subprocess.Popen[bytes]] = []
+
+    def consumer(name: str, log: Path, hang: str) -> subprocess.Popen[bytes]:
+        child = subprocess.Popen(
             [sys.executable, "-m", "tests._redis_child", url, str(tmp_path / name), str(log), hang],
             cwd=ROOT,
             stdin=subprocess.PIPE,
         )
-        for name, log, hang in (("v", logs[0], "3"), ("s", logs[1], "-1"))
-    ]
-    victim = children[0]
+        children.append(child)
+        return child
+
     try:
+        # The victim runs alone until it hangs in its fourth batch: started together, the
+        # survivor could take every record before the victim got that far.
+        victim = consumer("v", logs[0], "3")
         hung = _wait_for(lambda: _hung_batch(logs[0]), within=15)
+        consumer("s", logs[1], "-1")
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait(10)
         _wait_for(lambda: client.xlen(stream) == 0 or None, within=15)

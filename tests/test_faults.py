@@ -339,10 +339,13 @@ def test_read_only_directory_does_not_stop_background_fsync(
         assert unlink_failed.wait(10)
         faults.clear()
         fsync_failed = events.expect("background_fsync_failed")
-        faults.fail("fsync", EIO, tmp_path)  # proves the flusher is still running
+        faults.fail("fsync", EIO, tmp_path)
+        # The flusher may have synced everything before the fault was armed: a new record
+        # gives it something to fsync, so the failure proves it is still running.
+        q.put(b"d")
         assert fsync_failed.wait(10)
         faults.clear()
-    assert _drain(tmp_path, chunksize=1) == [b"b", b"c"]
+    assert _drain(tmp_path, chunksize=1) == [b"b", b"c", b"d"]
 
 
 _READ_ONLY_CHILD = """

@@ -55,17 +55,22 @@ def test_durable_put_syncs_that_record(tmp_path: Path, fsyncs: list[str]) -> Non
         assert len(fsyncs) == 1
 
 
-def test_interval_mode_syncs_in_the_background(tmp_path: Path, fsyncs: list[str]) -> None:
-    """fsync="interval": the background thread fsyncs what was written."""
-    q = Queue(tmp_path, fsync="interval", fsync_interval=0.005)
-    q.put(1)
-    deadline = threading.Event()
-    for _ in range(2000):  # bounded wait for the background fsync, checked each 5 ms
-        if fsyncs:
-            break
-        deadline.wait(0.005)
-    q.close()
-    assert fsyncs
+def test_interval_mode_syncs_in_the_background(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fsync="interval": the background thread fsyncs what was written, before any close."""
+    synced = threading.Event()
+    real = segment.Segment.sync
+
+    def spy(self: segment.Segment) -> None:
+        real(self)
+        if threading.current_thread().name == "spoolkit-fsync":
+            synced.set()
+
+    monkeypatch.setattr(segment.Segment, "sync", spy)
+    with Queue(tmp_path, fsync="interval", fsync_interval=0.005) as q:
+        q.put(1)  # the record the flusher must fsync (close, which fsyncs too, comes after)
+        assert synced.wait(10), "the background thread never fsynced the put"
 
 
 def test_clean_close_syncs_unless_never(tmp_path: Path, fsyncs: list[str]) -> None:

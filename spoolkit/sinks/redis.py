@@ -21,15 +21,25 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 __all__ = ["RedisStreamSink", "map_redis_error"]
 
+
+def _newer(*names: str) -> tuple[type[Exception], ...]:
+    """The error classes of these names that the installed redis-py has (newer releases add
+    classes, and move some under another base class: they are named here for what they mean)."""
+    found = (getattr(redis.exceptions, name, None) for name in names)
+    return tuple(cls for cls in found if isinstance(cls, type) and issubclass(cls, Exception))
+
+
 # Redis answers that mean "not now" although they arrive as errors to a command: a replica
 # that is loading or read-only after a failover, memory full until consumers trim, a cluster
-# slot in migration or a cluster that is down.
+# slot in migration or a cluster that is down, a server at its `maxclients` limit, session
+# state the server dropped (the next call prepares it again).
 _TRANSIENT_REPLIES: tuple[type[Exception], ...] = (
     redis.exceptions.BusyLoadingError,
     redis.exceptions.ReadOnlyError,
     redis.exceptions.OutOfMemoryError,
     redis.exceptions.TryAgainError,
     redis.exceptions.ClusterDownError,
+    *_newer("MaxClientsReachedError", "NoSuchFieldsetError"),  # redis-py 8.1, 8.2
 )
 _TRANSIENT: tuple[type[Exception], ...] = (
     redis.ConnectionError,
@@ -176,8 +186,9 @@ def map_redis_error(exc: redis.RedisError, sink: str, secrets: Sequence[str] = (
 
     - ``ConnectionError`` (and its subclasses, authentication included) and ``TimeoutError``:
       :class:`TransientError`.
-    - error replies that mean "not now" (``LOADING``, ``READONLY``, ``OOM``, ``TRYAGAIN``,
-      ``CLUSTERDOWN``): :class:`TransientError`.
+    - errors that mean "not now" (``LOADING``, ``READONLY``, ``OOM``, ``TRYAGAIN``,
+      ``CLUSTERDOWN``, "max number of clients reached", a dropped fieldset):
+      :class:`TransientError`, whatever base class the installed redis-py gives them.
     - any other ``ResponseError`` (``WRONGTYPE``, ``NOPERM``, a syntax error) and
       ``DataError`` (a value redis-py refuses to send): :class:`PermanentError`.
     - any other ``RedisError`` (a garbled reply, a ``WATCH`` conflict): :class:`TransientError`.
