@@ -60,6 +60,14 @@ class Queue:
         fsync_interval: seconds between background fsyncs with ``fsync="interval"``.
         max_bytes: cap on the bytes of records on disk; :meth:`put` blocks or raises ``Full``.
         max_record_bytes: the largest encoded record accepted.
+        lock_timeout: seconds to wait for another process to release the directory before
+            :class:`~spoolkit.errors.LockedError`; 0 (the default) refuses at once.
+
+    A Queue belongs to the process that opened it. In a child forked while it was open, the
+    child's copy lets go of the parent's files (it never writes them) and its calls raise
+    :class:`~spoolkit.errors.ClosedError` naming the parent; the parent's keeps working.
+    Several processes share one directory through :class:`spoolkit.Spool`, whose lanes give
+    each process a queue of its own (see the Deploying page).
 
     Raises:
         PathError: ``path`` is a file or not writable.
@@ -80,6 +88,7 @@ class Queue:
         fsync_interval: float = 1.0,
         max_bytes: int | None = None,
         max_record_bytes: int = 64 << 20,
+        lock_timeout: float = 0.0,
     ) -> None:
         name, self._serializer = resolve(serializer)
         if max_bytes is not None and max_bytes <= 0:
@@ -93,6 +102,7 @@ class Queue:
                 fsync_interval=fsync_interval,
                 max_record_bytes=max_record_bytes,
                 tempdir=tempdir,
+                lock_timeout=lock_timeout,
             )
         except OSError as exc:
             where = os.path.abspath(os.fspath(path))

@@ -73,6 +73,14 @@ class Durability:
         """Whether a background flusher runs (``fsync="interval"``)."""
         return self._thread is not None
 
+    def forget_after_fork(self) -> None:
+        """In a forked child: the flusher thread did not come along; sync nothing from here."""
+        self._thread = None
+        self.dirty.clear()
+        self.unlink_later.clear()
+        self._stop = threading.Event()  # the parent's may be mid-use: a fresh one, set
+        self._stop.set()
+
     def start(self, interval: float) -> None:
         """Start the background flusher: remove waiting files and sync every ``interval`` s."""
         self._thread = threading.Thread(

@@ -7,6 +7,7 @@ import errno
 import fcntl
 import json
 import os
+import time
 from typing import Any
 
 from spoolkit.errors import LockedError
@@ -68,18 +69,29 @@ class DirLock:
     """An exclusive ``flock`` on ``directory/lock`` holding the owner's pid.
 
     The kernel drops the lock when the process dies, however it dies.
+
+    Args:
+        directory: the spool directory.
+        wait: seconds to wait for another process to release it (polled every 5 ms) before
+            :class:`~spoolkit.errors.LockedError`; 0 refuses at once.
     """
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, wait: float = 0.0) -> None:
         self.path = os.path.join(directory, LOCK)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise LockedError(directory, holder_pid(directory)) from None
-            raise
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise LockedError(directory, holder_pid(directory)) from None
+            time.sleep(0.005)  # another process's short hold (dead letters): poll for it
         # the pid is for error messages only: a full disk must not stop an open (to drain)
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
@@ -91,6 +103,15 @@ class DirLock:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+    def forget(self) -> None:
+        """In a forked child: close this process's copy of the descriptor.
+
+        ``flock`` locks belong to the open file, which parent and child share: closing the
+        child's copy leaves the parent holding the lock, and a child that outlives its parent
+        no longer keeps the directory locked.
+        """
+        self.release()
 
 
 def holder_pid(directory: str) -> int | None:

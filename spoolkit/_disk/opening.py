@@ -30,6 +30,51 @@ _OPEN: dict[str, weakref.ref[Store]] = {}  # the store open on each directory in
 _OPEN_LOCK = threading.Lock()
 
 
+def is_open_here(path: str) -> bool:
+    """Whether a store of this process has ``path`` (absolute, resolved) open."""
+    with _OPEN_LOCK:
+        ref = _OPEN.get(path)
+    return ref is not None and ref() is not None
+
+
+# -- fork: no child inherits a held lock or writes a parent's file ------------------------------
+
+_forking: list[Store] = []
+
+
+def _before_fork() -> None:
+    """Take every open store's lock, so that no thread is half-way through a change."""
+    _OPEN_LOCK.acquire()
+    stores = [s for s in (r() for r in _OPEN.values()) if s is not None]
+    for store in stores:
+        store.lock.acquire()
+    _forking[:] = stores
+
+
+def _after_fork_parent() -> None:
+    for store in reversed(_forking):
+        store.lock.release()
+    _forking.clear()
+    _OPEN_LOCK.release()
+
+
+def _after_fork_child() -> None:
+    parent = os.getppid()
+    for store in _forking:
+        try:
+            store.forget_after_fork(parent)
+        finally:
+            store.lock.release()
+    _forking.clear()
+    _OPEN.clear()
+    _OPEN_LOCK.release()
+
+
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_parent, after_in_child=_after_fork_child
+)
+
+
 def take_over(path: str) -> None:
     """Close the store this process has open on ``path``, if any (pqueue's reopen idiom)."""
     with _OPEN_LOCK:

@@ -10,6 +10,7 @@ directory over) wakes every waiter.
 from __future__ import annotations
 
 import heapq
+import os
 import threading
 import time
 from collections import deque
@@ -63,6 +64,7 @@ class Store:
         fsync_interval: float,
         max_record_bytes: int,
         tempdir: str | None,
+        lock_timeout: float = 0.0,
     ) -> None:
         if fsync not in FSYNC_MODES:
             raise ConfigError(f"fsync={fsync!r} is not one of {FSYNC_MODES}")
@@ -108,7 +110,7 @@ class Store:
         )
         self._dirty = self.durability.dirty  # the same set: marked on acks and rolls
         take_over(self.path)
-        self._dirlock = meta.DirLock(self.path)
+        self._dirlock = meta.DirLock(self.path, lock_timeout)
         try:
             open_store(self, serializer_name)
         except BaseException:
@@ -414,6 +416,31 @@ class Store:
         self._segs.clear()
         self._unread.clear()
         self._dirlock.release()
+
+    def forget_after_fork(self, parent: int) -> None:
+        """In a forked child: let go of the parent's files without touching them.
+
+        The child writes nothing, syncs nothing and removes nothing here: unmapping and
+        closing its copies of the descriptors leaves the parent's files, maps and lock as
+        they are. Called with :attr:`lock` held by the fork (released by the caller).
+        """
+        self.closed = True
+        self.closed_reason = (
+            f"opened by process {parent} before this process forked; a Queue belongs to one "
+            "process: open it again in this one (a Spool or SpoolHandler does so by itself)"
+        )
+        self.durability.forget_after_fork()
+        for seg in (*self._segs.values(), *self._free):
+            if seg.mm is not None:
+                seg.mm.close()
+                seg.mm = None
+            if seg.fd >= 0:
+                os.close(seg.fd)
+                seg.fd = -1
+        self._segs.clear()
+        self._free.clear()
+        self._unread.clear()
+        self._dirlock.forget()
 
     def check_open(self) -> None:
         """Raise :class:`ClosedError` if closed (call with the lock held)."""
