@@ -22,9 +22,11 @@ from spoolkit._deferred import (
 from spoolkit._deferred import producer as _producer
 from spoolkit._log import get_logger
 from spoolkit._pool import Pool
+from spoolkit._process import after_fork_in_child_of, watch_exit
 from spoolkit._stats import Counters, Drops, SpoolStats, snapshot
 from spoolkit._supervisor import Supervisor
 from spoolkit.backends import Backend, open_backend
+from spoolkit.backends.lanes import LanesBackend
 from spoolkit.deadletter import DeadLetters
 from spoolkit.errors import ClosedError, ConfigError, PermanentError, SpoolFull
 from spoolkit.retry import Clock, RetryPolicy, SystemClock, to_retrying
@@ -69,11 +71,25 @@ class Spool:
         serializer: ``"pickle"``, ``"json"``, ``"raw"`` or a serializer object.
         sink_timeout: seconds after which a running sink call counts as stuck and its batch is
             handed to another worker; None never.
-        backend: None (the disk queue at ``path``), a ``redis://host/db?stream=...&group=...``
-            URL (:class:`~spoolkit.backends.redis.RedisBackend`; ``path`` then holds only the
+        backend: None (the disk lanes at ``path``, which any number of processes share:
+            :class:`~spoolkit.backends.lanes.LanesBackend`), a
+            ``redis://host/db?stream=...&group=...`` URL
+            (:class:`~spoolkit.backends.redis.RedisBackend`; ``path`` then holds only the
             dead letters) or a :class:`~spoolkit.backends.Backend` object. A backend with a
             ``bind_dead_letters`` method is given the spool's dead letters.
         clock: where time is read and backoffs wait (:class:`spoolkit.testing.FakeClock`).
+        consume: deliver (start workers); False for a producer-only process (a web worker)
+            whose records another process delivers: ``spoolkit ship PATH --to URL``, or a
+            Spool with ``consume=True`` on the same path.
+        exit_timeout: when the interpreter exits normally without :meth:`stop`, the most
+            seconds spent delivering what is waiting (the rest stays on disk for the next
+            opener). A :class:`~spoolkit.SpoolHandler` that owns its spool uses its
+            ``close_timeout`` instead.
+
+    Processes: any number may open the same path at once (each writes to a lane of its own,
+    see the Deploying page). A Spool that exists when the process forks keeps working in the
+    parent and in the child: the child's first put takes a lane of its own and, if the spool
+    was running, starts the child's workers.
 
     Raises:
         ConfigError: an invalid option.
@@ -96,8 +112,12 @@ class Spool:
         sink_timeout: float | None = 300.0,
         backend: str | Backend | None = None,
         clock: Clock | None = None,
+        consume: bool = True,
+        exit_timeout: float = 5.0,
     ) -> None:
         _check(workers, batch_size, batch_interval, when_full, sink_timeout)
+        if exit_timeout < 0:
+            raise ConfigError(f"exit_timeout must be >= 0 seconds, got {exit_timeout!r}")
         self._retry = retry if retry is not None else RetryPolicy()
         to_retrying(self._retry, time.sleep)  # a ConfigError now rather than in a worker
         self._sink = sink
@@ -106,9 +126,25 @@ class Spool:
         self._max_bytes = max_bytes
         self._serializer_name = serializer if isinstance(serializer, str) else "custom"
         self._clock: Clock = clock if clock is not None else SystemClock()
-        self._backend = open_backend(
-            backend, path, serializer=serializer, fsync=fsync, max_bytes=max_bytes
-        )
+        self.consume = consume
+        self.exit_timeout = exit_timeout
+        self.exit_owner: object | None = None
+        """Who stops this spool at exit instead of the exit hook (a SpoolHandler owning it)."""
+        if backend is None or backend == "disk":
+            self._backend: Backend = LanesBackend(
+                path,
+                serializer=serializer,
+                fsync=fsync,
+                max_bytes=max_bytes,
+                chunksize=1000 if max_bytes is None else max(8, min(1000, max_bytes // 8192)),
+                consume=consume,
+            )
+        elif not consume:
+            raise ConfigError("consume=False goes with the disk lanes (backend=None)")
+        else:
+            self._backend = open_backend(
+                backend, path, serializer=serializer, fsync=fsync, max_bytes=max_bytes
+            )
         self.path = str(getattr(self._backend, "path", os.path.abspath(path)))
         try:
             self._dead = DeadLetters(
@@ -121,9 +157,24 @@ class Spool:
         if callable(bind):  # backends that dead-letter on their own (max_deliveries)
             bind(self._dead)
         self._log = get_logger(spool=self.path)
-        self._counters = Counters()
         self._count_puts = not hasattr(self._backend, "puts")
         self._registry: dict[str, Registered] = {}
+        self._shape = (workers, batch_size, batch_interval, sink_timeout)
+        self._build()
+        self._state = "new"
+        self._accepting = True
+        self._revive = False  # a forked child's copy of a running spool: start at first put
+        watch_exit(self)
+
+    def _build(self) -> None:
+        """The in-process parts: counters, consumer pool, supervisor (again after a fork)."""
+        workers, batch_size, batch_interval, sink_timeout = self._shape
+        self._state_lock = threading.Lock()
+        self._revive_lock = threading.Lock()
+        self._counters = Counters()
+        self._drops = Drops(
+            self._counters, self._clock, self._log, self._when_full, self._max_bytes
+        )
         self._pool = Pool(
             self._backend,
             sink=self._write,
@@ -144,10 +195,21 @@ class Spool:
             clock=self._clock,
             log=self._log,
         )
-        self._state = "new"
-        self._state_lock = threading.Lock()
-        self._accepting = True
-        self._drops = Drops(self._counters, self._clock, self._log, when_full, max_bytes)
+
+    def _after_fork_child(self) -> None:
+        """In a forked child: fresh locks, pool and counters; no worker runs here yet.
+
+        The backend's lanes and the dead letters let go of the parent's files by themselves.
+        A running spool starts the child's workers at its first put; a sink with an
+        ``after_fork()`` method is told, so that it drops connections shared with the parent.
+        """
+        self._build()
+        self._dead._after_fork_child()
+        after_fork_in_child_of(self._sink)
+        if self._state == "running":
+            self._state = "new"
+            self._revive = True
+            self._accepting = False
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -165,7 +227,8 @@ class Spool:
             opener = getattr(self._sink, "open", None)
             if callable(opener):
                 opener()
-            self._supervisor.start()
+            if self.consume:
+                self._supervisor.start()
             self._state = "running"
         self._log.info("spool_started", backlog=self._backend.backlog())
 
@@ -181,8 +244,13 @@ class Spool:
 
         Returns:
             True once they all were; False on timeout (or when the spool is not running and
-            records are waiting).
+            records are waiting). A producer-only spool (``consume=False``) delivers nothing
+            itself: it hands its lane to a consuming process if one runs, and returns whether
+            it did.
         """
+        if not self.consume:
+            hand_over = getattr(self._backend, "hand_over", None)
+            return bool(hand_over()) if callable(hand_over) else False
         since = time.time()
         deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
         return self._supervisor.wait_delivered(since, deadline)
@@ -206,6 +274,7 @@ class Spool:
             was_running = self._state == "running"
             self._state = "stopped"
             self._accepting = False
+            self._revive = False
         deadline = time.monotonic() + timeout
         clean = True
         if was_running and drain:
@@ -254,7 +323,7 @@ class Spool:
             ClosedError: the spool was stopped.
         """
         if not self._accepting:
-            raise self._stopped()
+            self._refused()
         mode = self._when_full
         try:
             self._backend.put(item, block=mode == "block", timeout=timeout)
@@ -279,21 +348,37 @@ class Spool:
         no drop policy applies, that is the queue's ``put`` behind the stopped-spool check:
         the same outcomes as :meth:`put`, without its two calls in between.
         """
-        queue_put = getattr(self._backend, "queue_put", None)
+        backend = self._backend
         mode = self._when_full
-        if queue_put is None or self._count_puts or mode not in ("block", "raise"):
+        if not hasattr(backend, "queue_put") or self._count_puts or mode not in ("block", "raise"):
             return lambda item: self.put(item, timeout=timeout)
         block = mode == "block"
+        queue_put = backend.queue_put
 
         def put(item: Any) -> None:
-            if not self._accepting:
-                raise self._stopped()
+            nonlocal queue_put
             try:
+                if not self._accepting:
+                    raise ClosedError
                 queue_put(item, block, timeout)
             except Full:
                 raise self._full() from None
+            except ClosedError:  # stopped, a forked child's first put, or the lane changed
+                self.put(item, timeout=timeout)  # hands (fork, handover): put does the rest
+                queue_put = backend.queue_put
 
         return put
+
+    def _refused(self) -> None:
+        """A put while not accepting: start a forked child's copy, else raise ClosedError."""
+        if self._revive:
+            with self._revive_lock:
+                if self._revive:
+                    self.start()
+                    self._accepting = True
+                    self._revive = False
+        if not self._accepting:
+            raise self._stopped()
 
     def _stopped(self) -> ClosedError:
         return ClosedError(f"spool at {self.path!r} was stopped")
@@ -325,7 +410,7 @@ class Spool:
             as :meth:`put`.
         """
         if not self._accepting:
-            raise self._stopped()
+            self._refused()
         items = items if isinstance(items, Sequence) else list(items)
         if self._when_full == "block" or self._max_bytes is None:
             self._backend.put_many(items)
@@ -390,7 +475,7 @@ class Spool:
 
     def _defer(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> DeferredHandle:
         if not self._accepting:
-            raise self._stopped()
+            self._refused()
         item = to_item(DeferredCall(name, args, kwargs), self._serializer_name)
         try:
             rid = self._backend.put_durable(item, block=self._when_full != "raise", timeout=None)

@@ -1,9 +1,13 @@
 """The dead-letter store: records no sink would take, kept with why, until someone decides.
 
-Each spool keeps its dead letters in ``<spool path>/dead/``, itself a :class:`spoolkit.Queue`
-(checksummed frames, ``fsync="always"``). A record is written there and fsynced *before* the
-original is acknowledged, so a crash in between leaves it in both places (delivered again,
-dead-lettered again: at least once, never lost).
+Each spool keeps its dead letters in ``<spool path>/dead/``, itself a
+:class:`spoolkit.Queue` (checksummed frames, ``fsync="always"``), opened for each operation
+only, so that every process of a spool adds to it, and any of them (or the CLI) lists it, in
+turn. Entries an operation takes and does not remove go back when it closes the store.
+
+A record is written there and fsynced *before* the original is acknowledged, so a crash in
+between leaves it in both places (delivered again, dead-lettered again: at least once, never
+lost).
 
 :meth:`DeadLetters.requeue` copies entries back into the spool under their old record ids,
 fsyncs them, and only then removes them from the store: killed half-way, a requeued record may
@@ -12,12 +16,13 @@ stay in the dead letters too (requeue it again, or purge it; the sink sees it at
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import pickle
 import threading
 import traceback
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +34,7 @@ from spoolkit.typing import Record
 __all__ = ["DeadError", "DeadLetter", "DeadLetters"]
 
 _FORMAT = 1
+LOCK_TIMEOUT = 30.0  # seconds an operation waits for another process's use of the store
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,31 +193,52 @@ class DeadLetters:
         decode: Callable[[bytes], Any],
         restore: Callable[[bytes, str, float], None],
     ) -> None:
-        self._queue = Queue(path, chunksize=256, serializer=_WireSerializer(), fsync="always")
+        self._path = os.fspath(path)
         self._decode = decode
         self._restore = restore
         self._lock = threading.Lock()
-        self._log = get_logger(path=self._queue.path)
+        self._len = self._bytes = 0
+        with self._opened() as q:  # creates and checks the store now, not at the first add
+            self._path = q.path
+        self._log = get_logger(path=self._path)
         self.undecodable = 0
         """Entries the last :meth:`list` left out because their item could not be decoded."""
+
+    @contextlib.contextmanager
+    def _opened(self) -> Iterator[Queue]:
+        """The store, opened for one operation (every process of the spool shares it)."""
+        q = Queue(
+            self._path,
+            chunksize=256,
+            serializer=_WireSerializer(),
+            fsync="always",
+            lock_timeout=LOCK_TIMEOUT,
+        )
+        try:
+            yield q
+        finally:
+            self._len, self._bytes = q.unfinished_tasks, q.bytes_used
+            q.close()
 
     @property
     def path(self) -> str:
         """The store's directory."""
-        return self._queue.path
+        return self._path
 
     def add(self, entries: Sequence[DeadEntry]) -> None:
         """Store ``entries`` and fsync them before returning.
 
         Raises:
             OSError: the disk refused them; nothing may be acknowledged then.
+            LockedError: another process held the store for over 30 s.
         """
         if entries:
-            with self._lock:
-                self._queue.put_many([e.to_wire() for e in entries], durable=True)
+            with self._lock, self._opened() as q:
+                q.put_many([e.to_wire() for e in entries], durable=True)
 
-    def _take_all(self) -> list[tuple[Delivery, DeadEntry]]:
-        batch = self._queue.get_batch(1 << 62, timeout=0)
+    @staticmethod
+    def _take_all(q: Queue) -> list[tuple[Delivery, DeadEntry]]:
+        batch = q.get_batch(1 << 62, timeout=0)
         return [(d, DeadEntry.from_wire(d.item)) for d in batch]
 
     def _letter(self, entry: DeadEntry) -> DeadLetter | None:
@@ -233,19 +260,17 @@ class DeadLetters:
         :attr:`undecodable`; it stays stored, and :meth:`requeue` and :meth:`purge` still act
         on it by id.
         """
-        with self._lock:
-            taken = self._take_all()
-            self._queue.nack(*(d for d, _ in taken))
+        with self._lock, self._opened() as q:
+            taken = self._take_all(q)
         letters = [self._letter(e) for _, e in taken]
         self.undecodable = letters.count(None)
         return [x for x in letters if x is not None]
 
     def _select(self, ids: Collection[str] | None, act: Callable[[DeadEntry], None] | None) -> int:
         wanted = None if ids is None else set(ids)
-        with self._lock:
-            taken = self._take_all()
+        with self._lock, self._opened() as q:
+            taken = self._take_all(q)
             chosen = [(d, e) for d, e in taken if wanted is None or e.record_id in wanted]
-            rest = [d for d, e in taken if wanted is not None and e.record_id not in wanted]
             done: list[Delivery] = []
             try:
                 for d, e in chosen:
@@ -253,8 +278,7 @@ class DeadLetters:
                         act(e)
                     done.append(d)
             finally:
-                self._queue.ack(*done)
-                self._queue.nack(*rest, *(d for d, _ in chosen[len(done) :]))
+                q.ack(*done)
         return len(done)
 
     def requeue(self, ids: Collection[str] | None = None) -> int:
@@ -281,18 +305,22 @@ class DeadLetters:
 
     def len(self) -> int:
         """How many dead letters there are (``len(spool.dead_letters)`` works too)."""
-        return self._queue.unfinished_tasks
+        with self._lock, self._opened():
+            pass
+        return self._len
 
     def __len__(self) -> int:
         return self.len()
 
     def bytes_used(self) -> int:
-        """Bytes the store takes on disk."""
-        return self._queue.bytes_used
+        """Bytes the store took on disk when this process last opened it (no disk access)."""
+        return self._bytes
 
     def close(self) -> None:
-        """Persist and release the store's directory."""
-        self._queue.close()
+        """Nothing to release: the store is open only during each operation."""
+
+    def _after_fork_child(self) -> None:
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<spoolkit.DeadLetters path={self.path!r} len={len(self)}>"

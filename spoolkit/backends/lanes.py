@@ -1,0 +1,544 @@
+"""The default backend: one spool directory shared by any number of processes, through lanes.
+
+Each process writes to a lane it holds (:mod:`spoolkit._disk.lanes`): its own
+:class:`~spoolkit.backends.disk.DiskBackend`, so no two processes ever write one file. A
+consuming process delivers its own lane and *adopts* every lane nobody holds that has records
+waiting (its writer exited, was killed, or handed it over), delivers it, and lets it go once it
+is empty. A producer-only process (``consume=False``) delivers nothing: while some process
+consumes the spool, it hands its lane over every ``handoff_interval`` seconds (closes it, and
+writes to another), so that the consumer can take it.
+
+After ``os.fork()`` the child's copy holds no lane: its first put takes a lane of its own. The
+parent's lanes are untouched by the child (see :func:`spoolkit._disk.opening.is_open_here` and
+the store's fork handling).
+
+Order: records of one process reach the sink in put order per lane (with one worker); lanes
+are delivered side by side, so there is no order between processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from spoolkit._disk.lanes import lane_paths, new_lane
+from spoolkit._disk.meta import LOCK, is_locked
+from spoolkit._disk.opening import is_open_here, prepare_dir
+from spoolkit._handout import Delivery
+from spoolkit._log import get_logger
+from spoolkit.backends.disk import DiskBackend
+from spoolkit.deadletter import DeadLetters
+from spoolkit.errors import ClosedError, ConfigError, LockedError
+from spoolkit.typing import Serializer
+
+__all__ = ["LanesBackend"]
+
+SCAN_INTERVAL = 0.5  # seconds between two looks for lanes nobody holds
+CONSUMERS = "consumers.lock"  # consuming processes hold a shared lock on it while they live
+_OPENING = threading.Lock()  # one lane opened at a time in this process: no takeover races
+_LIVE: weakref.WeakSet[LanesBackend] = weakref.WeakSet()
+
+
+class LanesBackend:
+    """A :class:`~spoolkit.backends.Backend` over every lane of one spool directory.
+
+    Args:
+        path: the spool directory.
+        serializer: as for :class:`spoolkit.Queue`.
+        fsync: as for :class:`spoolkit.Queue`.
+        max_bytes: cap on the bytes on disk of each process's lane.
+        chunksize: records per chunk file.
+        max_deliveries: as for :class:`~spoolkit.backends.disk.DiskBackend`.
+        consume: deliver this process's lane and adopt lanes nobody holds; False for a
+            producer-only process, whose lanes another process delivers.
+        handoff_interval: with ``consume=False``, seconds between two handovers of the lane
+            this process writes (only while some process consumes the spool).
+
+    Raises:
+        ConfigError: an invalid option.
+        PathError: the directory cannot be used.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        serializer: str | Serializer = "pickle",
+        fsync: str = "interval",
+        max_bytes: int | None = None,
+        chunksize: int = 1000,
+        max_deliveries: int | None = 10,
+        consume: bool = True,
+        handoff_interval: float = 1.0,
+    ) -> None:
+        if handoff_interval <= 0:
+            raise ConfigError(f"handoff_interval must be > 0 seconds, got {handoff_interval!r}")
+        self.root = prepare_dir(os.fspath(path))
+        self.consume = consume
+        self.handoff_interval = handoff_interval
+        self._options: dict[str, Any] = {
+            "serializer": serializer,
+            "fsync": fsync,
+            "max_bytes": max_bytes,
+            "chunksize": chunksize,
+            "max_deliveries": max_deliveries,
+        }
+        self._log = get_logger(path=self.root)
+        self._dead: DeadLetters | None = None
+        self._reset()
+        self._own: DiskBackend | None = self._take_own()
+        self.adopt()  # what waits in lanes nobody holds counts in this spool's backlog now
+        _LIVE.add(self)
+
+    def _reset(self) -> None:
+        """The state of a backend that holds no lane (a new one, or a forked child's copy)."""
+        self._lock = threading.RLock()
+        self._closed = False
+        self._own = None
+        self._adopted: list[DiskBackend] = []
+        self._final: list[DiskBackend] = []  # the lanes held when closed: stats still answer
+        self._by_store: dict[Any, DiskBackend] = {}
+        self._let_go = {"puts": 0, "dead_lettered": 0, "undecodable": 0}
+        self._next_scan = 0.0
+        self._turn = 0
+        self._consumer_fd = -1
+        self._stop = threading.Event()
+        self._handoff: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    # -- lanes ---------------------------------------------------------------------------------
+
+    def _open_lane(self, path: str) -> DiskBackend | None:
+        """Open the lane at ``path`` for this process, or None if another instance holds it."""
+        with _OPENING:
+            if is_open_here(path):
+                return None
+            try:
+                lane = DiskBackend(path, **self._options)
+            except LockedError:
+                return None
+        # this backend closes its lanes (Spool.stop, or its exit hook), in its own order
+        lane.queue._finalizer.atexit = False
+        if self._dead is not None:
+            lane.bind_dead_letters(self._dead)
+        self._by_store[lane.queue._store] = lane
+        return lane
+
+    def _let_go_of(self, lane: DiskBackend) -> None:
+        """Close ``lane`` (fsync, release its lock): any process may take it now."""
+        self._by_store.pop(lane.queue._store, None)
+        for key in self._let_go:
+            self._let_go[key] += getattr(lane, key)
+        lane.close()
+
+    def _take_own(self) -> DiskBackend:
+        """The first lane nobody holds (empty, for a producer-only process), else a new one."""
+        for path in lane_paths(self.root):
+            lane = self._open_lane(path)
+            if lane is None:
+                continue
+            if self.consume or not lane.backlog():
+                break
+            self._let_go_of(lane)  # records wait in it: leave it to a consumer
+        else:
+            lane = None
+            while lane is None:
+                lane = self._open_lane(new_lane(self.root))
+        if self.consume:
+            self._hold_consumer_lock()
+        elif self._handoff is None:
+            self._handoff = threading.Thread(
+                target=self._handoff_loop, name="spoolkit-handoff", daemon=True
+            )
+            self._handoff.start()
+        self._log.debug("lane_taken", lane=lane.path)
+        return lane
+
+    def _current(self) -> DiskBackend:
+        """This process's lane, taken now if it holds none (first put after a fork)."""
+        own = self._own
+        if own is None:
+            with self._lock:
+                if self._closed:
+                    raise ClosedError(f"spool at {self.root!r} was closed")
+                if self._own is None:
+                    self._own = self._take_own()
+                own = self._own
+        return own
+
+    def _lanes(self) -> list[DiskBackend]:
+        own = self._own
+        return [own, *self._adopted] if own is not None else list(self._adopted)
+
+    def _counted(self) -> list[DiskBackend]:
+        """The lanes the gauges add up: those held, or once closed those held then."""
+        return self._final if self._closed else self._lanes()
+
+    # -- consumers and producer-only handover --------------------------------------------------
+
+    def _hold_consumer_lock(self) -> None:
+        if self._consumer_fd >= 0:
+            return
+        fd = os.open(
+            os.path.join(self.root, CONSUMERS), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
+        fcntl.flock(fd, fcntl.LOCK_SH)  # shared: never waits on another consumer
+        self._consumer_fd = fd
+
+    def consumer_alive(self) -> bool:
+        """Whether some process consumes this spool (holds the consumers' lock)."""
+        try:
+            fd = os.open(os.path.join(self.root, CONSUMERS), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return True
+            raise
+        finally:
+            os.close(fd)
+        return False
+
+    def _handoff_loop(self) -> None:
+        stop = self._stop
+        while not stop.wait(self.handoff_interval):
+            try:
+                self.hand_over()
+            except ClosedError:
+                return
+            except Exception as exc:  # a full or failing disk: keep writing the lane held
+                self._log.warning("lane_handoff_failed", error=repr(exc))
+
+    def hand_over(self) -> bool:
+        """Producer-only: if records wait in this process's lane and some process consumes
+        the spool, let the lane go (to that consumer) and write to another from now on.
+
+        Returns:
+            Whether the lane was handed over.
+        """
+        with self._lock:
+            old = self._own
+            if self._closed or old is None or not old.backlog() or not self.consumer_alive():
+                return False
+            self._own = self._take_own()
+            self._let_go_of(old)  # puts that still hold it get ClosedError and put again
+        return True
+
+    # -- putting -------------------------------------------------------------------------------
+
+    def _again(self, lane: DiskBackend) -> DiskBackend:
+        """After ``lane`` refused a put as closed: the lane to put into instead, or raise."""
+        if self._closed or self._own is lane:
+            raise ClosedError(f"spool at {self.root!r} was closed")
+        return self._current()
+
+    def put(self, item: Any, *, block: bool, timeout: float | None) -> None:
+        """Store ``item`` in this process's lane."""
+        lane = self._own or self._current()
+        try:
+            lane.queue.put(item, block, timeout)
+        except ClosedError:
+            self._again(lane).queue.put(item, block, timeout)
+
+    @property
+    def queue_put(self) -> Callable[[Any, bool, float | None], None]:
+        """The ``put(item, block, timeout)`` of this process's lane's queue (see
+        ``Spool._putter``); it raises ClosedError once the lane changed hands."""
+        return self._current().queue.put
+
+    def put_durable(self, item: Any, *, block: bool, timeout: float | None) -> str:
+        """Store ``item`` in this process's lane, fsync it, return its record id."""
+        lane = self._current()
+        try:
+            return lane.put_durable(item, block=block, timeout=timeout)
+        except ClosedError:
+            return self._again(lane).put_durable(item, block=block, timeout=timeout)
+
+    def put_many(self, items: Iterable[Any]) -> None:
+        """Store every item, in order, in this process's lane."""
+        items = list(items)
+        lane = self._current()
+        try:
+            lane.put_many(items)
+        except ClosedError:
+            self._again(lane).put_many(items)
+
+    def restore(self, payload: bytes, record_id: str, enqueued_at: float) -> None:
+        """Store a dead letter again under its record id, in the lane that issued it.
+
+        That lane is opened for the purpose if nobody holds it (and then delivered here).
+
+        Raises:
+            ConfigError: no lane of this spool issued ``record_id``.
+            LockedError: the lane that issued it is held by another process.
+        """
+        uid = record_id.rpartition("-")[0]
+        with self._lock:
+            for lane in self._lanes():
+                if lane.uid == uid:
+                    lane.restore(payload, record_id, enqueued_at)
+                    return
+            for path in lane_paths(self.root):
+                if _lane_uid(path) != uid:
+                    continue
+                opened = self._open_lane(path)
+                if opened is None:
+                    raise LockedError(path, None)
+                self._adopted.append(opened)
+                opened.restore(payload, record_id, enqueued_at)
+                return
+        raise ConfigError(f"record id {record_id!r} does not belong to {self.root!r}")
+
+    # -- taking --------------------------------------------------------------------------------
+
+    def adopt(self) -> None:
+        """Adopt now every lane nobody holds that has records waiting (if consuming)."""
+        self._next_scan = 0.0
+        self._scan()
+
+    def _scan(self) -> None:
+        """Adopt every lane nobody holds that has records waiting (rate-limited)."""
+        now = time.monotonic()
+        if not self.consume or now < self._next_scan:
+            return
+        self._next_scan = now + SCAN_INTERVAL
+        with self._lock:
+            if self._closed:
+                return
+            held = {lane.path for lane in self._lanes()}
+            for path in lane_paths(self.root):
+                if (
+                    path in held
+                    or not os.path.exists(os.path.join(path, LOCK))  # being created
+                    or is_locked(path)
+                ):
+                    continue
+                lane = self._open_lane(path)
+                if lane is None:
+                    continue
+                if lane.backlog():
+                    self._adopted.append(lane)
+                    self._log.info("lane_adopted", lane=path, backlog=lane.backlog())
+                else:
+                    self._let_go_of(lane)
+
+    def wait(self, timeout: float | None) -> bool:
+        """Wait until a record waits in a lane this process delivers; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._closed:
+                raise ClosedError(f"spool at {self.root!r} was closed")
+            self._scan()
+            if any(lane.waiting() for lane in self._adopted):
+                return True
+            lane = self._current()
+            step = SCAN_INTERVAL
+            if deadline is not None:
+                step = max(0.0, min(step, deadline - time.monotonic()))
+            try:
+                if lane.wait(step):
+                    return True
+            except ClosedError:
+                if self._closed:
+                    raise
+                continue  # the lane changed hands (a fork): wait on the new one
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
+    def get_batch(self, max_items: int, timeout: float | None) -> Sequence[Delivery]:
+        """Up to ``max_items`` records of one lane, the lanes taken in turn."""
+        lanes = self._lanes()
+        if not lanes:
+            self._current()
+            lanes = self._lanes()
+        self._turn += 1
+        for i in range(len(lanes)):
+            lane = lanes[(self._turn + i) % len(lanes)]
+            try:
+                batch = lane.get_batch(max_items, 0)
+            except ClosedError:
+                if self._closed:
+                    raise
+                continue
+            if batch:
+                return batch
+        self._let_go_of_drained()
+        if timeout and self.wait(timeout):
+            return self.get_batch(max_items, 0)
+        return []
+
+    def _let_go_of_drained(self) -> None:
+        if not self._adopted:
+            return
+        with self._lock:
+            for lane in [lane for lane in self._adopted if not lane.backlog()]:
+                self._adopted.remove(lane)
+                self._let_go_of(lane)
+                self._log.info("lane_delivered", lane=lane.path)
+
+    def _lane_of(self, message: Delivery) -> DiskBackend:
+        lane = self._by_store.get(message._store)
+        if lane is None:
+            raise ClosedError(f"the lane of record {message.id} was closed")
+        return lane
+
+    def record_id(self, message: Delivery) -> str:
+        """``"<lane uid>-<id>"``."""
+        return self._lane_of(message).record_id(message)
+
+    def record_ids(self, messages: Sequence[Delivery]) -> list[str]:
+        """``record_id`` of each message."""
+        if not messages:
+            return []
+        first = messages[0]._store
+        if all(m._store is first for m in messages):
+            return self._lane_of(messages[0]).record_ids(messages)
+        return [self.record_id(m) for m in messages]
+
+    def _by_lane(self, messages: Sequence[Delivery]) -> list[tuple[DiskBackend, list[Delivery]]]:
+        groups: dict[int, tuple[DiskBackend, list[Delivery]]] = {}
+        for m in messages:
+            lane = self._lane_of(m)
+            groups.setdefault(id(lane), (lane, []))[1].append(m)
+        return list(groups.values())
+
+    def ack(self, *messages: Delivery) -> None:
+        """Acknowledge, each message in its lane."""
+        for lane, group in self._by_lane(messages):
+            lane.ack(*group)
+
+    def nack(self, *messages: Delivery) -> None:
+        """Hand back, each message to its lane."""
+        for lane, group in self._by_lane(messages):
+            lane.nack(*group)
+
+    def drop_oldest(self) -> bool:
+        """Drop the oldest waiting record of this process's lane."""
+        return self._current().drop_oldest()
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def uid(self) -> str:
+        """The uid of this process's lane."""
+        return self._current().uid
+
+    @property
+    def path(self) -> str:
+        """The spool directory."""
+        return self.root
+
+    def encode(self, item: Any) -> bytes:
+        """Serialize ``item`` with the spool's serializer."""
+        return self._current().encode(item)
+
+    def decode(self, payload: bytes) -> Any:
+        """Deserialize with the spool's serializer."""
+        return self._current().decode(payload)
+
+    def bind_dead_letters(self, dead: DeadLetters) -> None:
+        """Where records over ``max_deliveries`` go, in every lane."""
+        self._dead = dead
+        for lane in self._lanes():
+            lane.bind_dead_letters(dead)
+
+    def _total(self, key: str) -> int:
+        held = [] if self._closed else self._lanes()  # closed lanes are counted in _let_go
+        return self._let_go[key] + sum(int(getattr(lane, key)) for lane in held)
+
+    @property
+    def puts(self) -> int:
+        """Records this process stored since the backend was opened (or it forked)."""
+        return self._total("puts")
+
+    @property
+    def dead_lettered(self) -> int:
+        """Records the lanes dead-lettered themselves (over ``max_deliveries``)."""
+        return self._total("dead_lettered")
+
+    @property
+    def undecodable(self) -> int:
+        """Records skipped because they could not be decoded."""
+        return self._total("undecodable")
+
+    def waiting(self) -> int:
+        """Records waiting in the lanes this process holds."""
+        return sum(lane.waiting() for lane in self._counted())
+
+    def backlog(self) -> int:
+        """Records not acknowledged yet in the lanes this process holds."""
+        return sum(lane.backlog() for lane in self._counted())
+
+    def bytes_used(self) -> int:
+        """Bytes of the lanes this process holds."""
+        return sum(lane.bytes_used() for lane in self._counted())
+
+    def oldest_enqueued_at(self) -> float | None:
+        """The oldest waiting record's ``enqueued_at`` over the lanes this process holds."""
+        if self._closed:
+            return None
+        times = [t for t in (lane.oldest_enqueued_at() for lane in self._lanes()) if t is not None]
+        return min(times, default=None)
+
+    def lanes_held(self) -> list[str]:
+        """The lanes this process holds: its own first, then those it adopted."""
+        return [lane.path for lane in self._lanes()]
+
+    def close(self) -> None:
+        """Close every lane held (fsync, release): others may take them now."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._stop.set()
+            lanes, self._own, self._adopted = self._lanes(), None, []
+            self._final = lanes
+        errors: list[BaseException] = []
+        for lane in lanes:
+            try:
+                self._let_go_of(lane)
+            except Exception as exc:  # close the others all the same
+                errors.append(exc)
+        if self._consumer_fd >= 0:
+            os.close(self._consumer_fd)
+            self._consumer_fd = -1
+        if errors:
+            raise errors[0]
+
+    def _after_fork_child(self) -> None:
+        """The child holds no lane (the store's fork handling let go of the files)."""
+        fd = self._consumer_fd
+        closed = self._closed
+        self._reset()
+        self._closed = closed
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)  # the parent's shared lock stays with the parent
+
+    def __repr__(self) -> str:
+        return f"<LanesBackend {self.root!r} lanes={self.lanes_held()}>"
+
+
+def _lane_uid(path: str) -> str | None:
+    from spoolkit._disk.meta import read_meta  # noqa: PLC0415 - only for dead-letter requeue
+
+    info = read_meta(path)
+    uid = info.get("uid") if info else None
+    return uid if isinstance(uid, str) else None
+
+
+def _after_fork_child() -> None:
+    for backend in list(_LIVE):
+        backend._after_fork_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_child)
