@@ -18,12 +18,21 @@ from typing import Any
 import tenacity
 
 from spoolkit._deferred import CALL_MARK, DeferredCall, Registered, as_call
+from spoolkit._guard import guard, spoolkit_thread
 from spoolkit._redact import error_repr
 from spoolkit._stats import Counters
 from spoolkit.backends import Backend
 from spoolkit.deadletter import DeadEntry, DeadLetters
 from spoolkit.errors import ClosedError, PartialFailure, UnknownDeferredError
-from spoolkit.retry import Clock, RetryPolicy, SystemClock, id_range, log_retry, to_retrying
+from spoolkit.retry import (
+    Clock,
+    RetryPolicy,
+    SystemClock,
+    id_range,
+    log_retry,
+    older_than,
+    to_retrying,
+)
 from spoolkit.typing import Record
 
 __all__ = ["Pool", "Slot"]
@@ -134,6 +143,7 @@ class Pool:
             )
 
     def _run(self, slot: Slot) -> None:
+        spoolkit_thread()  # a sink's own logging here is never spooled (no feedback loop)
         try:
             while not self.stopping.is_set() and not slot.abandoned:
                 try:
@@ -330,6 +340,11 @@ class Pool:
             attempt()
 
         retrying = to_retrying(retry, self._sleep)
+        if isinstance(retry, RetryPolicy) and retry.max_age is not None:
+            born = min(msgs[i].enqueued_at for i in current)
+            too_old = older_than(born, retry.max_age, self.clock.time)
+            stop = retrying.stop
+            retrying.stop = lambda state: bool(stop(state)) or too_old(state)
         retrying.before_sleep = log_retry(self.log, [ids[i] for i in current])
         try:
             retrying(again)
@@ -394,6 +409,10 @@ class Pool:
 
 def _runner(reg: Registered, call: DeferredCall) -> SinkCall:
     def run(_records: Sequence[Record]) -> None:
-        reg.run(call)
+        guard.active = False  # the application's own code: what it logs is spooled
+        try:
+            reg.run(call)
+        finally:
+            guard.active = True
 
     return run

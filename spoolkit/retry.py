@@ -22,7 +22,16 @@ import tenacity
 from spoolkit._redact import error_repr
 from spoolkit.errors import ConfigError, PermanentError, TransientError
 
-__all__ = ["Clock", "RetryPolicy", "SystemClock", "id_range", "log_retry", "to_retrying"]
+__all__ = [
+    "UNKNOWN_ATTEMPTS",
+    "Clock",
+    "RetryPolicy",
+    "SystemClock",
+    "id_range",
+    "log_retry",
+    "older_than",
+    "to_retrying",
+]
 
 
 @runtime_checkable
@@ -68,17 +77,43 @@ def _retry_after(state: tenacity.RetryCallState) -> float:
     return float(after) if isinstance(exc, TransientError) and after else 0.0
 
 
+UNKNOWN_ATTEMPTS = 5
+"""Attempts for an error that is neither a TransientError nor a PermanentError, by default."""
+
+
+def older_than(
+    enqueued_at: float, max_age: float, now: Callable[[], float]
+) -> Callable[[tenacity.RetryCallState], bool]:
+    """A tenacity stop: true once a record put at ``enqueued_at`` is over ``max_age`` s old."""
+
+    def stop(_state: tenacity.RetryCallState) -> bool:
+        return now() - enqueued_at >= max_age
+
+    return stop
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How often and how patiently a failed batch is tried again.
 
     The wait before attempt ``n + 1`` is ``min(max_wait, initial_wait * multiplier ** (n - 1))``
     plus a random jitter in ``[0, jitter]`` seconds, and at least the ``retry_after`` a
-    :class:`~spoolkit.errors.TransientError` asked for. After ``max_attempts`` attempts the batch
-    is dead-lettered.
+    :class:`~spoolkit.errors.TransientError` asked for.
+
+    By default nothing that may pass is ever given up: a
+    :class:`~spoolkit.errors.TransientError` (a network error, a timeout, a 5xx or 429, every
+    error a spoolkit sink maps as passing) is retried without limit, with the wait capped at
+    ``max_wait``, so an outage of any length dead-letters nothing (Vector's sinks do the same).
+    Any other exception (a bug in a sink of your own, say) is tried :data:`UNKNOWN_ATTEMPTS`
+    times, and a :class:`~spoolkit.errors.PermanentError` once. Set ``max_attempts`` or
+    ``max_age`` to give up on passing errors too; then the batch is dead-lettered.
 
     Args:
-        max_attempts: attempts in all, the first included (``>= 1``).
+        max_attempts: attempts in all, the first included (``>= 1``), for every error; None
+            (the default): a TransientError without limit, any other error
+            :data:`UNKNOWN_ATTEMPTS` times.
+        max_age: give up on a batch whose oldest record was put this many seconds ago, once
+            an attempt fails; None for no limit.
         initial_wait: seconds before the second attempt.
         max_wait: the longest wait between two attempts, in seconds.
         multiplier: growth of the wait from one attempt to the next.
@@ -88,7 +123,8 @@ class RetryPolicy:
         seed: seeds the jitter, for reproducible tests; ``None`` for a random one.
     """
 
-    max_attempts: int = 5
+    max_attempts: int | None = None
+    max_age: float | None = None
     initial_wait: float = 0.5
     max_wait: float = 30.0
     multiplier: float = 2.0
@@ -98,8 +134,10 @@ class RetryPolicy:
     seed: int | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ConfigError(f"max_attempts must be >= 1, got {self.max_attempts!r}")
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise ConfigError(f"max_attempts must be >= 1 or None, got {self.max_attempts!r}")
+        if self.max_age is not None and self.max_age <= 0:
+            raise ConfigError(f"max_age must be > 0 seconds or None, got {self.max_age!r}")
         for name in ("initial_wait", "max_wait", "jitter"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0 seconds, got {getattr(self, name)!r}")
@@ -111,6 +149,15 @@ class RetryPolicy:
         base = min(self.max_wait, self.initial_wait * self.multiplier ** (attempt - 1))
         extra = (rng or random).uniform(0, self.jitter) if self.jitter else 0.0
         return base + extra
+
+    def _stop(self, state: tenacity.RetryCallState) -> bool:
+        n = state.attempt_number
+        if self.max_attempts is not None:
+            return n >= self.max_attempts
+        outcome = state.outcome
+        if outcome is not None and isinstance(outcome.exception(), TransientError):
+            return False
+        return n >= UNKNOWN_ATTEMPTS
 
     def build(self, sleep: Callable[[float], None] = time.sleep) -> tenacity.Retrying:
         """Return the ``tenacity.Retrying`` this policy describes, waiting with ``sleep``."""
@@ -124,7 +171,7 @@ class RetryPolicy:
             retry = retry & tenacity.retry_if_not_exception_type(self.give_up_on)  # type: ignore[assignment]
         return tenacity.Retrying(
             sleep=sleep,
-            stop=tenacity.stop_after_attempt(self.max_attempts),
+            stop=self._stop,
             wait=wait,
             retry=retry,
             reraise=False,

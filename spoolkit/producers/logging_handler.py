@@ -4,15 +4,21 @@ Each ``LogRecord`` becomes a JSON-safe dict (see :func:`record_to_dict`) built w
 round-trip: values are checked by type, with a fast path for ``str``/``int``/``float``/``bool``/
 ``None``, recursion for dicts, lists and tuples, and ``repr`` for anything else.
 
-Loops are avoided twice over. A thread-local guard drops any record emitted while this thread
-is already inside a spoolkit producer (the spool's own code, a serializer, a sink factory), which
-could otherwise re-enter the spool's lock. And, by default, records of the ``spoolkit`` logger
-hierarchy are not spooled at all: they describe the spool (retries, dead letters), and feeding
-them back into it would turn one failing sink into a growing stream of records about itself.
+Loops are avoided three times over. A thread-local guard (:mod:`spoolkit._guard`) drops any
+record emitted while this thread is inside a spoolkit producer (the spool's own code, a
+serializer, a sink factory), which could otherwise re-enter the spool's lock, and every record
+emitted on spoolkit's own threads: what a sink library logs while delivering (httpx's
+"HTTP Request: POST", psycopg, redis), at any level and whatever loggers the application
+configured, is never spooled, so a delivery cannot cause another one. And, by default, records
+of the ``spoolkit`` logger hierarchy are not spooled at all: they describe the spool (retries,
+dead letters), and feeding them back into it would turn one failing sink into a growing stream
+of records about itself (spoolkit's last-resort handler still shows its warnings on stderr
+when no other handler would, see :mod:`spoolkit._log`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import inspect
@@ -20,13 +26,16 @@ import logging
 import math
 import os
 import queue
-import threading
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from spoolkit._disk.meta import read_meta
+from spoolkit._guard import guard
 from spoolkit._imports import build_reference, is_reference, resolve_reference
-from spoolkit.errors import ConfigError
+from spoolkit._process import exiting
+from spoolkit.errors import ClosedError, ConfigError, RecordTooLargeError
 
 __all__ = ["SpoolHandler", "json_safe", "record_to_dict", "resolve_sink", "utc_iso"]
 
@@ -142,15 +151,31 @@ def record_to_dict(record: logging.LogRecord, message: str | None = None) -> dic
     }
 
 
-# -- loop guard --------------------------------------------------------------------------------
+def truncate(data: dict[str, Any], limit: int) -> dict[str, Any]:
+    """``data`` with each of ``message``, ``exception`` and ``stack`` cut to ``limit``
+    characters (a marker ends each cut field) and ``truncated`` naming their original lengths.
+
+    Returns ``data`` itself, unchanged, when no field is over the limit.
+    """
+    cut: dict[str, int] = {}
+    for key in ("message", "exception", "stack"):
+        value = data.get(key)
+        if isinstance(value, str) and len(value) > limit:
+            cut[key] = len(value)
+            data[key] = f"{value[:limit]}... [truncated by spoolkit: {len(value)} chars]"
+    if cut:
+        data["truncated"] = cut
+    return data
 
 
-class _Guard(threading.local):
-    active = False
-
-
-guard = _Guard()
-"""Set while this thread is inside a producer; shared by the handler and the processor."""
+def _shrink(data: dict[str, Any], limit: int) -> dict[str, Any]:
+    """A last resort for a record still over the spool's size limit: ``extra`` becomes its
+    clipped ``repr`` and the text fields are cut to a tenth of ``limit``."""
+    extra = repr(data.get("extra"))
+    data["extra"] = {"truncated_extra": extra[: limit // 10]}
+    data = truncate(data, limit // 10)
+    data.setdefault("truncated", {})["extra"] = len(extra)
+    return data
 
 
 def is_spoolkit_logger(name: str) -> bool:
@@ -237,9 +262,21 @@ class SpoolHandler(logging.Handler):
         include_spoolkit_logs: spool the ``spoolkit`` loggers' own records too. Off by default:
             a failing sink would otherwise feed records about itself back into the spool.
         own_spool: stop the spool on :meth:`close`; by default only a spool made from a path.
-        close_timeout: seconds :meth:`close` lets an owned spool deliver what it holds.
+        close_timeout: seconds :meth:`close` lets an owned spool deliver what it holds. At a
+            normal interpreter exit ``logging.shutdown`` closes the handler: what was logged
+            is delivered within this time when the sink answers, and stays on disk otherwise.
+        max_field_chars: ``message``, ``exception`` and ``stack`` longer than this are cut,
+            ending in a marker, and the record's ``truncated`` field keeps their original
+            lengths: an oversized record is shortened, never dropped. A record still over the
+            spool's size limit has its ``extra`` replaced by a clipped ``repr``.
         spool_options: keyword arguments for the :class:`spoolkit.Spool` made from a path
-            (``workers``, ``fsync``, ``max_bytes``...).
+            (``workers``, ``fsync``, ``max_bytes``, ``consume``...). The serializer is
+            ``"json"`` unless given here (or unless the directory already holds a spool
+            written with another one, which is kept).
+
+    Processes: the handler may be made before ``os.fork()`` (gunicorn ``--preload``, uwsgi,
+    Celery prefork, ``multiprocessing``): each child writes to a lane of its own and, unless
+    ``consume=False``, delivers it. Any number of processes may open the same path.
 
     Raises:
         ConfigError: a path without a sink, options given with a ready spool, a bad sink string.
@@ -255,6 +292,7 @@ class SpoolHandler(logging.Handler):
         include_spoolkit_logs: bool = False,
         own_spool: bool | None = None,
         close_timeout: float = 5.0,
+        max_field_chars: int = 256 * 1024,
         spool_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(level)
@@ -263,9 +301,15 @@ class SpoolHandler(logging.Handler):
         self._closed = False
         if put_timeout < 0:
             raise ConfigError(f"put_timeout must be >= 0 seconds, got {put_timeout!r}")
+        if max_field_chars < 64:
+            raise ConfigError(f"max_field_chars must be >= 64, got {max_field_chars!r}")
+        self.max_field_chars = max_field_chars
+        self.truncated = 0
         spool, created = _open_spool(spool_or_path, sink, spool_options)
         self.spool: Any = spool
         self.owns_spool = created if own_spool is None else own_spool
+        if self.owns_spool and hasattr(spool, "exit_owner"):
+            spool.exit_owner = self  # logging.shutdown closes this handler, which stops it
         self.put_timeout = put_timeout
         self.close_timeout = close_timeout
         self.include_spoolkit_logs = include_spoolkit_logs
@@ -305,14 +349,47 @@ class SpoolHandler(logging.Handler):
                 self.skipped += 1
                 return
             fmt = self.formatter
-            self._put(record_to_dict(record, None if fmt is None else fmt.format(record)))
+            data = record_to_dict(record, None if fmt is None else fmt.format(record))
+            limit = self.max_field_chars
+            if len(data["message"]) > limit or record.exc_info or record.stack_info:
+                data = truncate(data, limit)
+                self.truncated += "truncated" in data
+            try:
+                self._put(data)
+            except RecordTooLargeError as exc:
+                self.truncated += 1
+                self._put(_shrink(data, min(limit, exc.limit)))
         except queue.Full:
             self.dropped += 1
+        except ClosedError:
+            self.dropped += 1
+            if not (self._closed or exiting()):  # after close or at exit: counted, not printed
+                self.errors += 1
+                self.handleError(record)
         except Exception:
             self.errors += 1
             self.handleError(record)
         finally:
             g.active = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """Report a record that could not be spooled on stderr, briefly.
+
+        Like ``logging.Handler.handleError`` (nothing when ``logging.raiseExceptions`` is
+        false), but the record's message and arguments are clipped to a few hundred
+        characters: a 65 MiB message is not printed whole.
+        """
+        if not logging.raiseExceptions or sys.stderr is None:
+            return
+        exc = sys.exc_info()[1]
+        with contextlib.suppress(Exception):  # stderr itself is gone: nothing else to tell
+            sys.stderr.write(
+                "--- Logging error ---\nspoolkit.SpoolHandler could not spool a record: "
+                f"{_clip(repr(exc), 1000)}\n"
+                f"logger={record.name!r} level={record.levelname} "
+                f"at {record.pathname}:{record.lineno} "
+                f"message={_clip(repr(record.msg), 200)} args={_clip(repr(record.args), 200)}\n"
+            )
 
     def flush(self) -> None:
         """Nothing to do: a record is in the spool once :meth:`emit` returns.
@@ -346,6 +423,10 @@ class SpoolHandler(logging.Handler):
         return f"<SpoolHandler {logging.getLevelName(self.level)} spool={self.spool!r}>"
 
 
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
+
+
 def _open_spool(
     spool_or_path: Any, sink: Any, options: Mapping[str, Any] | None
 ) -> tuple[Any, bool]:
@@ -367,10 +448,16 @@ def _open_spool(
         )
     from spoolkit._spool import Spool  # noqa: PLC0415 - the Spool facade imports this module
 
+    options = dict(options or {})
+    if "serializer" not in options:  # JSON for logs; a spool written with another keeps it
+        info = read_meta(os.path.abspath(os.fspath(spool_or_path)))
+        options["serializer"] = (info or {}).get("serializer") or "json"
+        if options["serializer"] not in ("json", "pickle", "raw"):
+            options["serializer"] = "json"
     try:
-        spool = Spool(spool_or_path, resolve_sink(sink), **dict(options or {}))
+        spool = Spool(spool_or_path, resolve_sink(sink), **options)
     except TypeError as exc:
-        raise ConfigError(f"bad spool_options {dict(options or {})!r}: {exc}") from exc
+        raise ConfigError(f"bad spool_options {options!r}: {exc}") from exc
     try:
         spool.start()
     except BaseException:

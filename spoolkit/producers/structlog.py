@@ -16,8 +16,9 @@ from typing import Any
 
 import structlog
 
+from spoolkit._guard import guard
 from spoolkit.errors import ConfigError
-from spoolkit.producers.logging_handler import bounded_put, guard, json_safe
+from spoolkit.producers.logging_handler import bounded_put, json_safe
 
 __all__ = ["SpoolProcessor"]
 
