@@ -37,7 +37,9 @@ class Sink(Protocol):
     exception fails the batch (it is retried per the retry policy);
     :class:`spoolkit.errors.PermanentError` dead-letters it at once, and
     :class:`spoolkit.errors.PartialFailure` retries only the records it names. A sink may also
-    define ``open()`` (called when the spool starts) and ``close()`` (called when it stops).
+    define ``open()`` (called when the spool starts) and ``close()`` (called when it stops),
+    and ``after_fork()``, called in a child forked while the spool existed: drop (without
+    closing) connections shared with the parent and replace locks; the child opens its own.
     Several workers may call ``write`` at once: a sink must be thread-safe, or the spool must
     run with ``workers=1``.
     """

@@ -137,6 +137,12 @@ class HttpSink:
         """Create the connection pool now rather than at the first write."""
         _ = self.client
 
+    def after_fork(self) -> None:
+        """In a forked child: forget the parent's pool (its sockets are the parent's) without
+        closing it; the child's first write opens a pool of its own."""
+        self._lock = threading.Lock()
+        self._client = None
+
     def close(self) -> None:
         """Close the connection pool. A later ``write`` opens a new one."""
         with self._lock:

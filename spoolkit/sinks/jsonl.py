@@ -95,6 +95,11 @@ class JsonlSink:
                 if isinstance(error, PermanentError):
                     raise error from exc
 
+    def after_fork(self) -> None:
+        """In a forked child: a lock of its own. The descriptor is shared with the parent,
+        which is safe for appends (``O_APPEND``, one ``write`` per batch)."""
+        self._lock = threading.Lock()
+
     def close(self) -> None:
         """Close the file. A later ``write`` opens it again."""
         with self._lock:

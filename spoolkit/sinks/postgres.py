@@ -151,6 +151,15 @@ class PostgresSink:
         with contextlib.suppress(TransientError):
             self._run(lambda conn: None)
 
+    def after_fork(self) -> None:
+        """In a forked child: forget the parent's connections without closing them (psycopg
+        sends nothing on the parent's sockets when a forked child drops them); the child
+        connects anew at its first write."""
+        self._lock = threading.Lock()
+        self._table_lock = threading.Lock()
+        self._idle = []
+        self._generation += 1
+
     def close(self) -> None:
         """Close every pooled connection; connections in use close when their write ends."""
         with self._lock:

@@ -144,6 +144,11 @@ class RedisStreamSink:
         server that is down at start does not keep the spool from buffering."""
         _ = self.client
 
+    def after_fork(self) -> None:
+        """In a forked child: a lock of its own (redis-py itself replaces the parent's
+        connections in a child without closing them)."""
+        self._lock = threading.Lock()
+
     def close(self) -> None:
         """Close an owned client's connections; a client passed in is left alone."""
         if self._url is None:

@@ -33,6 +33,10 @@ class StdoutSink:
         self._to_json = to_json
         self._lock = threading.Lock()
 
+    def after_fork(self) -> None:
+        """In a forked child: a lock of its own."""
+        self._lock = threading.Lock()
+
     def __repr__(self) -> str:
         return "StdoutSink()" if self._stream is None else f"StdoutSink(stream={self._stream!r})"
 
