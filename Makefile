@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-EXTRAS := dev,http,postgres,redis,cli,crypto,prometheus,docs
+# dev brings every extra the suite tests
+EXTRAS := dev,docs
 DEMO_ARGS ?=
 
 .PHONY: demo test lint typecheck docs bench services clean
@@ -34,6 +35,7 @@ test: $(STAMP) services lint typecheck docs
 	$(VENV)/bin/pytest -q -p no:cacheprovider --cov --cov-report=term
 
 bench: $(STAMP) services
+	$(PY) -m pip install -q -e '.[$(EXTRAS),bench]' --config-settings editable_mode=compat
 	$(PY) benchmarks/queue_bench.py
 	$(PY) benchmarks/spool_bench.py
 	$(PY) benchmarks/handler_bench.py

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pqueue
 import pytest
 
 from spoolkit import Queue, Spool
@@ -17,6 +16,7 @@ from spoolkit._disk import migrate
 from spoolkit.errors import PermanentError
 from spoolkit.sinks import JsonlSink
 from spoolkit.typing import Record
+from tests.helpers.pqueue_dirs import pqueue_dir
 
 UMASKS = [0o000, 0o022, 0o077]
 
@@ -141,13 +141,8 @@ def test_pqueue_migration_creates_private_files(
     tmp_path: Path, umask: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Migrating a pqueue directory makes a 0700 backup directory and 0600 spoolkit files."""
-    root = tmp_path / "q"
-    root.mkdir(mode=0o700)
-    old = pqueue.Queue(str(root), chunksize=3, tempdir=str(tmp_path))
-    for i in range(5):
-        old.put(i)
-    old.headf.close()
-    old.tailf.close()
+    root = pqueue_dir("ints-5-chunksize-3", tmp_path / "q")  # 0, 1, 2, 3, 4
+    root.chmod(0o700)
     monkeypatch.setattr(migrate, "finish", lambda path: None)  # keep the backup to look at
     with Queue(root) as q:
         assert q.qsize() == 5

@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from spoolkit.backends._redis_url import check_url
 from spoolkit.backends.disk import DiskBackend
 from spoolkit.errors import ConfigError
 from spoolkit.typing import Serializer
@@ -105,7 +106,9 @@ def open_backend(
     time, so smaller chunks let a full spool make room in smaller steps.
 
     Raises:
-        ConfigError: an unknown backend name or URL.
+        ConfigError: an unknown backend name or URL, or a Redis URL without ``stream`` and
+            ``group`` or with a bad option (checked before the ``redis`` extra is imported).
+        ImportError: a good Redis URL without the ``redis`` extra installed.
     """
     if backend is None or backend == "disk":
         chunksize = 1000 if max_bytes is None else max(8, min(1000, max_bytes // 8192))
@@ -117,6 +120,7 @@ def open_backend(
         if scheme in {"redis", "rediss"}:
             if max_bytes is not None:
                 raise ConfigError("max_bytes caps the disk backend; cap a stream with maxlen=")
+            check_url(backend)  # before the import: a bad URL is a ConfigError without redis-py
             from spoolkit.backends.redis import RedisBackend  # noqa: PLC0415 - redis is an extra
 
             return RedisBackend.from_url(backend, serializer=serializer)

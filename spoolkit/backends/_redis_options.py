@@ -1,4 +1,6 @@
-"""The Redis backend's options: checked, read from a ``redis://`` URL; the client a URL makes."""
+"""The Redis backend's URL checked against redis-py's options; the client a URL makes.
+
+The backend's own options are read and checked in ``_redis_url`` (no redis-py needed)."""
 
 from __future__ import annotations
 
@@ -6,8 +8,7 @@ import os
 import socket
 import uuid
 from collections.abc import Sequence
-from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -15,45 +16,10 @@ from redis.connection import URL_QUERY_ARGUMENT_PARSERS
 from redis.retry import Retry
 
 from spoolkit._redact import redact_text, redact_url, secrets_in_url
+from spoolkit.backends._redis_url import OPTIONS, split_options
 from spoolkit.errors import ConfigError
 
-__all__ = [
-    "OPTIONS",
-    "check_limits",
-    "check_names",
-    "client_from_url",
-    "connect",
-    "default_consumer",
-    "number",
-    "split_url",
-]
-
-OPTIONS = ("stream", "group", "consumer", "claim_idle", "max_deliveries", "maxlen", "serializer")
-
-
-def check_names(stream: str, group: str, consumer: str | None) -> None:
-    """Check the stream, group and consumer names (see ``RedisBackend``).
-
-    Raises:
-        ConfigError: a name is empty or not a string.
-    """
-    for name, value in (("stream", stream), ("group", group), ("consumer", consumer)):
-        if value is not None and (not isinstance(value, str) or not value):
-            raise ConfigError(f"{name} must be a non-empty string, not {value!r}")
-
-
-def check_limits(claim_idle: float, max_deliveries: int, maxlen: int | None) -> None:
-    """Check ``claim_idle``, ``max_deliveries`` and ``maxlen`` (see ``RedisBackend``).
-
-    Raises:
-        ConfigError: a limit is out of range or of the wrong type.
-    """
-    if isinstance(claim_idle, bool) or not claim_idle > 0:
-        raise ConfigError(f"claim_idle must be > 0 seconds, not {claim_idle!r}")
-    if isinstance(max_deliveries, bool) or max_deliveries < 1:
-        raise ConfigError(f"max_deliveries must be >= 1, not {max_deliveries!r}")
-    if maxlen is not None and (isinstance(maxlen, bool) or maxlen < 1):
-        raise ConfigError(f"maxlen must be >= 1 entries or None, not {maxlen!r}")
+__all__ = ["client_from_url", "connect", "default_consumer", "split_url"]
 
 
 def default_consumer() -> str:
@@ -64,52 +30,26 @@ def default_consumer() -> str:
 def split_url(url: str) -> tuple[str, dict[str, str]]:
     """Split a backend URL into the client's URL and the backend's options.
 
-    The query's backend options (:data:`OPTIONS`) are taken out; redis-py's connection
+    The query's backend options (``_redis_url.OPTIONS``) are taken out; redis-py's connection
     options (``socket_timeout``, ``max_connections``, ...) stay in the client's URL.
 
     Returns:
         The URL to build the client from, and the backend options found in the query.
 
     Raises:
-        ConfigError: ``stream`` or ``group`` missing, or an unknown option.
+        ConfigError: an option neither the backend's nor redis-py's, or ``stream`` or
+            ``group`` missing.
     """
-    parts = urlsplit(url)
-    options: dict[str, str] = {}
-    rest: list[tuple[str, str]] = []
     known = sorted(URL_QUERY_ARGUMENT_PARSERS)
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key in OPTIONS:
-            options[key] = value
-        elif key in URL_QUERY_ARGUMENT_PARSERS:
-            rest.append((key, value))
-        else:
+    for key, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+        if key not in OPTIONS and key not in URL_QUERY_ARGUMENT_PARSERS:
             raise ConfigError(
                 f"unknown option {key!r} in Redis backend URL {redact_url(url)!r}; accepted: "
                 f"{', '.join(OPTIONS)} (stream and group required), and redis-py's "
                 f"{', '.join(known)}"
             )
-    missing = [k for k in ("stream", "group") if not options.get(k)]
-    if missing:
-        raise ConfigError(
-            f"Redis backend URL {redact_url(url)!r} lacks {' and '.join(missing)}: add "
-            f"?stream=NAME&group=NAME (accepted options: {', '.join(OPTIONS)})"
-        )
-    query = "&".join(f"{k}={v}" for k, v in rest)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, "")), options
-
-
-def number(options: dict[str, str], key: str, kind: type[Any], default: Any) -> Any:
-    """``options[key]`` as a ``kind`` (``int``, ``float``), or ``default`` when absent.
-
-    Raises:
-        ConfigError: the value is not a ``kind``.
-    """
-    if key not in options:
-        return default
-    try:
-        return kind(options[key])
-    except ValueError:
-        raise ConfigError(f"{key} must be a {kind.__name__}, not {options[key]!r}") from None
+    client_url, options, _ = split_options(url)
+    return client_url, options
 
 
 def connect(url_or_client: str | redis.Redis, stream: str) -> tuple[redis.Redis, list[str], str]:

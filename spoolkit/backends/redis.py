@@ -9,10 +9,11 @@ for ``claim_idle`` seconds, and dead-letter a record delivered more than ``max_d
 times. Record ids are stream entry ids (``"1712345678901-0"``), the same on every host and
 every redelivery; a dead letter requeued keeps its id (in the entry's ``r`` field).
 
-:class:`RedisBackend` is a facade over ``_redis_options`` (options, URL, client), ``_redis_entries``
-(entry fields, :class:`StreamMessage`), ``_redis_reader`` (group reads, ``XAUTOCLAIM``),
-``_screen`` (``max_deliveries``, dead-lettering; shared with the disk backend) and
-``_redis_writer`` (``XADD``, ``XACK``).
+:class:`RedisBackend` is a facade over ``_redis_url`` (the URL's own options, checked without
+redis-py), ``_redis_options`` (redis-py's options, the client), ``_redis_entries`` (entry
+fields, :class:`StreamMessage`), ``_redis_reader`` (group reads, ``XAUTOCLAIM``), ``_screen``
+(``max_deliveries``, dead-lettering; shared with the disk backend) and ``_redis_writer``
+(``XADD``, ``XACK``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from spoolkit._log import get_logger
+from spoolkit.backends._redis_url import check_limits, check_names, number
 from spoolkit.deadletter import DeadLetters
 from spoolkit.errors import ClosedError, PermanentError, SerializationError, SpoolError
 from spoolkit.serializers import resolve
@@ -33,14 +35,7 @@ try:
     import redis
 
     from spoolkit.backends._redis_entries import StreamMessage
-    from spoolkit.backends._redis_options import (
-        check_limits,
-        check_names,
-        connect,
-        default_consumer,
-        number,
-        split_url,
-    )
+    from spoolkit.backends._redis_options import connect, default_consumer, split_url
     from spoolkit.backends._redis_reader import GroupReader
     from spoolkit.backends._redis_writer import StreamWriter
     from spoolkit.sinks.redis import map_redis_error

@@ -1,0 +1,99 @@
+"""What the package says about itself: its extras."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_ONLY = {"pqueue", "persistqueue", "queuelib", "diskcache"}  # the `bench` extra's modules
+
+
+def _project() -> dict[str, Any]:
+    project: dict[str, Any] = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return project
+
+
+def test_the_dev_extra_holds_the_extras_the_suite_tests() -> None:
+    """`pip install -e '.[dev]'` brings every extra the tests import, and no benchmark peer."""
+    extras = _project()["optional-dependencies"]
+    [itself] = [r for r in extras["dev"] if r.startswith("spoolkit[")]
+    assert set(itself[len("spoolkit[") : -1].split(",")) == {
+        "http",
+        "postgres",
+        "redis",
+        "cli",
+        "crypto",
+        "prometheus",
+    }
+    names = {r.split(">")[0].split("=")[0].split("[")[0] for r in extras["dev"]}
+    assert names.isdisjoint({"pqueue", "persist-queue", "queuelib", "diskcache"})
+
+
+def _imported_modules(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_no_test_needs_a_benchmark_peer() -> None:
+    """The suite runs without the `bench` extra: no test module imports pqueue and the like.
+
+    (``tests/helpers/pqueue_dirs.py`` imports pqueue only to write the test data again.)
+    """
+    regenerator = ROOT / "tests" / "helpers" / "pqueue_dirs.py"
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(_imported_modules(path) & BENCH_ONLY)
+        for path in (ROOT / "tests").rglob("*.py")
+        if path != regenerator and _imported_modules(path) & BENCH_ONLY
+    }
+    assert offenders == {}
+
+
+_OPEN_WITHOUT_REDIS = """
+import sys
+sys.modules["redis"] = None  # the redis extra is not installed
+from spoolkit.backends import open_backend
+from spoolkit.errors import ConfigError
+for url in sys.argv[1:]:
+    try:
+        open_backend(url, "unused", serializer="pickle", fsync="interval", max_bytes=None)
+    except ConfigError as exc:
+        print("ConfigError", exc)
+    except ImportError as exc:
+        print("ImportError", exc)
+"""
+
+
+def test_a_bad_redis_url_is_a_config_error_without_the_redis_extra() -> None:
+    """open_backend checks a Redis URL before importing redis: a bad one is a ConfigError, a
+    good one names the missing extra."""
+    urls = [
+        "redis://localhost:6379/0",
+        "redis://h/0?stream=s",
+        "redis://h/0?stream=s&group=g&claim_idle=soon",
+        "redis://h/0?stream=s&group=g&max_deliveries=0",
+        "redis://h/0?stream=s&group=g",
+    ]
+    out = subprocess.run(
+        [sys.executable, "-c", _OPEN_WITHOUT_REDIS, *urls],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout.splitlines()
+    assert len(out) == len(urls)
+    assert [line.split()[0] for line in out] == ["ConfigError"] * 4 + ["ImportError"]
+    assert "lacks stream and group" in out[0]
+    assert "lacks group" in out[1]
+    assert "claim_idle must be a float" in out[2]
+    assert "max_deliveries must be >= 1" in out[3]
+    assert "pip install 'spoolkit[redis]'" in out[4]
