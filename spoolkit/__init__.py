@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from queue import Empty, Full
 
+from spoolkit import _platform  # noqa: F401 - first: refuses a platform spoolkit can't run on
 from spoolkit._deferred import DeferredFunction, DeferredHandle
 from spoolkit._queue import Delivery, Queue
 from spoolkit._spool import Spool
 from spoolkit._stats import SpoolStats
+from spoolkit._version import __version__
 from spoolkit.deadletter import DeadError, DeadLetter, DeadLetters
 from spoolkit.producers import SpoolHandler, SpoolProcessor
 from spoolkit.retry import RetryPolicy
 from spoolkit.typing import Record, Serializer, Sink
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DeadError",

@@ -22,7 +22,9 @@ SpoolError
 │   ├── PermanentError                  never worth retrying: dead-letter at once
 │   └── PartialFailure                  some records of a batch failed (``.failed``)
 ├── RetryExhausted                      every attempt failed; keeps ``.last_error``
-└── UnknownDeferredError                a deferred call names no registered function
+├── UnknownDeferredError                a deferred call names no registered function
+└── UnsupportedPlatformError            ``import spoolkit`` where fcntl or os.posix_fallocate
+    (ImportError)                       is missing (Windows, macOS)
 ```
 
 The queue re-exports :class:`queue.Empty` and :class:`queue.Full` as ``spoolkit.Empty`` and
@@ -55,6 +57,7 @@ __all__ = [
     "TransientError",
     "UndecodableRecordError",
     "UnknownDeferredError",
+    "UnsupportedPlatformError",
 ]
 
 
@@ -276,3 +279,9 @@ class UnknownDeferredError(SpoolError, LookupError):
             "module that defines it before starting the spool, then requeue the dead letter"
         )
         self.name = name
+
+
+class UnsupportedPlatformError(SpoolError, ImportError):
+    """spoolkit cannot run here: raised by ``import spoolkit`` where the calls its disk queue
+    makes are missing (``fcntl``, ``os.posix_fallocate``: Windows, macOS). It runs on Linux,
+    and on POSIX systems with the same calls."""

@@ -1,13 +1,18 @@
-"""What the package says about itself: its extras."""
+"""What the package says about itself: one version, the platforms it runs on, its extras."""
 
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 from typing import Any
+
+import pytest
+
+import spoolkit
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_ONLY = {"pqueue", "persistqueue", "queuelib", "diskcache"}  # the `bench` extra's modules
@@ -16,6 +21,64 @@ BENCH_ONLY = {"pqueue", "persistqueue", "queuelib", "diskcache"}  # the `bench` 
 def _project() -> dict[str, Any]:
     project: dict[str, Any] = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     return project
+
+
+def test_version_is_written_once() -> None:
+    """pyproject.toml has no version of its own; the installed metadata is spoolkit's."""
+    project = _project()
+    assert "version" not in project
+    assert "version" in project["dynamic"]
+    assert importlib.metadata.version("spoolkit") == spoolkit.__version__
+
+
+def test_metadata_says_what_spoolkit_runs_on() -> None:
+    """The classifiers name Linux, the Python versions tested, and the shipped types."""
+    classifiers = set(importlib.metadata.metadata("spoolkit").get_all("Classifier") or [])
+    assert {
+        "Operating System :: POSIX :: Linux",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
+        "Typing :: Typed",
+    } <= classifiers
+    assert not any(c.startswith("Operating System :: Microsoft") for c in classifiers)
+
+
+_IMPORT = """
+import os, sys
+{simulate}
+try:
+    import spoolkit
+except ImportError as exc:
+    print(type(exc).__name__)
+    print(exc)
+else:
+    print("imported")
+"""
+
+
+@pytest.mark.parametrize(
+    ("simulate", "lacks"),
+    [
+        ("sys.modules['fcntl'] = None", "fcntl"),  # Windows
+        ("del os.posix_fallocate", "os.posix_fallocate"),  # macOS
+    ],
+    ids=["no-fcntl", "no-posix_fallocate"],
+)
+def test_import_on_an_unsupported_platform_explains_itself(simulate: str, lacks: str) -> None:
+    """`import spoolkit` without fcntl or os.posix_fallocate: an ImportError that says why."""
+    out = subprocess.run(
+        [sys.executable, "-c", _IMPORT.format(simulate=simulate)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout.splitlines()
+    assert out[0] == "UnsupportedPlatformError"
+    assert out[1] == (
+        "spoolkit runs on Linux/POSIX only (needs fcntl and os.posix_fallocate); this platform "
+        f"is {sys.platform!r}, which lacks {lacks}"
+    )
 
 
 def test_the_dev_extra_holds_the_extras_the_suite_tests() -> None:
