@@ -6,6 +6,7 @@ Plain frozen records built by the readers in :mod:`spoolkit._inspect` (and check
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -15,9 +16,12 @@ __all__ = [
     "DamagedRegion",
     "DeadLetterInfo",
     "FsckReport",
+    "LaneInfo",
     "PeekedRecord",
     "SpoolInfo",
 ]
+
+DEAD_PREFIX = "dead/"  # how chunk files of the dead-letter store are named from the spool
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +29,8 @@ class DamagedRegion:
     """A run of bytes in a chunk file that holds no intact frame.
 
     Attributes:
-        chunk: the chunk file's path in the spool (``q00003``, ``dead/q00000``).
+        chunk: the chunk file's path in the spool (``q00003``, ``lanes/2/q00000``,
+            ``dead/q00000``).
         start: offset of the first damaged byte.
         end: offset just past the last damaged byte.
     """
@@ -45,7 +50,7 @@ class ChunkInfo:
     """What one chunk file holds.
 
     Attributes:
-        name: the file's path in the spool (``q00003``, ``dead/q00000``).
+        name: the file's path in the spool (``q00003``, ``lanes/2/q00000``, ``dead/q00000``).
         index: chunk number.
         size: file size in bytes (chunk files are preallocated: most of it may be zeros).
         frames: intact records, acknowledged or not.
@@ -66,25 +71,78 @@ class ChunkInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class LaneInfo:
+    """One lane of a spool: a queue directory one process writes at a time.
+
+    Attributes:
+        number: 0 for the spool directory itself, ``n`` for ``lanes/n``.
+        path: the lane's directory.
+        uid: the lane's id (the first part of the record ids it issues), if known.
+        chunks: its chunk files, in order (named from the spool: ``lanes/2/q00000``).
+        backlog: records not yet acknowledged.
+        record_bytes: bytes of the backlog's frames.
+        oldest_enqueued_at: when its oldest unacknowledged record was put (None if none).
+        locked: whether a live process holds the lane now (writing or delivering it).
+        holder_pid: the pid in the lane's lock file, when locked.
+    """
+
+    number: int
+    path: str
+    uid: str | None
+    chunks: tuple[ChunkInfo, ...]
+    backlog: int
+    record_bytes: int
+    oldest_enqueued_at: float | None
+    locked: bool
+    holder_pid: int | None
+
+    @property
+    def name(self) -> str:
+        """``lane 0``, ``lane 2``...: how the command line names it."""
+        return f"lane {self.number}"
+
+    @property
+    def records(self) -> int:
+        """Intact records in its chunks, acknowledged or not."""
+        return sum(c.frames for c in self.chunks)
+
+    @property
+    def damaged_regions(self) -> int:
+        """Damaged regions seen in its chunks."""
+        return sum(len(c.damage) for c in self.chunks)
+
+    def held_by_other(self) -> bool:
+        """Whether another process than this one holds the lane."""
+        return self.locked and self.holder_pid != os.getpid()
+
+    def oldest_age(self, now: float | None = None) -> float | None:
+        """Seconds since its oldest unacknowledged record was put, or None when none is."""
+        return _age(self.oldest_enqueued_at, now)
+
+
+@dataclass(frozen=True, slots=True)
 class SpoolInfo:
-    """A read-only summary of a spool directory (see :func:`inspect_spool`).
+    """A read-only summary of a spool directory, every lane added up (see
+    :func:`inspect_spool`).
 
     Attributes:
         path: the spool directory.
         format: the format version in ``meta.json`` (None when it is missing).
         serializer: the serializer named in ``meta.json``.
-        uid: the spool's id.
+        uid: the id of lane 0 (the spool directory itself).
         backlog: records on disk not yet acknowledged (waiting, or handed out and in flight).
         record_bytes: bytes of the backlog's frames.
-        bytes_on_disk: size of every file under the directory, dead letters included.
-        chunks: the chunk files, in order.
+        bytes_on_disk: size of every file under the directory, lanes and dead letters included.
+        chunks: the chunk files of every lane, lane by lane, in order (not the dead letters').
         oldest_enqueued_at: when the oldest unacknowledged record was put (None if none).
-        locked: whether a process holds the directory now.
-        holder_pid: the pid in the lock file, when locked.
+        locked: whether a live process holds a lane now.
+        holder_pid: the pid holding the first lane held, when locked (every holder is in
+            ``lanes``).
         dead_letters: records in the dead-letter store (``dead/``); 0 when there is none.
         last_error: the error of the most recent dead letter (``Type: message``), if any; a
             running spool's latest error of any kind is in ``Spool.stats().last_error``.
         damaged_regions: damaged regions seen while reading (run ``fsck`` for details).
+        lanes: every lane, lane 0 first.
     """
 
     path: str
@@ -101,12 +159,17 @@ class SpoolInfo:
     dead_letters: int
     last_error: str | None
     damaged_regions: int
+    lanes: tuple[LaneInfo, ...] = ()
 
     def oldest_age(self, now: float | None = None) -> float | None:
         """Seconds since the oldest unacknowledged record was put, or None when none is."""
-        if self.oldest_enqueued_at is None:
-            return None
-        return max(0.0, (time.time() if now is None else now) - self.oldest_enqueued_at)
+        return _age(self.oldest_enqueued_at, now)
+
+
+def _age(t: float | None, now: float | None) -> float | None:
+    if t is None:
+        return None
+    return max(0.0, (time.time() if now is None else now) - t)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +177,7 @@ class PeekedRecord:
     """One unacknowledged record, read without consuming it (see :func:`peek`).
 
     Attributes:
-        id: the record id.
+        id: the record's number in its lane.
         enqueued_at: when it was put, in seconds since the epoch.
         chunk: the chunk file holding it.
         offset: the frame's offset in that file.
@@ -122,6 +185,8 @@ class PeekedRecord:
         item: the decoded item; None when it could not be decoded (see ``decode_error``).
         decode_error: why decoding failed, or None.
         deliveries: how many times it was handed out without being acknowledged (0 if never).
+        lane: the number of the lane holding it.
+        uid: that lane's id, if known.
     """
 
     id: int
@@ -132,6 +197,13 @@ class PeekedRecord:
     item: Any
     decode_error: str | None = None
     deliveries: int = 0
+    lane: int = 0
+    uid: str | None = None
+
+    @property
+    def record_id(self) -> str:
+        """The id a sink sees (``"<lane uid>-<number>"``), or the bare number without a uid."""
+        return f"{self.uid}-{self.id}" if self.uid else str(self.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +219,8 @@ class DeadLetterInfo:
         attempts: attempts made before it was dead-lettered.
         last_attempt_at: when the last attempt failed.
         decode_error: why the item could not be decoded, or None.
+        lane: the number of the lane that issued its record id (None if no lane of the spool
+            did).
     """
 
     id: str
@@ -157,6 +231,7 @@ class DeadLetterInfo:
     attempts: int
     last_attempt_at: float
     decode_error: str | None = None
+    lane: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,13 +240,14 @@ class FsckReport:
 
     Attributes:
         path: the spool directory.
-        chunks: every chunk file checked, in order, the dead letters' last.
-        records: intact records in the spool's own chunks (acknowledged or not).
+        chunks: every chunk file checked, lane by lane, in order, the dead letters' last.
+        records: intact records in the lanes' chunks (acknowledged or not).
         pending: of those, the ones not yet acknowledged.
         dead_letters: intact, unacknowledged records in ``dead/``.
         warnings: things worth knowing that lose no record (a missing ``meta.json``...).
-        live: whether another process held the spool while it was read: damage at the very
-            end of the newest chunk may then be a record being written, not real damage.
+        live: whether another process held a lane while it was read: damage at the very end
+            of that lane's newest chunk may then be a record being written, not real damage.
+        lanes: every lane, lane 0 first (their chunks are in ``chunks`` too).
     """
 
     path: str
@@ -181,6 +257,17 @@ class FsckReport:
     dead_letters: int = 0
     warnings: tuple[str, ...] = ()
     live: bool = False
+    lanes: tuple[LaneInfo, ...] = ()
+
+    @property
+    def lane_chunks(self) -> tuple[ChunkInfo, ...]:
+        """The lanes' chunk files: what ``inspect`` counts as the spool's chunk files."""
+        return tuple(c for lane in self.lanes for c in lane.chunks)
+
+    @property
+    def dead_chunks(self) -> tuple[ChunkInfo, ...]:
+        """The dead-letter store's chunk files."""
+        return tuple(c for c in self.chunks if c.name.startswith(DEAD_PREFIX))
 
     @property
     def damage(self) -> tuple[DamagedRegion, ...]:

@@ -1,8 +1,10 @@
 """``spoolkit fsck --repair``: rewrite damaged chunk files keeping every intact record.
 
-Unlike the readers in :mod:`spoolkit._inspect`, this takes the directory lock (it refuses if
-another process owns the spool) and rewrites each damaged chunk file with every intact frame
-copied byte for byte, so pending records stay pending and acknowledged ones stay acknowledged.
+Unlike the readers in :mod:`spoolkit._inspect`, this takes locks: each lane's own (a lane a
+live process holds is skipped, and reported with that process's pid) and the dead letters'
+(waited for, as every process of the spool does). Each damaged chunk file is rewritten with
+every intact frame copied byte for byte, so pending records stay pending and acknowledged
+ones stay acknowledged.
 """
 
 from __future__ import annotations
@@ -14,8 +16,13 @@ from typing import Any
 
 from spoolkit._disk import framing, meta
 from spoolkit._disk.framing import ChunkHeader
+from spoolkit._disk.lanes import lane_paths
 from spoolkit._disk.segment import parse_chunk_name
-from spoolkit._inspect import DEAD_DIR, FsckReport, _Scan, _walk, fsck, spool_dir
+from spoolkit._inspect import DEAD_DIR, FsckReport, fsck
+from spoolkit._inspect_files import Scan, lane_label, spool_dir, walk
+from spoolkit._inspect_reports import DEAD_PREFIX
+from spoolkit.deadletter import LOCK_TIMEOUT
+from spoolkit.errors import LockedError
 
 __all__ = ["RepairReport", "repair"]
 
@@ -25,12 +32,14 @@ class RepairReport:
     """What :func:`repair` did.
 
     Attributes:
-        rewritten: names of the chunk files rewritten.
+        rewritten: names of the chunk files rewritten (``q00001``, ``lanes/2/q00000``...).
         kept_records: intact records copied into them (acknowledged or not).
         kept_pending: of those, the ones not yet acknowledged.
         dropped_bytes: damaged bytes left out.
         before: the check that found the damage.
         after: a fresh check of the repaired spool.
+        skipped: the lanes left alone because a live process held them: (lane number, the
+            pid in its lock file).
     """
 
     rewritten: tuple[str, ...]
@@ -39,52 +48,91 @@ class RepairReport:
     dropped_bytes: int
     before: FsckReport
     after: FsckReport
+    skipped: tuple[tuple[int, int | None], ...] = ()
+
+    @property
+    def skipped_damage(self) -> bool:
+        """Whether damage remains in a lane that was skipped (and only there)."""
+        held = {number for number, _pid in self.skipped}
+        damaged = {lane.number for lane in self.after.lanes if lane.damaged_regions}
+        dead = any(c.damage for c in self.after.dead_chunks)
+        return bool(damaged) and damaged <= held and not dead
+
+
+@dataclass(slots=True)
+class _Tally:
+    rewritten: list[str]
+    kept: int = 0
+    pending: int = 0
+    dropped: int = 0
 
 
 def repair(path: str | os.PathLike[str]) -> RepairReport:
     """Rewrite every damaged chunk file keeping each intact record and its ack state.
 
-    Takes the directory locks (the spool's and its dead letters') for the duration: the spool
-    must not be open elsewhere. Each damaged chunk is rebuilt in a temp file (a fresh header
-    where the old one was damaged, then every intact frame copied byte for byte), fsynced and
-    renamed over the original, so a crash leaves the old file or the new one. Damaged bytes
-    are dropped.
+    Lane by lane, takes the lane's lock for the time it is checked and rewritten; a lane that
+    a live process holds is skipped (see :attr:`RepairReport.skipped`). The dead letters' lock
+    is waited for (up to 30 s, as every process of the spool does). Each damaged chunk is
+    rebuilt in a temp file (a fresh header where the old one was damaged, then every intact
+    frame copied byte for byte), fsynced and renamed over the original, so a crash leaves the
+    old file or the new one. Damaged bytes are dropped.
 
     Raises:
         PathError: ``path`` is not a readable spool directory.
-        LockedError: another process owns the spool (its pid is in the message).
+        LockedError: another process held the dead letters for over 30 s.
         OSError: a chunk could not be rewritten (that chunk is left as it was).
     """
     p = spool_dir(path)
-    dead_dir = os.path.join(p, DEAD_DIR)
-    locks = [meta.DirLock(p)]
-    try:
-        if os.path.isdir(dead_dir):
-            locks.append(meta.DirLock(dead_dir))
-        before = fsck(p)
-        rewritten: list[str] = []
-        kept = kept_pending = dropped = 0
-        for directory, prefix in ((p, ""), (dead_dir, DEAD_DIR + "/")):
-            info = meta.read_meta(directory) or {}
-            for name, data, scan in _walk(directory, prefix):
-                if not scan.damage:
-                    continue
-                header = scan.header or _fresh_header(name, scan, info)
-                parts = [framing.encode_chunk_header(header)]
-                parts += [data[f.offset : f.end] for f in scan.frames]
-                meta.replace_atomically(directory, os.path.basename(name), b"".join(parts))
-                rewritten.append(name)
-                kept += len(scan.frames)
-                kept_pending += sum(1 for f in scan.frames if not f.acked)
-                dropped += sum(d.length for d in scan.damage)
-        after = fsck(p)
-    finally:
-        for lock in reversed(locks):
+    before = fsck(p)
+    tally = _Tally([])
+    skipped: list[tuple[int, int | None]] = []
+    for lane in lane_paths(p):
+        number, prefix = lane_label(p, lane)
+        try:
+            lock = meta.DirLock(lane)
+        except LockedError as exc:
+            skipped.append((number, exc.pid))
+            continue
+        try:
+            _rewrite_damaged(lane, prefix, tally)
+        finally:
             lock.release()
-    return RepairReport(tuple(rewritten), kept, kept_pending, dropped, before, after)
+    dead_dir = os.path.join(p, DEAD_DIR)
+    if os.path.isdir(dead_dir):
+        lock = meta.DirLock(dead_dir, wait=LOCK_TIMEOUT)
+        try:
+            _rewrite_damaged(dead_dir, DEAD_PREFIX, tally)
+        finally:
+            lock.release()
+    after = fsck(p)
+    return RepairReport(
+        tuple(tally.rewritten),
+        tally.kept,
+        tally.pending,
+        tally.dropped,
+        before,
+        after,
+        tuple(skipped),
+    )
 
 
-def _fresh_header(name: str, scan: _Scan, info: dict[str, Any]) -> ChunkHeader:
+def _rewrite_damaged(directory: str, prefix: str, tally: _Tally) -> None:
+    """Rewrite each damaged chunk file of ``directory`` (whose lock this process holds)."""
+    info = meta.read_meta(directory) or {}
+    for name, data, scan in walk(directory, prefix):
+        if not scan.damage:
+            continue
+        header = scan.header or _fresh_header(name, scan, info)
+        parts = [framing.encode_chunk_header(header)]
+        parts += [data[f.offset : f.end] for f in scan.frames]
+        meta.replace_atomically(directory, os.path.basename(name), b"".join(parts))
+        tally.rewritten.append(name)
+        tally.kept += len(scan.frames)
+        tally.pending += sum(1 for f in scan.frames if not f.acked)
+        tally.dropped += sum(d.length for d in scan.damage)
+
+
+def _fresh_header(name: str, scan: Scan, info: dict[str, Any]) -> ChunkHeader:
     index = parse_chunk_name(os.path.basename(name))
     assert index is not None
     uid = info.get("uid")

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from spoolkit import Queue, Record, Spool, _repair
+from spoolkit import Queue, Record, Spool, _inspect_files, _repair
 from spoolkit import _inspect as insp
 from spoolkit._disk import framing
 from spoolkit._disk.framing import CHUNK_HEADER_SIZE, FRAME_HEADER_SIZE, Frame
-from spoolkit.errors import FormatError, LockedError, PathError, PermanentError
+from spoolkit.errors import FormatError, PathError, PermanentError
+from tests.helpers.lane_holder import lane_holder
 
 CHILD = """
 import sys, threading
@@ -130,7 +131,7 @@ def test_a_chunk_vanishing_mid_read_is_skipped(
     spool: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A chunk listed but removed before it is read (fully acked by its owner) is skipped."""
-    real = insp._chunk_names
+    real = _inspect_files.chunk_names
 
     def listed_then_gone(path: str) -> list[str]:
         names = real(path)
@@ -138,7 +139,7 @@ def test_a_chunk_vanishing_mid_read_is_skipped(
             os.unlink(os.path.join(path, names[0]))
         return names
 
-    monkeypatch.setattr(insp, "_chunk_names", listed_then_gone)
+    monkeypatch.setattr(_inspect_files, "chunk_names", listed_then_gone)
     info = insp.inspect_spool(spool)
     assert [c.name for c in info.chunks] == ["q00001", "q00002"]
     assert info.backlog == 20
@@ -314,13 +315,16 @@ def test_repair_of_a_clean_spool_changes_nothing(spool: Path) -> None:
         assert (spool / name).stat().st_mtime_ns == stamp[name]
 
 
-def test_repair_refuses_a_spool_in_use(owner: tuple[Path, subprocess.Popen[str]]) -> None:
-    """repair needs the directory lock: it names the owning pid and changes nothing."""
+def test_repair_leaves_a_lane_a_live_process_holds_alone(
+    owner: tuple[Path, subprocess.Popen[str]],
+) -> None:
+    """repair skips the lane another process holds, names its pid, and rewrites nothing."""
     path, proc = owner
-    with pytest.raises(LockedError) as caught:
-        _repair.repair(path)
-    assert caught.value.pid == proc.pid
-    assert str(proc.pid) in str(caught.value)
+    fixed = _repair.repair(path)
+    assert fixed.skipped == ((0, proc.pid),)
+    assert fixed.rewritten == ()
+    assert fixed.before.live
+    assert proc.poll() is None
 
 
 def _reject(batch: Sequence[Record]) -> None:
@@ -372,3 +376,164 @@ def test_fsck_and_repair_cover_the_dead_letters(spool_with_dead_letters: Path) -
     assert fixed.rewritten == ("dead/q00000",)
     assert fixed.after.ok
     assert [d.item for d in insp.dead_letters(spool_with_dead_letters)] == [{"n": 1}, {"n": 5}]
+
+
+# -- lanes: a spool written by several processes -----------------------------------------------
+
+
+@pytest.fixture
+def three_lanes(tmp_path: Path) -> Path:
+    """A json spool whose lanes 0, 1 and 2 were written by three Spools, now stopped: lane i
+    holds 3 + i records ``{"lane": i, "n": n}``, put in turns (lane 0, 1, 2, 0, 1, 2...)."""
+    path = tmp_path / "spool"
+    spools = [Spool(path, None, serializer="json") for _ in range(3)]
+    try:
+        for n in range(5):
+            for i, s in enumerate(spools):
+                if n < 3 + i:
+                    s.put({"lane": i, "n": n})
+    finally:
+        for s in spools:
+            s.stop(drain=False)
+    return path
+
+
+def _put_in_new_lane(path: Path, items: list[object]) -> None:
+    """Put ``items`` through a Spool of this process (it takes a free lane, or a new one)."""
+    spool = Spool(path, None, serializer="json")
+    try:
+        spool.put_many(items)
+    finally:
+        spool.stop(drain=False)
+
+
+def test_inspect_adds_up_every_lane(three_lanes: Path) -> None:
+    """inspect counts the backlog and chunk files of every lane and lists each lane."""
+    info = insp.inspect_spool(three_lanes)
+    assert [(lane.number, lane.backlog) for lane in info.lanes] == [(0, 3), (1, 4), (2, 5)]
+    assert info.backlog == 12
+    assert [c.name for c in info.chunks] == ["q00000", "lanes/1/q00000", "lanes/2/q00000"]
+    assert info.record_bytes == sum(lane.record_bytes for lane in info.lanes) > 0
+    assert info.lanes[2].path == str(three_lanes / "lanes" / "2")
+    assert len({lane.uid for lane in info.lanes}) == 3
+    assert info.uid == info.lanes[0].uid
+    assert info.oldest_enqueued_at == info.lanes[0].oldest_enqueued_at
+    assert not info.locked
+    assert not any(lane.locked for lane in info.lanes)
+
+
+def test_peek_merges_every_lane_oldest_first(three_lanes: Path) -> None:
+    """peek returns the records of every lane in the order they were put, each with its lane
+    and the record id its sink would see."""
+    records = insp.peek(three_lanes, 100)
+    put_order = [(i, n) for n in range(5) for i in range(3) if n < 3 + i]
+    assert [(r.item["lane"], r.item["n"]) for r in records] == put_order
+    assert [r.lane for r in records] == [r.item["lane"] for r in records]
+    uids = {lane.number: lane.uid for lane in insp.lanes(three_lanes)}
+    assert all(r.record_id == f"{uids[r.lane]}-{r.id}" for r in records)
+    assert records[1].chunk == "lanes/1/q00000"
+    assert insp.peek(three_lanes, 4) == records[:4]
+
+
+def test_fsck_finds_damage_in_any_lane(three_lanes: Path) -> None:
+    """A flipped byte in lane 2 is reported there, as lanes/2/q00000, by fsck and inspect."""
+    lane2 = three_lanes / "lanes" / "2"
+    victim = _offsets(lane2, "q00000")[1]
+    _flip(lane2 / "q00000", victim.offset + FRAME_HEADER_SIZE)
+    report = insp.fsck(three_lanes)
+    assert report.damage == (insp.DamagedRegion("lanes/2/q00000", victim.offset, victim.end),)
+    assert report.records == 11
+    assert report.pending == 11
+    assert [lane.damaged_regions for lane in report.lanes] == [0, 0, 1]
+    assert insp.inspect_spool(three_lanes).damaged_regions == 1
+
+
+def test_readers_see_a_lane_a_live_process_holds(tmp_path: Path) -> None:
+    """inspect, peek and fsck read the lane another process holds, and name its pid."""
+    path = tmp_path / "spool"
+    with lane_holder(path, "hold", 2) as holder:
+        _put_in_new_lane(path, [{"mine": i} for i in range(3)])
+        info = insp.inspect_spool(path)
+        assert [
+            (lane.number, lane.locked, lane.holder_pid, lane.backlog) for lane in info.lanes
+        ] == [
+            (0, True, holder.pid, 2),
+            (1, False, None, 3),
+        ]
+        assert info.locked
+        assert info.holder_pid == holder.pid
+        assert info.backlog == 5
+        assert len(insp.peek(path, 10)) == 5
+        report = insp.fsck(path)
+        assert report.live
+        assert report.ok
+        assert report.records == 5
+        assert holder.proc.poll() is None
+
+
+def test_repair_rewrites_free_lanes_and_skips_held_ones(tmp_path: Path) -> None:
+    """repair rewrites the damaged chunk of a lane nobody holds, leaves the lane a live process
+    holds untouched (naming its pid), and says the damage left is there."""
+    path = tmp_path / "spool"
+    with lane_holder(path, "hold", 4) as holder:
+        _put_in_new_lane(path, [{"mine": i} for i in range(4)])
+        lane1 = path / "lanes" / "1"
+        _flip(lane1 / "q00000", _offsets(lane1, "q00000")[2].offset + FRAME_HEADER_SIZE)
+        _flip(path / "q00000", _offsets(path, "q00000")[1].offset + FRAME_HEADER_SIZE)
+        held_bytes = (path / "q00000").read_bytes()
+
+        fixed = _repair.repair(path)
+
+        assert fixed.skipped == ((0, holder.pid),)
+        assert fixed.rewritten == ("lanes/1/q00000",)
+        assert fixed.kept_records == 3
+        assert (path / "q00000").read_bytes() == held_bytes
+        assert [d.chunk for d in fixed.after.damage] == ["q00000"]
+        assert fixed.skipped_damage
+        mine = [r.item for r in insp.peek(path, 10) if r.lane == 1]
+        assert mine == [{"mine": 0}, {"mine": 1}, {"mine": 3}]
+
+
+@pytest.fixture
+def lanes_with_dead_letters(tmp_path: Path) -> Path:
+    """Lane 0 holds 2 records; lane 1's Spool had its odd records of 0..5 refused (dead
+    letters 1, 3, 5, in the spool's shared dead/)."""
+    path = tmp_path / "spool"
+    first = Spool(path, None, serializer="json")
+    try:
+        first.put_many([{"n": 100}, {"n": 101}])
+        second = Spool(path, _reject, workers=1, batch_size=1, serializer="json")
+        second.start()
+        second.put_many([{"n": i} for i in range(6)])
+        assert second.flush(30)
+        second.stop()
+    finally:
+        first.stop(drain=False)
+    return path
+
+
+def test_dead_letters_name_the_lane_that_issued_them(lanes_with_dead_letters: Path) -> None:
+    """Each dead letter is listed with the lane whose uid its record id carries."""
+    letters = insp.dead_letters(lanes_with_dead_letters)
+    assert [d.item for d in letters] == [{"n": 1}, {"n": 3}, {"n": 5}]
+    lane1 = insp.lanes(lanes_with_dead_letters)[1]
+    assert [d.lane for d in letters] == [1, 1, 1]
+    assert all(d.id.startswith(f"{lane1.uid}-") for d in letters)
+    assert [d.item for d in insp.dead_letters(lanes_with_dead_letters, decode=False)] == [None] * 3
+
+
+def test_inspect_and_fsck_count_the_same_chunk_files(lanes_with_dead_letters: Path) -> None:
+    """The chunk files inspect counts are the lanes' chunk files fsck checks (dead letters'
+    apart), and they are the chunk files on disk."""
+    path = lanes_with_dead_letters
+    info = insp.inspect_spool(path)
+    report = insp.fsck(path)
+    on_disk = sorted(str(f.relative_to(path)) for f in [*path.glob("q*"), *path.glob("lanes/*/q*")])
+    assert sorted(c.name for c in info.chunks) == on_disk
+    assert [c.name for c in report.lane_chunks] == [c.name for c in info.chunks]
+    assert [c.name for c in report.dead_chunks] == sorted(
+        str(f.relative_to(path)) for f in path.glob("dead/q*")
+    )
+    assert report.dead_chunks
+    assert report.dead_letters == info.dead_letters == 3
+    assert report.pending == info.backlog == 2
