@@ -90,7 +90,11 @@ def redact_url(url: str) -> str:
             netloc = f"{user}:{MASK}@{hostport}"
     query = _redact_query(parts.query)
     fragment = _redact_query(parts.fragment) if "=" in parts.fragment else parts.fragment
-    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+    out = urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+    head = f"{parts.scheme}://"
+    if url.startswith(head) and not out.startswith(head):  # urlunsplit drops the "//" of an
+        out = head + out[len(parts.scheme) + 1 :]  # empty host unless it knows the scheme
+    return out
 
 
 def secrets_in_url(url: str) -> list[str]:

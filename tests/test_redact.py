@@ -22,6 +22,12 @@ def test_url_without_credentials_is_unchanged() -> None:
     assert redact_url(url) == url
 
 
+@pytest.mark.parametrize("url", ["jsonl:///var/log/app.jsonl", "stdout://", "file:///x?y=1"])
+def test_url_with_an_empty_host_keeps_its_slashes(url: str) -> None:
+    """A URL with an empty host (jsonl:///path) comes back unchanged, still a URL."""
+    assert redact_url(url) == url
+
+
 @pytest.mark.parametrize(
     "key",
     [

@@ -248,3 +248,32 @@ def test_bad_arguments_are_config_errors(spool: Any, kwargs: dict[str, Any], mat
     """A spool without put, or a negative put_timeout, is a ConfigError."""
     with pytest.raises(ConfigError, match=match):
         SpoolProcessor(spool, **kwargs)
+
+
+_LATE_EVENT = """
+import atexit, sys, structlog
+log = structlog.get_logger()
+atexit.register(lambda: log.info("late_event"))  # runs after spoolkit's exit hook (LIFO)
+import spoolkit
+from spoolkit.testing import MemorySink
+spool = spoolkit.Spool(sys.argv[1], MemorySink(), serializer="json")
+spool.start()
+structlog.configure(processors=[spoolkit.SpoolProcessor(spool, drop=True)])
+log.info("hello")
+"""
+
+
+def test_an_event_after_the_exit_hook_stopped_the_spool_prints_nothing(tmp_path: Path) -> None:
+    """An event logged at exit after spoolkit's exit hook stopped the spool: no traceback."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _LATE_EVENT, str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""

@@ -426,8 +426,9 @@ class Store:
         """
         self.closed = True
         self.closed_reason = (
-            f"opened by process {parent} before this process forked; a Queue belongs to one "
-            "process: open it again in this one (a Spool or SpoolHandler does so by itself)"
+            f"opened by process {parent} before this process forked, which still holds it; a "
+            "Queue belongs to one process: open a queue of this process's own on another "
+            "directory, or use a Spool, whose lanes give every process its own"
         )
         self.durability.forget_after_fork()
         for seg in (*self._segs.values(), *self._free):

@@ -35,7 +35,7 @@ from spoolkit._handout import Delivery
 from spoolkit._log import get_logger
 from spoolkit.backends.disk import DiskBackend
 from spoolkit.deadletter import DeadLetters
-from spoolkit.errors import ClosedError, ConfigError, LockedError
+from spoolkit.errors import ClosedError, ConfigError, FormatError, LockedError
 from spoolkit.typing import Serializer
 
 __all__ = ["LanesBackend"]
@@ -107,6 +107,7 @@ class LanesBackend:
         self._by_store: dict[Any, DiskBackend] = {}
         self._let_go = {"puts": 0, "dead_lettered": 0, "undecodable": 0}
         self._next_scan = 0.0
+        self._unreadable: set[str] = set()  # lanes this process cannot read: not tried again
         self._turn = 0
         self._consumer_fd = -1
         self._stop = threading.Event()
@@ -314,15 +315,22 @@ class LanesBackend:
         with self._lock:
             if self._closed:
                 return
+            self._let_go_of_drained()
             held = {lane.path for lane in self._lanes()}
             for path in lane_paths(self.root):
                 if (
                     path in held
+                    or path in self._unreadable
                     or not os.path.exists(os.path.join(path, LOCK))  # being created
                     or is_locked(path)
                 ):
                     continue
-                lane = self._open_lane(path)
+                try:
+                    lane = self._open_lane(path)
+                except (ConfigError, FormatError) as exc:  # another serializer, a newer format
+                    self._unreadable.add(path)
+                    self._log.warning("lane_unreadable", lane=path, error=str(exc))
+                    continue
                 if lane is None:
                     continue
                 if lane.backlog():

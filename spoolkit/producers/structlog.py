@@ -17,7 +17,8 @@ from typing import Any
 import structlog
 
 from spoolkit._guard import guard
-from spoolkit.errors import ConfigError
+from spoolkit._process import exiting
+from spoolkit.errors import ClosedError, ConfigError
 from spoolkit.producers.logging_handler import bounded_put, json_safe
 
 __all__ = ["SpoolProcessor"]
@@ -79,6 +80,12 @@ class SpoolProcessor:
                 self._put(json_safe(event if type(event) is dict else dict(event)))
             except queue.Full:
                 self.dropped += 1
+            except ClosedError as exc:
+                self.dropped += 1
+                if not exiting():  # at exit (the spool stopped by its hook): counted, not shown
+                    self.errors += 1
+                    self.last_error = exc
+                    _report(exc)
             except Exception as exc:
                 self.errors += 1
                 self.last_error = exc
