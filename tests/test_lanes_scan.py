@@ -36,3 +36,23 @@ def test_a_lane_written_with_another_serializer_is_left_alone_without_crashing_w
         assert later.stats().backlog == 5
     finally:
         later.stop(drain=False)
+
+
+def test_a_producers_handed_over_lanes_are_delivered_in_its_order(tmp_path: Path) -> None:
+    """A producer-only spool hands over three lanes in turn; one consumer worker delivers
+    all of them in put order (the lane with the oldest next record first), not lane by lane
+    in turn."""
+    path = tmp_path / "s"
+    sink = MemorySink()
+    consumer = Spool(path, sink, workers=1, batch_size=4, batch_interval=0)  # not started yet
+    producer = Spool(path, None, consume=False)
+    for part in range(3):
+        producer.put_many(range(part * 10, part * 10 + 10))
+        assert producer.flush()  # hands the lane over: the consumer holds the consumers' lock
+    producer.stop()
+    consumer.start()
+    try:
+        assert sink.wait_for(30, 30)
+    finally:
+        consumer.stop()
+    assert [r.item for r in sink.records] == list(range(30))

@@ -108,7 +108,6 @@ class LanesBackend:
         self._let_go = {"puts": 0, "dead_lettered": 0, "undecodable": 0}
         self._next_scan = 0.0
         self._unreadable: set[str] = set()  # lanes this process cannot read: not tried again
-        self._turn = 0
         self._consumer_fd = -1
         self._stop = threading.Event()
         self._handoff: threading.Thread | None = None
@@ -363,14 +362,19 @@ class LanesBackend:
                 return False
 
     def get_batch(self, max_items: int, timeout: float | None) -> Sequence[Delivery]:
-        """Up to ``max_items`` records of one lane, the lanes taken in turn."""
+        """Up to ``max_items`` records of one lane: the lane whose next record is the oldest.
+
+        Oldest first keeps a producer-only process's records in order across the lanes it
+        handed over one after another (its earlier lane holds its earlier records), and shares
+        the workers between lanes by age rather than by turn.
+        """
         lanes = self._lanes()
         if not lanes:
             self._current()
             lanes = self._lanes()
-        self._turn += 1
-        for i in range(len(lanes)):
-            lane = lanes[(self._turn + i) % len(lanes)]
+        if len(lanes) > 1:
+            lanes.sort(key=_head_age)
+        for lane in lanes:
             try:
                 batch = lane.get_batch(max_items, 0)
             except ClosedError:
@@ -534,6 +538,15 @@ class LanesBackend:
 
     def __repr__(self) -> str:
         return f"<LanesBackend {self.root!r} lanes={self.lanes_held()}>"
+
+
+def _head_age(lane: DiskBackend) -> float:
+    """Sort key: when the lane's next record was put (an empty or closed lane sorts last)."""
+    try:
+        t = lane.oldest_enqueued_at()
+    except ClosedError:
+        t = None
+    return float("inf") if t is None else t
 
 
 def _lane_uid(path: str) -> str | None:
