@@ -7,8 +7,10 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -20,6 +22,7 @@ from spoolkit._disk import framing
 from spoolkit._disk.framing import CHUNK_HEADER_SIZE, FRAME_HEADER_SIZE, Frame
 from spoolkit.cli import EXIT_BUSY, EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, cli, json_safe
 from spoolkit.errors import PermanentError
+from tests.helpers.lane_holder import lane_holder
 
 COMMANDS = [[], ["inspect"], ["peek"], ["fsck"], ["dead"], ["drain"], ["demo"]]
 
@@ -209,12 +212,27 @@ def test_fsck_repair_json(runner: CliRunner, spool: Path) -> None:
     assert data["repair"]["ok_after"] is True
 
 
-def test_fsck_repair_refuses_a_spool_in_use(runner: CliRunner, locked: Path) -> None:
-    """fsck --repair on a locked spool exits 3 naming the owner's pid."""
+def test_fsck_repair_skips_a_lane_in_use_naming_its_pid(runner: CliRunner, locked: Path) -> None:
+    """fsck --repair leaves a lane another process holds alone and names the pid; with no
+    damage anywhere that is a clean exit."""
+    result = runner.invoke(cli, ["fsck", str(locked), "--repair"])
+    assert result.exit_code == EXIT_OK, result.output
+    assert "skipped lane 0: in use by pid 4242" in result.output
+    data = json.loads(runner.invoke(cli, ["fsck", str(locked), "--repair", "--json"]).output)
+    assert data["repair"]["skipped"] == [{"lane": 0, "pid": 4242}]
+    assert data["live"] is True
+
+
+def test_fsck_repair_exits_3_when_damage_is_left_in_a_lane_in_use(
+    runner: CliRunner, locked: Path
+) -> None:
+    """Damage in a lane another process holds is not touched: exit 3 naming lane and pid."""
+    _damage_frame(locked, "q00001", 2)
+    before = (locked / "q00001").read_bytes()
     result = runner.invoke(cli, ["fsck", str(locked), "--repair"])
     assert result.exit_code == EXIT_BUSY
-    assert "process 4242" in result.output
-    assert len(result.output.strip().splitlines()) == 1
+    assert "damage is left in lanes a live process holds: lane 0 (pid 4242)" in result.output
+    assert (locked / "q00001").read_bytes() == before
 
 
 def test_python_dash_m_runs_the_cli(spool: Path) -> None:
@@ -294,8 +312,10 @@ def test_dead_purge_asks_first(runner: CliRunner, dead_spool: Path) -> None:
     assert insp.dead_letters(dead_spool) == []
 
 
-def test_dead_requeue_refuses_a_spool_in_use(runner: CliRunner, dead_spool: Path) -> None:
-    """requeue needs the spool's lock: a busy spool exits 3."""
+def test_dead_requeue_leaves_the_letters_of_a_lane_in_use(
+    runner: CliRunner, dead_spool: Path
+) -> None:
+    """requeue needs the lane a letter goes back to: a held lane keeps its letters, exit 3."""
     fd = os.open(dead_spool / "lock", os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -303,7 +323,9 @@ def test_dead_requeue_refuses_a_spool_in_use(runner: CliRunner, dead_spool: Path
     finally:
         os.close(fd)
     assert result.exit_code == EXIT_BUSY
-    assert "in use" in result.output
+    assert "requeued 0 dead letter(s); 3 left" in result.output
+    assert "3 dead letter(s) left: their lanes are in use: lane 0 (pid " in result.output
+    assert len(insp.dead_letters(dead_spool)) == 3
 
 
 def test_dead_list_of_a_spool_without_dead_letters(runner: CliRunner, spool: Path) -> None:
@@ -442,3 +464,209 @@ def test_a_bad_serializer_option_is_a_one_line_usage_error(
     assert result.exit_code == EXIT_USAGE
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+# -- lanes: a spool written by several processes -----------------------------------------------
+
+DEADLINE = 60.0  # cross-process delivery on a busy 2-core machine
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = DEADLINE) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` seconds passed; its last value."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return predicate()
+        time.sleep(0.05)
+    return True
+
+
+def _lanes_of(path: Path, *counts: int, sink: Any = None) -> None:
+    """Write lanes with Spools of this process, open at once (each takes a lane of its own):
+    the k-th puts ``counts[k]`` records ``{"k": k, "n": n}``; all stopped after (draining
+    if ``sink`` is given and they were started)."""
+    spools = [Spool(path, sink, workers=1, batch_size=1, serializer="json") for _ in counts]
+    try:
+        for k, (s, count) in enumerate(zip(spools, counts, strict=True)):
+            if sink is not None:
+                s.start()
+            s.put_many([{"k": k, "n": n} for n in range(count)])
+        for s in spools:
+            assert sink is None or s.flush(DEADLINE)
+    finally:
+        for s in spools:
+            s.stop(drain=False)
+
+
+def _cells(line: str) -> list[str]:
+    """The cells of one row of a rich table."""
+    return [c.strip() for c in line.split("│")[1:-1]]
+
+
+def _jsonl_items(path: Path) -> list[Any]:
+    return [json.loads(line)["item"] for line in path.read_text().splitlines()]
+
+
+def test_inspect_lists_every_lane_and_who_holds_it(runner: CliRunner, tmp_path: Path) -> None:
+    """inspect adds the lanes up and lists each with its backlog and the pid holding it."""
+    path = tmp_path / "spool"
+    with lane_holder(path, "hold", 2) as holder:
+        _lanes_of(path, 3, 4)
+        result = runner.invoke(cli, ["inspect", str(path)])
+        assert result.exit_code == EXIT_OK, result.output
+        assert f"3 lanes, 1 in use by pid {holder.pid}" in result.output
+        assert "9 record(s)" in result.output
+        rows = [_cells(line) for line in result.output.splitlines()]
+        lane_rows = [(r[0], r[1], r[3], r[4]) for r in rows if len(r) == 5]
+        assert lane_rows == [
+            ("0", "2", "1", f"pid {holder.pid}"),
+            ("1", "3", "1", "-"),
+            ("2", "4", "1", "-"),
+        ]
+        data = json.loads(runner.invoke(cli, ["inspect", str(path), "--json"]).output)
+        lanes = [(d["lane"], d["backlog"], d["locked"], d["holder_pid"]) for d in data["lanes"]]
+        assert lanes == [(0, 2, True, holder.pid), (1, 3, False, None), (2, 4, False, None)]
+        assert (data["backlog"], data["chunk_files"]) == (9, 3)
+        assert (data["locked"], data["holder_pid"]) == (True, holder.pid)
+
+
+def test_peek_shows_the_records_of_every_lane(runner: CliRunner, tmp_path: Path) -> None:
+    """peek --json lists every lane's records, each with its lane and full record id."""
+    path = tmp_path / "spool"
+    _lanes_of(path, 2, 1, 3)
+    records = json.loads(runner.invoke(cli, ["peek", str(path), "--json"]).output)
+    assert sorted((r["lane"], r["item"]["n"]) for r in records) == [
+        (0, 0), (0, 1), (1, 0), (2, 0), (2, 1), (2, 2),
+    ]  # fmt: skip
+    assert all(r["item"]["k"] == r["lane"] for r in records)
+    uids = {lane.number: lane.uid for lane in insp.lanes(path)}
+    assert {r["record_id"] for r in records} == {f"{uids[r['lane']]}-{r['id']}" for r in records}
+    assert {r["chunk"] for r in records} == {"q00000", "lanes/1/q00000", "lanes/2/q00000"}
+    text = runner.invoke(cli, ["peek", str(path), "-n", "10"]).output
+    assert "{'k': 2, 'n': 2}" in text
+
+
+def test_fsck_finds_damage_in_a_lane_and_counts_chunks_as_inspect(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """fsck names a damaged region of lane 2 as lanes/2/q...; its chunk count is inspect's
+    (the dead letters' counted apart); --repair then leaves every lane clean."""
+    path = tmp_path / "spool"
+    _lanes_of(path, 2, 3, 4, sink=_reject_odd)  # dead letters: each lane's odd records
+    _lanes_of(path, 2, 3, 4)  # the same lanes again, records left waiting
+    victim = _damage_frame(path / "lanes" / "2", "q00000", 1)
+    result = runner.invoke(cli, ["fsck", str(path), "--json"])
+    assert result.exit_code == EXIT_PROBLEM
+    data = json.loads(result.output)
+    found = {"chunk": "lanes/2/q00000", "start": victim.offset, "end": victim.end}
+    assert data["damage"] == [found]
+    info = json.loads(runner.invoke(cli, ["inspect", str(path), "--json"]).output)
+    on_disk = [*path.glob("q*"), *path.glob("lanes/*/q*")]
+    assert data["chunk_files"] == info["chunk_files"] == len(on_disk)
+    assert data["dead_chunk_files"] == len(list(path.glob("dead/q*"))) >= 1
+    assert data["dead_letters"] == info["dead_letters"] == 1 + 1 + 2
+    assert [d["damaged_regions"] for d in data["lanes"]] == [0, 0, 1]
+    repaired = runner.invoke(cli, ["fsck", str(path), "--repair"])
+    assert repaired.exit_code == EXIT_OK, repaired.output
+    assert "repaired 1 chunk file(s)" in repaired.output
+    assert "skipped" not in repaired.output
+
+
+def test_fsck_repair_repairs_free_lanes_and_names_the_held_one(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """With lane 0 held by a live process, --repair rewrites lane 1 and says lane 0 was
+    skipped, with the pid."""
+    path = tmp_path / "spool"
+    with lane_holder(path, "hold", 3) as holder:
+        _lanes_of(path, 5)
+        _damage_frame(path / "lanes" / "1", "q00000", 2)
+        result = runner.invoke(cli, ["fsck", str(path), "--repair"])
+        assert result.exit_code == EXIT_OK, result.output
+        assert f"skipped lane 0: in use by pid {holder.pid}" in result.output
+        assert "repaired 1 chunk file(s): kept 4 record(s) (4 pending)" in result.output
+        assert "every checksum verified after the repair" in result.output
+
+
+@pytest.fixture
+def dead_in_two_lanes(tmp_path: Path) -> Path:
+    """Lanes 0 and 1 had their odd records refused: dead letters {k: 0, n: 1 and 3} of lane 0
+    and {k: 1, n: 1 and 3} of lane 1, in the shared dead/; the lanes are empty."""
+    path = tmp_path / "spool"
+    _lanes_of(path, 4, 4, sink=_reject_odd)
+    return path
+
+
+def test_dead_list_names_the_lane_of_each_letter(
+    runner: CliRunner, dead_in_two_lanes: Path
+) -> None:
+    """dead list shows every lane's dead letters, each with the lane that issued it."""
+    data = json.loads(runner.invoke(cli, ["dead", str(dead_in_two_lanes), "list", "--json"]).output)
+    assert sorted((d["lane"], d["item"]["k"], d["item"]["n"]) for d in data) == [
+        (0, 0, 1), (0, 0, 3), (1, 1, 1), (1, 1, 3),
+    ]  # fmt: skip
+    text = runner.invoke(cli, ["dead", str(dead_in_two_lanes), "list"]).output
+    assert "PermanentError: odd record [3]" in text
+
+
+def test_dead_requeue_and_purge_while_a_process_holds_a_lane(
+    runner: CliRunner, dead_in_two_lanes: Path
+) -> None:
+    """requeue puts lane 1's letters back into lane 1 and leaves those of lane 0, which a live
+    process holds (exit 3, naming it); purge works meanwhile."""
+    path = dead_in_two_lanes
+    with lane_holder(path, "hold", 0) as holder:
+        assert holder.lane == str(path)
+        result = runner.invoke(cli, ["dead", str(path), "requeue"])
+        assert result.exit_code == EXIT_BUSY
+        assert "requeued 2 dead letter(s); 2 left" in result.output
+        assert f"2 dead letter(s) left: their lanes are in use: lane 0 (pid {holder.pid})" in (
+            result.output
+        )
+        back = [(r.lane, r.item) for r in insp.peek(path)]
+        assert back == [(1, {"k": 1, "n": 1}), (1, {"k": 1, "n": 3})]
+        left = insp.dead_letters(path)
+        assert [(d.lane, d.item) for d in left] == [(0, {"k": 0, "n": 1}), (0, {"k": 0, "n": 3})]
+        purged = runner.invoke(cli, ["dead", str(path), "purge", "--yes", "--id", left[0].id])
+        assert purged.exit_code == EXIT_OK, purged.output
+        assert "purged 1 dead letter(s); 1 left" in purged.output
+        assert holder.proc.poll() is None
+
+
+def test_drain_delivers_the_free_lanes_and_names_a_held_one(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """drain delivers every lane nobody holds, names the held lane with its pid and backlog
+    (exit 3), and delivers that lane too once its process is gone."""
+    path = tmp_path / "spool"
+    target = tmp_path / "out.jsonl"
+    url = f"jsonl://{target}"
+    with lane_holder(path, "hold", 3) as holder:
+        _lanes_of(path, 4, 5)
+        result = runner.invoke(cli, ["drain", str(path), "--to", url])
+        assert result.exit_code == EXIT_BUSY, result.output
+        assert "delivered 9, dead-lettered 0" in result.output
+        assert f"skipped lane 0: in use by pid {holder.pid}, 3 record(s) waiting" in result.output
+        assert f"3 record(s) wait in lanes live processes hold: lane 0 (pid {holder.pid})" in (
+            result.output
+        )
+        assert sorted((i["k"], i["n"]) for i in _jsonl_items(target)) == [
+            *((0, n) for n in range(4)),
+            *((1, n) for n in range(5)),
+        ]
+        holder.exit()
+    again = runner.invoke(cli, ["drain", str(path), "--to", url])
+    assert again.exit_code == EXIT_OK, again.output
+    assert "delivered 3, dead-lettered 0" in again.output
+    assert sorted(i["n"] for i in _jsonl_items(target) if "pid" in i) == [0, 1, 2]
+    assert insp.inspect_spool(path).backlog == 0
+
+
+def test_drain_exits_0_when_the_held_lanes_are_empty(runner: CliRunner, tmp_path: Path) -> None:
+    """A held lane with nothing waiting leaves nothing undone: named, exit 0."""
+    path = tmp_path / "spool"
+    with lane_holder(path, "hold", 0) as holder:
+        _lanes_of(path, 2)
+        result = runner.invoke(cli, ["drain", str(path), "--to", f"jsonl://{tmp_path / 'o'}"])
+        assert result.exit_code == EXIT_OK, result.output
+        assert f"skipped lane 0: in use by pid {holder.pid}, 0 record(s) waiting" in result.output

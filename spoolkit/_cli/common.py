@@ -36,6 +36,7 @@ __all__ = [
     "format_when",
     "json_safe",
     "progress",
+    "checked_serializer",
     "serializer_option",
     "spool_serializer",
 ]
@@ -166,8 +167,18 @@ def spool_serializer(path: str, spec: str | None) -> str | Serializer:
     Raises:
         BadInput: the spool names a custom serializer and ``--serializer`` gave none.
         ConfigError: as :func:`custom_serializer`.
+        PathError: ``path`` holds no spool.
     """
-    serializer = custom_serializer(spec) or insp.inspect_spool(path).serializer or "pickle"
+    serializer = custom_serializer(spec) or insp.serializer_name(path) or "pickle"
+    return checked_serializer(serializer)
+
+
+def checked_serializer(serializer: str | Serializer) -> str | Serializer:
+    """``serializer``, unless it is a custom serializer's name from ``meta.json``.
+
+    Raises:
+        BadInput: it is such a name: ``--serializer`` must say how to make it.
+    """
     if isinstance(serializer, str) and serializer not in BUILTIN_NAMES:
         raise BadInput(
             f"the spool uses the custom serializer {serializer!r}: name a factory that "

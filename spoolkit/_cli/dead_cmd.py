@@ -1,4 +1,5 @@
-"""``spoolkit dead``: list, requeue or purge a spool's dead letters."""
+"""``spoolkit dead``: list, requeue or purge a spool's dead letters (every lane's: they share
+``<spool>/dead``)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from typing import Any
 import click
 from rich.table import Table
 
-from spoolkit import Spool
 from spoolkit import _inspect as insp
 from spoolkit._cli.common import (
     SPOOL_PATH,
+    Busy,
     Failure,
     console,
     custom_serializer,
@@ -20,6 +21,8 @@ from spoolkit._cli.common import (
     serializer_option,
     spool_serializer,
 )
+from spoolkit._cli.lanes import holders
+from spoolkit._cli.requeue import Requeue
 
 __all__ = ["dead"]
 
@@ -42,9 +45,11 @@ def dead(
 ) -> None:
     """List, requeue or purge the dead letters of the spool at PATH.
 
-    list is read-only and lock-free. requeue puts dead letters back into the spool under their
-    record ids; purge deletes them for good. Both act on every dead letter unless --id is
-    given, and need the spool not to be in use.
+    The lanes of a spool share one dead-letter store; running processes may use it meanwhile.
+    list is read-only and lock-free. requeue puts dead letters back into the lane that issued
+    them, under their record ids; a letter whose lane a live process holds is left (exit 3,
+    naming the pid). purge deletes them for good. Both act on every dead letter unless --id is
+    given.
     """
     if action == "list":
         letters = insp.dead_letters(path, serializer=custom_serializer(serializer_spec))
@@ -54,21 +59,23 @@ def dead(
         else:
             _print_dead(letters)
         return
-    insp.spool_dir(path)
-    serializer = spool_serializer(path, serializer_spec)
-    if action == "purge" and not yes:
-        what = f"{len(ids)} dead letter(s)" if ids else "every dead letter"
-        click.confirm(f"delete {what} of {path} for good?", abort=True)
-    spool = Spool(path, None, workers=1, serializer=serializer)
-    try:
-        store = spool.dead_letters
-        chosen = list(ids) or None
-        done = store.requeue(chosen) if action == "requeue" else store.purge(chosen)
-        left = len(store)
-    finally:
-        spool.stop(drain=False)
-    verb = "requeued" if action == "requeue" else "purged"
-    click.echo(f"{verb} {done} dead letter(s); {left} left")
+    root = insp.spool_dir(path)
+    if action == "purge":
+        if not yes:
+            what = f"{len(ids)} dead letter(s)" if ids else "every dead letter"
+            click.confirm(f"delete {what} of {path} for good?", abort=True)
+        done, left = Requeue(root, None).purge(list(ids) or None)
+        click.echo(f"purged {done} dead letter(s); {left} left")
+    else:
+        with Requeue(root, spool_serializer(root, serializer_spec)) as job:
+            done, left = job.requeue(list(ids) or None)
+        click.echo(f"requeued {done} dead letter(s); {left} left")
+        if job.held:
+            held = [(n, pid) for n, (pid, _count) in sorted(job.held.items())]
+            kept = sum(count for _pid, count in job.held.values())
+            raise Busy(f"{kept} dead letter(s) left: their lanes are in use: {holders(held)}")
+        if job.foreign:
+            raise Failure(f"{job.foreign} dead letter(s) left: no lane of {root} issued their ids")
     if ids and done < len(set(ids)):
         raise Failure(f"{len(set(ids)) - done} of the given id(s) are not dead letters")
 
@@ -76,6 +83,7 @@ def dead(
 def _dead_json(d: insp.DeadLetterInfo) -> dict[str, Any]:
     return {
         "id": d.id,
+        "lane": d.lane,
         "item": json_safe(d.item) if d.decode_error is None else None,
         "enqueued_at": d.enqueued_at,
         "error_type": d.error_type,
@@ -91,9 +99,11 @@ def _print_dead(letters: list[insp.DeadLetterInfo]) -> None:
     if not letters:
         out.print("no dead letters")
         return
-    table = Table("id", "last attempt (UTC)", "attempts", "error", "item")
+    table = Table("id", "lane", "last attempt (UTC)", "attempts", "error", "item")
     for d in letters:
         item = repr(d.item) if d.decode_error is None else f"<{d.decode_error}>"
         error = f"{d.error_type.rpartition('.')[2]}: {d.error}"
-        table.add_row(d.id, format_when(d.last_attempt_at), str(d.attempts), error, item)
+        lane = "-" if d.lane is None else str(d.lane)
+        when = format_when(d.last_attempt_at)
+        table.add_row(d.id, lane, when, str(d.attempts), error, item)
     out.print(table)

@@ -10,11 +10,13 @@ import click
 from spoolkit import Spool
 from spoolkit._cli.common import (
     SPOOL_PATH,
+    Busy,
     Failure,
     progress,
     serializer_option,
     spool_serializer,
 )
+from spoolkit._cli.lanes import held_by_others, holders, lanes_held
 
 __all__ = ["drain"]
 
@@ -35,30 +37,34 @@ def drain(
     timeout: float | None,
     serializer_spec: str | None,
 ) -> None:
-    """Deliver the backlog of the spool at PATH to SINK_URL once, then exit.
+    """Deliver the backlog of every lane of the spool at PATH that no live process holds to
+    SINK_URL once, then exit.
 
-    Failed batches are retried and then dead-lettered as a running spool would. Exits 0 when
-    everything was delivered, 1 when records were dead-lettered or left over at --timeout.
-    Needs the spool not to be in use.
+    Failed batches are retried and then dead-lettered as a running spool would. Lanes a live
+    process holds are skipped and named with its pid (producer-only processes hand theirs over
+    while the drain runs). Exits 0 when everything was delivered, 1 when records were
+    dead-lettered or left over at --timeout, 3 when records are left in lanes live processes
+    hold.
     """
     serializer = spool_serializer(path, serializer_spec)
     # imported when asked for: the sinks module is only needed by this command
     sink = importlib.import_module("spoolkit.sinks").from_url(url)
     spool = Spool(path, sink, workers=workers, batch_size=batch_size, serializer=serializer)
-    total = spool.stats().backlog
     deadline = None if timeout is None else time.monotonic() + timeout
     spool.start()
     finished = False
     try:
         with progress() as bar:
-            task = bar.add_task("draining", total=total)
+            task = bar.add_task("draining", total=spool.stats().backlog)
             while not finished:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     break
                 finished = spool.flush(0.2 if left is None else min(0.2, left))
                 s = spool.stats()
-                bar.update(task, completed=s.delivered + s.dead_lettered)
+                done = s.delivered + s.dead_lettered
+                bar.update(task, completed=done, total=done + s.backlog)
+        skipped = held_by_others(spool.path, lanes_held(spool))
     finally:
         spool.stop(drain=False)
     s = spool.stats()
@@ -66,7 +72,19 @@ def drain(
         f"delivered {s.delivered:,}, dead-lettered {s.dead_lettered:,}, retried "
         f"{s.retried:,}, left {s.backlog:,}"
     )
+    for lane in skipped:
+        click.echo(
+            f"skipped lane {lane.number}: in use by pid {lane.holder_pid or '?'}, "
+            f"{lane.backlog:,} record(s) waiting"
+        )
     if not finished:
         raise Failure(f"timed out with {s.backlog:,} record(s) left in the spool")
     if s.dead_lettered:
         raise Failure(f"{s.dead_lettered:,} record(s) were dead-lettered: see `spoolkit dead`")
+    waiting = [lane for lane in skipped if lane.backlog]
+    if waiting:
+        held = holders((lane.number, lane.holder_pid) for lane in waiting)
+        raise Busy(
+            f"{sum(lane.backlog for lane in waiting):,} record(s) wait in lanes live "
+            f"processes hold: {held}"
+        )

@@ -1,4 +1,4 @@
-"""``spoolkit fsck``: verify every checksum of a spool, and repair it on request."""
+"""``spoolkit fsck``: verify every checksum of a spool's lanes, and repair them on request."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import sys
 from typing import Any
 
 import click
+from rich.console import Console
 from rich.table import Table
 
 from spoolkit import _inspect as insp
 from spoolkit import _repair
-from spoolkit._cli.common import EXIT_PROBLEM, SPOOL_PATH, console, emit_json
+from spoolkit._cli.common import EXIT_PROBLEM, SPOOL_PATH, Busy, console, emit_json
+from spoolkit._cli.lanes import holders, lane_json
 
 __all__ = ["fsck"]
 
@@ -18,15 +20,19 @@ __all__ = ["fsck"]
 @click.command("fsck")
 @click.argument("path", type=SPOOL_PATH)
 @click.option(
-    "--repair", is_flag=True, help="Rewrite damaged chunk files, keeping every intact record."
+    "--repair",
+    is_flag=True,
+    help="Rewrite damaged chunk files, keeping every intact record (lanes held by a live "
+    "process are skipped).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 def fsck(path: str, repair: bool, as_json: bool) -> None:
-    """Verify every checksum in the spool at PATH and report damaged regions.
+    """Verify every checksum in every lane of the spool at PATH and report damaged regions.
 
-    Exits 1 when damage is found. With --repair (which needs the spool not to be in use),
-    rewrites each damaged chunk keeping every intact record and its acknowledgement, then
-    exits 0 if the spool is clean.
+    Exits 1 when damage is found. With --repair, rewrites each damaged chunk of the lanes no
+    live process holds, keeping every intact record and its acknowledgement, names the lanes
+    it skipped, and exits 0 if the spool is clean, 3 if damage is left only in lanes a live
+    process holds.
     """
     fixed = _repair.repair(path) if repair else None
     report = fixed.before if fixed is not None else insp.fsck(path)
@@ -35,21 +41,27 @@ def fsck(path: str, repair: bool, as_json: bool) -> None:
         emit_json(_fsck_json(report, fixed))
     else:
         _print_fsck(report, fixed)
-    if not final.ok:
-        sys.exit(EXIT_PROBLEM)
+    if final.ok:
+        return
+    if fixed is not None and fixed.skipped_damage:
+        raise Busy(f"damage is left in lanes a live process holds: {holders(fixed.skipped)}")
+    sys.exit(EXIT_PROBLEM)
 
 
 def _fsck_json(report: insp.FsckReport, fixed: _repair.RepairReport | None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "path": report.path,
         "ok": report.ok,
-        "chunk_files": len(report.chunks),
+        "chunk_files": len(report.lane_chunks),
+        "dead_chunk_files": len(report.dead_chunks),
         "records": report.records,
         "pending": report.pending,
+        "dead_letters": report.dead_letters,
         "damaged_bytes": report.damaged_bytes,
         "damage": [{"chunk": d.chunk, "start": d.start, "end": d.end} for d in report.damage],
         "warnings": list(report.warnings),
         "live": report.live,
+        "lanes": [lane_json(lane) for lane in report.lanes],
     }
     if fixed is not None:
         out["repair"] = {
@@ -58,30 +70,28 @@ def _fsck_json(report: insp.FsckReport, fixed: _repair.RepairReport | None) -> d
             "kept_pending": fixed.kept_pending,
             "dropped_bytes": fixed.dropped_bytes,
             "ok_after": fixed.after.ok,
+            "skipped": [{"lane": n, "pid": pid} for n, pid in fixed.skipped],
         }
     return out
 
 
 def _print_fsck(report: insp.FsckReport, fixed: _repair.RepairReport | None) -> None:
     out = console()
+    lanes = f"{len(report.lanes)} lanes, " if len(report.lanes) > 1 else ""
+    dead = f", {report.dead_letters:,} dead letter(s)" if report.dead_letters else ""
     out.print(
-        f"{report.path}: {len(report.chunks)} chunk file(s), {report.records:,} intact "
-        f"record(s), {report.pending:,} pending"
+        f"{report.path}: {lanes}{len(report.lane_chunks)} chunk file(s), {report.records:,} "
+        f"intact record(s), {report.pending:,} pending{dead}"
     )
     for w in report.warnings:
         out.print(f"[yellow]warning:[/] {w}")
+    if fixed is not None:
+        for n, pid in fixed.skipped:
+            out.print(f"skipped lane {n}: in use by pid {pid or '?'}")
     if report.ok:
         out.print("[green]ok:[/] every checksum verified")
         return
-    table = Table("chunk", "start", "end", "bytes", title="damaged regions", title_justify="left")
-    for d in report.damage:
-        table.add_row(d.chunk, str(d.start), str(d.end), str(d.length))
-    out.print(table)
-    if report.live:
-        out.print(
-            "[yellow]note:[/] the spool is in use: damage at the very end of the newest "
-            "chunk may be a record being written; check again, or stop the owner first"
-        )
+    _print_damage(out, report)
     if fixed is None:
         out.print(
             f"[red]damaged:[/] {len(report.damage)} region(s), {report.damaged_bytes:,} "
@@ -97,3 +107,17 @@ def _print_fsck(report: insp.FsckReport, fixed: _repair.RepairReport | None) -> 
         out.print("[green]ok:[/] every checksum verified after the repair")
     else:
         out.print("[red]damage remains after the repair[/]")
+
+
+def _print_damage(out: Console, report: insp.FsckReport) -> None:
+    table = Table("chunk", "start", "end", "bytes", title="damaged regions", title_justify="left")
+    for d in report.damage:
+        table.add_row(d.chunk, str(d.start), str(d.end), str(d.length))
+    out.print(table)
+    for lane in report.lanes:
+        if lane.damaged_regions and lane.held_by_other():
+            out.print(
+                f"[yellow]note:[/] lane {lane.number} is in use by pid {lane.holder_pid or '?'}: "
+                "damage at the very end of its newest chunk may be a record being written; "
+                "check again, or stop that process first"
+            )

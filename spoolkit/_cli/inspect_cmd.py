@@ -19,6 +19,7 @@ from spoolkit._cli.common import (
     json_safe,
     serializer_option,
 )
+from spoolkit._cli.lanes import lane_json
 
 __all__ = ["inspect_cmd", "peek"]
 
@@ -27,9 +28,10 @@ __all__ = ["inspect_cmd", "peek"]
 @click.argument("path", type=SPOOL_PATH)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def inspect_cmd(path: str, as_json: bool) -> None:
-    """Summarise the spool at PATH: backlog, disk use, oldest record, dead letters.
+    """Summarise the spool at PATH, every lane added up: backlog, disk use, oldest record,
+    dead letters, and which live processes hold which lanes.
 
-    Read-only and lock-free: safe on a spool another process is writing to.
+    Read-only and lock-free: safe on a spool other processes are writing to.
     """
     info = insp.inspect_spool(path)
     age = info.oldest_age()
@@ -51,14 +53,14 @@ def inspect_cmd(path: str, as_json: bool) -> None:
                 "locked": info.locked,
                 "holder_pid": info.holder_pid,
                 "damaged_regions": info.damaged_regions,
+                "lanes": [lane_json(lane) for lane in info.lanes],
             }
         )
         return
     table = Table(title=f"spool {info.path}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
-    owner = f"in use by pid {info.holder_pid or '?'}" if info.locked else "not in use"
-    table.add_row("state", owner)
+    table.add_row("state", _state(info))
     table.add_row("backlog", f"{info.backlog:,} record(s), {format_size(info.record_bytes)}")
     table.add_row("oldest record", format_age(age) + (" old" if age is not None else ""))
     table.add_row("chunk files", f"{len(info.chunks)}")
@@ -68,7 +70,35 @@ def inspect_cmd(path: str, as_json: bool) -> None:
     table.add_row("serializer", info.serializer or "?")
     if info.damaged_regions:
         table.add_row("damage", f"{info.damaged_regions} region(s): run `spoolkit fsck`")
-    console().print(table)
+    out = console()
+    out.print(table)
+    if len(info.lanes) > 1:
+        out.print(_lanes_table(info.lanes))
+
+
+def _state(info: insp.SpoolInfo) -> str:
+    held = [lane for lane in info.lanes if lane.locked]
+    pids = ", ".join(dict.fromkeys(str(lane.holder_pid or "?") for lane in held))
+    if len(info.lanes) <= 1:
+        return f"in use by pid {pids}" if held else "not in use"
+    return f"{len(info.lanes)} lanes, " + (
+        f"{len(held)} in use by pid {pids}" if held else "none in use"
+    )
+
+
+def _lanes_table(lanes: tuple[insp.LaneInfo, ...]) -> Table:
+    table = Table("lane", "backlog", "oldest", "chunk files", "held by", title="lanes")
+    table.title_justify = "left"
+    for lane in lanes:
+        age = lane.oldest_age()
+        table.add_row(
+            str(lane.number),
+            f"{lane.backlog:,}",
+            format_age(age),
+            str(len(lane.chunks)),
+            f"pid {lane.holder_pid or '?'}" if lane.locked else "-",
+        )
+    return table
 
 
 @click.command("peek")
@@ -77,7 +107,10 @@ def inspect_cmd(path: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
 @serializer_option
 def peek(path: str, count: int, as_json: bool, serializer_spec: str | None) -> None:
-    """Show the next records of the spool at PATH without consuming them."""
+    """Show the next records of the spool at PATH without consuming them.
+
+    Every lane's records, oldest first. Read-only and lock-free.
+    """
     records = insp.peek(path, count, serializer=custom_serializer(serializer_spec))
     if as_json:
         emit_json([_record_json(r) for r in records])
@@ -89,6 +122,8 @@ def _record_json(r: insp.PeekedRecord) -> dict[str, Any]:
     item = json_safe(r.item) if r.decode_error is None else None
     return {
         "id": r.id,
+        "record_id": r.record_id,
+        "lane": r.lane,
         "enqueued_at": r.enqueued_at,
         "chunk": r.chunk,
         "offset": r.offset,
@@ -104,8 +139,9 @@ def _print_records(records: list[insp.PeekedRecord], empty: str) -> None:
     if not records:
         out.print(empty)
         return
-    table = Table("id", "enqueued (UTC)", "deliveries", "item")
+    table = Table("lane", "id", "enqueued (UTC)", "deliveries", "item")
     for r in records:
         shown = repr(r.item) if r.decode_error is None else f"<{r.decode_error}> {r.payload!r}"
-        table.add_row(str(r.id), format_when(r.enqueued_at), str(r.deliveries), shown)
+        when = format_when(r.enqueued_at)
+        table.add_row(str(r.lane), str(r.id), when, str(r.deliveries), shown)
     out.print(table)
