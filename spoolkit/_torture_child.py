@@ -35,7 +35,7 @@ from spoolkit._disk.store import Store
 from spoolkit.backends.disk import DiskBackend
 from spoolkit.errors import PartialFailure, PermanentError, TransientError
 
-__all__ = ["RecordingSink", "item_is_intact", "make_item", "record_field"]
+__all__ = ["RecordingSink", "item_is_intact", "make_item", "record_field", "torture_item"]
 
 _OUT = 1  # stdout's file descriptor
 
@@ -60,17 +60,25 @@ def item_is_intact(n: int, pad: str, digest: str) -> bool:
     return _digest(n, pad) == digest and make_item(n)["pad"] == pad
 
 
+def torture_item(item: Any) -> Any:
+    """The :func:`make_item` dict inside a spooled item: the item itself, or the ``extra`` of a
+    log record a :class:`~spoolkit.SpoolHandler` spooled (``logger.info(..., extra=item)``)."""
+    if isinstance(item, dict) and "n" not in item and isinstance(item.get("extra"), dict):
+        return item["extra"]
+    return item
+
+
 def record_field(record: Record) -> str:
     """How the recording sink writes one record in its log line."""
-    item = record.item
+    item = torture_item(record.item)
     if not isinstance(item, dict):
         return f"{record.id},-1,{type(item).__name__},-"
     return f"{record.id},{item.get('n')},{item.get('pad')},{item.get('sum')}"
 
 
 def _number(record: Record) -> int:
-    item = record.item
-    return int(item["n"]) if isinstance(item, dict) else -1
+    item = torture_item(record.item)
+    return int(item["n"]) if isinstance(item, dict) and "n" in item else -1
 
 
 class RecordingSink:

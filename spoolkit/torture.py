@@ -2,7 +2,9 @@
 
 ``python -m spoolkit.torture --cycles 300`` runs the loop and prints one final line,
 ``cycles=N records=N duplicates=N lost=N``, exiting 1 if anything was lost or an invariant
-broke. ``python -m spoolkit.torture load --seconds 300`` runs the load test instead.
+broke. ``python -m spoolkit.torture load --seconds 300`` runs the load test instead, and
+``python -m spoolkit.torture procs --writers 4 --cycles 20`` the multi-process crash loop
+(several writer processes and a consumer on one spool: :mod:`spoolkit._torture_procs`).
 
 Each cycle starts a child process (:mod:`spoolkit._torture_child`): producer threads put
 numbered records into a :class:`~spoolkit.Spool` with small chunk files while workers deliver
@@ -312,12 +314,17 @@ def _check_destination(report: CrashLoopReport, items: Iterable[Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line: the crash loop, or ``load`` for the load test. Returns the exit code."""
+    """The command line: the crash loop, ``load`` for the load test, ``procs`` for the
+    multi-process crash loop. Returns the exit code."""
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["load"]:
         from spoolkit._torture_load import main as load_main  # noqa: PLC0415 - subcommand
 
         return load_main(args[1:])
+    if args[:1] == ["procs"]:
+        from spoolkit._torture_procs import main as procs_main  # noqa: PLC0415 - subcommand
+
+        return procs_main(args[1:])
     parser = argparse.ArgumentParser(prog="python -m spoolkit.torture", description=__doc__)
     parser.add_argument("--cycles", type=int, default=50, help="kill cycles (default 50)")
     parser.add_argument("--dir", help="working directory (default: a temporary one)")
