@@ -1,4 +1,5 @@
-"""The ``spoolkit`` command line: look inside spools, repair them, drain them, run the demo.
+"""The ``spoolkit`` command line: look inside spools, repair them, drain or ship them, run the
+demo.
 
 Needs the ``cli`` extra (``pip install 'spoolkit[cli]'``: click and rich). The work is done by
 library modules (:mod:`spoolkit._inspect`, :mod:`spoolkit._demo`); the commands, one module
@@ -6,7 +7,8 @@ per family under :mod:`spoolkit._cli`, parse options and format results. This mo
 command group, its error handling and :func:`main`.
 
 Exit codes: 0 all is well; 1 a problem was found (damage, lost demo records, a failed
-delivery); 2 a usage error or a bad path; 3 the spool is in use by another process.
+delivery); 2 a usage error or a bad path; 3 what is left to do is in lanes other (live)
+processes hold.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from spoolkit._cli.demo_cmd import demo
 from spoolkit._cli.drain_cmd import drain
 from spoolkit._cli.fsck_cmd import fsck
 from spoolkit._cli.inspect_cmd import inspect_cmd, peek
+from spoolkit._cli.ship_cmd import ship
 from spoolkit.errors import ConfigError, FormatError, LockedError, SpoolError
 
 __all__ = ["EXIT_BUSY", "EXIT_OK", "EXIT_PROBLEM", "EXIT_USAGE", "cli", "main"]
@@ -60,13 +63,13 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="spoolkit")
 def cli() -> None:
-    """Inspect, check, repair and drain spoolkit spools; run the crash demo.
+    """Inspect, check, repair, drain and ship spoolkit spools; run the crash demo.
 
     Exit codes: 0 ok, 1 problems found, 2 usage or bad path, 3 spool in use.
     """
 
 
-for _command in (inspect_cmd, peek, fsck, dead, drain, demo):
+for _command in (inspect_cmd, peek, fsck, dead, drain, ship, demo):
     cli.add_command(_command)
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -24,7 +26,7 @@ from spoolkit.cli import EXIT_BUSY, EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, cli, json
 from spoolkit.errors import PermanentError
 from tests.helpers.lane_holder import lane_holder
 
-COMMANDS = [[], ["inspect"], ["peek"], ["fsck"], ["dead"], ["drain"], ["demo"]]
+COMMANDS = [[], ["inspect"], ["peek"], ["fsck"], ["dead"], ["drain"], ["ship"], ["demo"]]
 
 
 @pytest.fixture
@@ -670,3 +672,133 @@ def test_drain_exits_0_when_the_held_lanes_are_empty(runner: CliRunner, tmp_path
         result = runner.invoke(cli, ["drain", str(path), "--to", f"jsonl://{tmp_path / 'o'}"])
         assert result.exit_code == EXIT_OK, result.output
         assert f"skipped lane 0: in use by pid {holder.pid}, 0 record(s) waiting" in result.output
+
+
+# -- ship: one long-running process delivering every lane --------------------------------------
+
+
+class Shipper:
+    """``python -m spoolkit ship ...`` in a real process; its stderr lines are collected."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "spoolkit", "ship", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def said(self, start: str) -> bool:
+        """Whether a line of its stderr starts with ``start``."""
+        return any(line.startswith(start) for line in list(self.lines))
+
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
+        """Send ``sig`` and wait for the exit: (exit code, stdout)."""
+        self.proc.send_signal(sig)
+        return self.wait()
+
+    def wait(self) -> tuple[int, str]:
+        """Wait for the exit: (exit code, stdout)."""
+        code = self.proc.wait(DEADLINE)
+        self._reader.join(DEADLINE)
+        assert self.proc.stdout is not None
+        return code, self.proc.stdout.read()
+
+    def kill(self) -> None:
+        """kill -9 if still running."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(DEADLINE)
+        self._reader.join(DEADLINE)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def shippers() -> Iterator[Callable[..., Shipper]]:
+    """Starts ``spoolkit ship`` processes; any still running at the end is killed."""
+    started: list[Shipper] = []
+
+    def start(*args: str) -> Shipper:
+        started.append(Shipper(*args))
+        return started[-1]
+
+    yield start
+    for shipper in started:
+        shipper.kill()
+
+
+def test_ship_delivers_the_lanes_of_producer_only_processes_and_stops_on_sigterm(
+    tmp_path: Path, shippers: Callable[..., Shipper]
+) -> None:
+    """ship (started before the spool exists) delivers the lanes live producer-only processes
+    hand over and the lane of one that exited; on SIGTERM it exits 0 saying what it
+    delivered: every record, once."""
+    path = tmp_path / "spool"
+    target = tmp_path / "out.jsonl"
+    shipper = shippers(str(path), "--to", f"jsonl://{target}", "--serializer", "json")
+    assert wait_for(lambda: shipper.said("shipping ")), shipper.lines
+    expected: set[tuple[int, int]] = set()
+    with lane_holder(path, "produce", 30) as first, lane_holder(path, "produce", 20) as second:
+        first.put(25)  # while ship runs: written after a handover, to the producer's next lane
+        second.exit()  # its lane is left with what ship did not take yet
+        expected |= {(first.pid, n) for n in range(55)} | {(second.pid, n) for n in range(20)}
+
+        def delivered() -> set[tuple[int, int]]:
+            items = _jsonl_items(target) if target.exists() else []
+            return {(i["pid"], i["n"]) for i in items}
+
+        assert wait_for(lambda: delivered() == expected), len(delivered())
+        assert first.proc.poll() is None  # delivered while its producer still runs
+    code, out = shipper.stop(signal.SIGTERM)
+    assert code == EXIT_OK, shipper.lines
+    assert len(_jsonl_items(target)) == len(expected)
+    assert f"delivered {len(expected)}, dead-lettered 0, retried 0, left 0 on disk" in out
+    assert shipper.said("stopping: delivering for up to 10s")
+    assert not any("Traceback" in line for line in shipper.lines)
+    assert insp.inspect_spool(path).backlog == 0
+
+
+def test_ship_on_an_empty_directory_waits_for_producers(
+    tmp_path: Path, shippers: Callable[..., Shipper]
+) -> None:
+    """An empty directory (a fresh volume) is a spool to be: ship runs on it, and SIGINT
+    stops it cleanly."""
+    (tmp_path / "volume").mkdir()
+    shipper = shippers(str(tmp_path / "volume"), "--to", f"jsonl://{tmp_path / 'out.jsonl'}")
+    assert wait_for(lambda: shipper.said("shipping ")), shipper.lines
+    code, out = shipper.stop(signal.SIGINT)
+    assert code == EXIT_OK, shipper.lines
+    assert "delivered 0, dead-lettered 0, retried 0, left 0 on disk" in out
+    assert insp.serializer_name(tmp_path / "volume") == "pickle"
+
+
+def test_ship_stops_at_once_on_a_second_signal_leaving_the_rest_on_disk(
+    tmp_path: Path, shippers: Callable[..., Shipper]
+) -> None:
+    """With the sink down, SIGTERM starts a drain of up to --stop-timeout; a second signal
+    (SIGINT) ends it at once: exit 0, every record still on disk."""
+    path = tmp_path / "spool"
+    _lanes_of(path, 12, 8)
+    url = "http://127.0.0.1:9/ingest"  # the discard port: connection refused
+    shipper = shippers(str(path), "--to", url, "--stop-timeout", "600", "--json")
+    assert wait_for(lambda: shipper.said("shipping ")), shipper.lines
+    shipper.proc.send_signal(signal.SIGTERM)
+    assert wait_for(lambda: shipper.said("stopping: delivering for up to 600s")), shipper.lines
+    code, out = shipper.stop(signal.SIGINT)  # well before 600 s, or wait() times out
+    assert code == EXIT_OK, shipper.lines
+    summary = json.loads(out)
+    assert (summary["delivered"], summary["dead_lettered"], summary["left"]) == (0, 0, 20)
+    info = insp.inspect_spool(path)
+    assert info.backlog == 20
+    assert info.dead_letters == 0
+    assert not info.locked
