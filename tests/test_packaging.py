@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import os
 import subprocess
 import sys
 import tomllib
@@ -13,6 +14,9 @@ from typing import Any
 import pytest
 
 import spoolkit
+from spoolkit import _platform
+from spoolkit.backends._redis_url import check_url
+from spoolkit.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_ONLY = {"pqueue", "persistqueue", "queuelib", "diskcache"}  # the `bench` extra's modules
@@ -79,6 +83,14 @@ def test_import_on_an_unsupported_platform_explains_itself(simulate: str, lacks:
         "spoolkit runs on Linux/POSIX only (needs fcntl and os.posix_fallocate); this platform "
         f"is {sys.platform!r}, which lacks {lacks}"
     )
+
+
+def test_missing_calls_names_what_this_platform_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Here nothing is missing; without fcntl and os.posix_fallocate both are named."""
+    assert _platform.missing_calls() == []
+    monkeypatch.setitem(sys.modules, "fcntl", None)
+    monkeypatch.delattr(os, "posix_fallocate")
+    assert _platform.missing_calls() == ["fcntl", "os.posix_fallocate"]
 
 
 def test_the_dev_extra_holds_the_extras_the_suite_tests() -> None:
@@ -160,3 +172,24 @@ def test_a_bad_redis_url_is_a_config_error_without_the_redis_extra() -> None:
     assert "claim_idle must be a float" in out[2]
     assert "max_deliveries must be >= 1" in out[3]
     assert "pip install 'spoolkit[redis]'" in out[4]
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://h/0?group=g", "lacks stream"),
+        ("redis://h/0?stream=s&group=", "lacks group"),
+        ("redis://h/0?stream=s&group=g&consumer=", "consumer must be a non-empty string"),
+        ("redis://h/0?stream=s&group=g&maxlen=0", "maxlen must be >= 1"),
+        ("redis://h/0?stream=s&group=g&claim_idle=0", "claim_idle must be > 0"),
+    ],
+)
+def test_check_url_refuses_bad_backend_options(url: str, message: str) -> None:
+    """The Redis backend URL's own options are checked without redis-py."""
+    with pytest.raises(ConfigError, match=message):
+        check_url(url)
+
+
+def test_check_url_leaves_redis_py_options_alone() -> None:
+    """Options that are not the backend's are left to redis-py (checked once it is imported)."""
+    check_url("redis://:pw@h:6379/0?stream=s&group=g&consumer=c&socket_timeout=3&maxlen=10")
