@@ -36,7 +36,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from spoolkit._disk.lanes import lane_paths
 from spoolkit._disk.meta import META
 from spoolkit._inspect import dead_letters, peek
 from spoolkit._torture_child import torture_item
@@ -343,11 +342,9 @@ class _Loop:
     def check(self, cycle: int, *, final: bool) -> set[int]:
         """What waits in every lane and in the dead letters, against the ledger."""
         pending: set[int] = set()
-        for lane in lane_paths(self.spool):
-            if os.path.exists(os.path.join(lane, META)):  # else never written to
-                pending |= _numbers(r.item for r in peek(lane, 1 << 40))
         dead: set[int] = set()
-        if os.path.isdir(self.spool):
+        if os.path.exists(os.path.join(self.spool, META)):  # peek and dead see every lane
+            pending = _numbers(r.item for r in peek(self.spool, 1 << 40))
             dead = _numbers(d.item for d in dead_letters(self.spool))
         return self.ledger.check_kept(cycle, pending, dead, final=final)
 

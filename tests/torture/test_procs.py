@@ -73,6 +73,45 @@ def test_procs_mode_prints_one_final_line(tmp_path: Path) -> None:
     assert int(fields["records"]) > 0
 
 
+_UNREFERENCED = """
+import sys, time
+import spoolkit
+
+class SlowFileSink:  # 20 ms a batch: delivering 200 records takes about 0.4 s
+    def __init__(self, path):
+        self.path = path
+    def write(self, batch):
+        time.sleep(0.02)
+        with open(self.path, "a") as f:
+            f.write("".join(f"{r.item}\\n" for r in batch))
+
+def start(path, out):
+    spool = spoolkit.Spool(path, SlowFileSink(out), workers=1, batch_size=10, batch_interval=0)
+    spool.put_many(range(200))
+    spool.start()  # returns, and nothing references the spool any more
+
+start(sys.argv[1], sys.argv[2])
+"""
+
+
+def test_running_spool_nothing_references_delivers_at_exit(tmp_path: Path) -> None:
+    """A started Spool the program dropped is still stopped at a normal exit: all delivered."""
+    script = tmp_path / "app.py"
+    script.write_text(_UNREFERENCED)
+    out = tmp_path / "delivered.txt"
+    run = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "spool"), str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""
+    delivered = out.read_text().split() if out.exists() else []
+    assert sorted(map(int, delivered)) == list(range(200)), f"{len(delivered)} of 200 delivered"
+
+
 # -- the checker, on doctored logs -------------------------------------------------------------
 
 
