@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from gunicorn.config import KNOWN_SETTINGS
 
 from spoolkit import _inspect
 from tests.helpers.collector import Collector, collector_running, wait_for
@@ -29,6 +30,13 @@ ROOT = Path(__file__).resolve().parent.parent
 APP = "tests.apps.gunicorn_app:app"
 WORKERS = 3
 DELIVERY_DEADLINE = 60.0  # seconds for cross-process delivery on a busy 2-core machine
+
+
+def _quiet_flags() -> list[str]:
+    """gunicorn options that keep it from writing outside the test (gunicorn 25+ opens a
+    control socket in ~/.gunicorn, which concurrent test runs would share)."""
+    flags = {flag for setting in KNOWN_SETTINGS for flag in setting.cli or ()}
+    return ["--no-control-socket"] if "--no-control-socket" in flags else []
 
 
 @pytest.fixture
@@ -152,7 +160,7 @@ def gunicorn(
             [
                 *(sys.executable, "-m", "gunicorn", "--preload", "--workers", str(WORKERS)),
                 *("--worker-class", "sync", "--bind", "127.0.0.1:0", "--timeout", "60"),
-                *("--graceful-timeout", "60", APP),
+                *("--graceful-timeout", "60", *_quiet_flags(), APP),
             ],
             cwd=ROOT,
             env=env,

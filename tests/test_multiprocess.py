@@ -276,48 +276,59 @@ def progress_of(path: Path) -> set[str]:
     return set(text.split("\n")[:-1])  # a torn last line: its put may not have returned
 
 
+def run_kills(
+    tmp_path: Path, start: Start, collector: Collector, *, survivors: int, victims: int
+) -> None:
+    """``survivors`` producers put 500 records each and stay; ``victims`` producers put
+    without end and are killed -9, one after the other, all while the collector refuses
+    connections. Then it is back: every record whose put returned must arrive."""
+    spool = tmp_path / "spool"
+    collector.down("refuse")
+    progress = {
+        name: tmp_path / f"{name}.progress"
+        for name in [*(f"s{n}" for n in range(survivors)), *(f"v{n}" for n in range(victims))]
+    }
+
+    def producer(name: str, count: int, *options: str) -> Child:
+        return spool_proc(
+            start, spool, collector.url(), f"--name={name}", f"--count={count}",
+            f"--progress={progress[name]}", *options,
+        )  # fmt: skip
+
+    alive = [producer(f"s{n}", 500, "--hold") for n in range(survivors)]
+    killed = [producer(f"v{n}", 10_000_000) for n in range(victims)]
+    for n, victim in enumerate(killed):
+        mark, stored = progress[f"v{n}"], 2000 * (n + 1)  # each killed at another point
+        assert wait_for(lambda f=mark, k=stored: len(progress_of(f)) >= k, DEADLINE)
+        os.kill(victim.proc.pid, signal.SIGKILL)
+        assert victim.proc.wait(30) == -signal.SIGKILL
+    for p in alive:
+        p.wait_printed("done")
+    assert not collector.records(), "delivered while the collector was down"
+    collector.up()
+    expected = set().union(*(progress_of(path) for path in progress.values()))
+    assert len(expected) >= 500 * survivors + 2000 * victims
+    wait_delivered(collector, expected, keys_of)
+    for p in alive:
+        assert p.finish() == 0, p.stderr()
+        p.assert_clean_stderr()
+
+
 def test_killed_producer_records_delivered_by_others_after_outage(
     tmp_path: Path, start: Start, collector: Collector
 ) -> None:
     """While the collector refuses connections, one of three producers is killed -9 after it
     stored records; once the collector is back the other two deliver the dead one's records
     (every record whose put returned), and their own."""
-    spool = tmp_path / "spool"
-    collector.down("refuse")
-    progress = {name: tmp_path / f"{name}.progress" for name in ("a", "b", "victim")}
-    survivors = [
-        spool_proc(
-            start,
-            spool,
-            collector.url(),
-            f"--name={name}",
-            "--count=500",
-            f"--progress={progress[name]}",
-            "--hold",
-        )
-        for name in ("a", "b")
-    ]
-    victim = spool_proc(
-        start,
-        spool,
-        collector.url(),
-        "--name=victim",
-        "--count=10000000",
-        f"--progress={progress['victim']}",
-    )
-    assert wait_for(lambda: len(progress_of(progress["victim"])) >= 2000, DEADLINE)
-    os.kill(victim.proc.pid, signal.SIGKILL)
-    assert victim.proc.wait(30) == -signal.SIGKILL
-    for p in survivors:
-        p.wait_printed("done")
-    assert not collector.records(), "delivered while the collector was down"
-    collector.up()
-    expected = set().union(*(progress_of(path) for path in progress.values()))
-    assert len(expected) >= 3000
-    wait_delivered(collector, expected, keys_of)
-    for p in survivors:
-        assert p.finish() == 0, p.stderr()
-        p.assert_clean_stderr()
+    run_kills(tmp_path, start, collector, survivors=2, victims=1)
+
+
+@pytest.mark.slow
+def test_several_killed_producers_during_outage(
+    tmp_path: Path, start: Start, collector: Collector
+) -> None:
+    """As the short kill test, with three producers killed -9 at different points, two left."""
+    run_kills(tmp_path, start, collector, survivors=2, victims=3)
 
 
 def test_producer_only_processes_shipped_by_a_consumer_process(
