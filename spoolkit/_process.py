@@ -26,15 +26,28 @@ from spoolkit._log import get_logger
 if TYPE_CHECKING:
     from spoolkit._spool import Spool
 
-__all__ = ["after_fork_in_child_of", "exit_on_sigterm", "watch_exit"]
+__all__ = ["after_fork_in_child_of", "exit_on_sigterm", "running", "watch_exit"]
 
-_SPOOLS: weakref.WeakSet[Spool] = weakref.WeakSet()
+_SPOOLS: weakref.WeakSet[Spool] = weakref.WeakSet()  # every spool: rebuilt in a forked child
+_RUNNING: set[Spool] = set()  # held strongly: a running spool nobody references is still stopped
 _exiting = False
 
 
 def watch_exit(spool: Spool) -> None:
-    """Rebuild ``spool`` in forked children and stop it at exit (unless a handler owns it)."""
+    """Rebuild ``spool`` in forked children."""
     _SPOOLS.add(spool)
+
+
+def running(spool: Spool, now: bool) -> None:
+    """Note that ``spool`` started (stop it at exit unless a handler owns it) or stopped.
+
+    A running spool is held here: its workers keep delivering whether or not the application
+    still references it, and the exit hook must find it to let them finish.
+    """
+    if now:
+        _RUNNING.add(spool)
+    else:
+        _RUNNING.discard(spool)
 
 
 def exiting() -> bool:
@@ -45,8 +58,8 @@ def exiting() -> bool:
 def _at_exit() -> None:
     global _exiting
     _exiting = True
-    for spool in list(_SPOOLS):
-        if spool.exit_owner is not None or spool._state == "stopped":
+    for spool in list(_RUNNING):
+        if spool.exit_owner is not None:
             continue
         try:
             spool.stop(drain=True, timeout=spool.exit_timeout)

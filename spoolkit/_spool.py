@@ -22,7 +22,7 @@ from spoolkit._deferred import (
 from spoolkit._deferred import producer as _producer
 from spoolkit._log import get_logger
 from spoolkit._pool import Pool
-from spoolkit._process import after_fork_in_child_of, watch_exit
+from spoolkit._process import after_fork_in_child_of, running, watch_exit
 from spoolkit._stats import Counters, Drops, SpoolStats, snapshot
 from spoolkit._supervisor import Supervisor
 from spoolkit.backends import Backend, open_backend
@@ -230,6 +230,7 @@ class Spool:
             if self.consume:
                 self._supervisor.start()
             self._state = "running"
+            running(self, True)
         self._log.info("spool_started", backlog=self._backend.backlog())
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -275,6 +276,7 @@ class Spool:
             self._state = "stopped"
             self._accepting = False
             self._revive = False
+        running(self, False)
         deadline = time.monotonic() + timeout
         clean = True
         if was_running and drain:
