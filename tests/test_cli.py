@@ -552,7 +552,8 @@ def test_fsck_finds_damage_in_a_lane_and_counts_chunks_as_inspect(
     runner: CliRunner, tmp_path: Path
 ) -> None:
     """fsck names a damaged region of lane 2 as lanes/2/q...; its chunk count is inspect's
-    (the dead letters' counted apart); --repair then leaves every lane clean."""
+    (the dead letters' counted apart); --repair then leaves every lane clean, with no word of
+    a spool in use."""
     path = tmp_path / "spool"
     _lanes_of(path, 2, 3, 4, sink=_reject_odd)  # dead letters: each lane's odd records
     _lanes_of(path, 2, 3, 4)  # the same lanes again, records left waiting
@@ -572,6 +573,7 @@ def test_fsck_finds_damage_in_a_lane_and_counts_chunks_as_inspect(
     assert repaired.exit_code == EXIT_OK, repaired.output
     assert "repaired 1 chunk file(s)" in repaired.output
     assert "skipped" not in repaired.output
+    assert "in use" not in repaired.output  # its own locks are not "another process"
 
 
 def test_fsck_repair_repairs_free_lanes_and_names_the_held_one(
@@ -802,3 +804,34 @@ def test_ship_stops_at_once_on_a_second_signal_leaving_the_rest_on_disk(
     assert info.backlog == 20
     assert info.dead_letters == 0
     assert not info.locked
+
+
+def test_ship_in_process_stops_on_sigterm_and_restores_the_signal_handlers(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """Run in this process, ship delivers a lane nobody holds, stops on SIGTERM with exit 0
+    and --json, and gives SIGTERM and SIGINT back their handlers."""
+    path = tmp_path / "spool"
+    _lanes_of(path, 3, 2)
+    target = tmp_path / "out.jsonl"
+    before = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
+    sent = threading.Event()
+
+    def terminate_once_delivered() -> None:
+        # only once ship handles SIGTERM (sent earlier, it would end this test process)
+        if wait_for(lambda: signal.getsignal(signal.SIGTERM) != before[0]) and wait_for(
+            lambda: target.exists() and len(_jsonl_items(target)) == 5
+        ):
+            os.kill(os.getpid(), signal.SIGTERM)
+            sent.set()
+
+    killer = threading.Thread(target=terminate_once_delivered)
+    killer.start()
+    url = f"jsonl://{target}"
+    result = runner.invoke(cli, ["ship", str(path), "--to", url, "--json", "--workers", "1"])
+    killer.join(DEADLINE)
+    assert sent.is_set()
+    assert result.exit_code == EXIT_OK, result.output
+    summary = json.loads(result.output[result.output.index("{") :])
+    assert summary == {"delivered": 5, "dead_lettered": 0, "retried": 0, "left": 0}
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
