@@ -6,6 +6,7 @@ from queue import Empty, Full
 
 from spoolkit import _platform  # noqa: F401 - first: refuses a platform spoolkit can't run on
 from spoolkit._deferred import DeferredFunction, DeferredHandle
+from spoolkit._process import exit_on_sigterm
 from spoolkit._queue import Delivery, Queue
 from spoolkit._spool import Spool
 from spoolkit._stats import SpoolStats
@@ -34,4 +35,5 @@ __all__ = [
     "SpoolProcessor",
     "SpoolStats",
     "__version__",
+    "exit_on_sigterm",
 ]

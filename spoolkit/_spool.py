@@ -26,7 +26,6 @@ from spoolkit._process import after_fork_in_child_of, running, watch_exit
 from spoolkit._stats import Counters, Drops, SpoolStats, snapshot
 from spoolkit._supervisor import Supervisor
 from spoolkit.backends import Backend, open_backend
-from spoolkit.backends.lanes import LanesBackend
 from spoolkit.deadletter import DeadLetters
 from spoolkit.errors import ClosedError, ConfigError, PermanentError, SpoolFull
 from spoolkit.retry import Clock, RetryPolicy, SystemClock, to_retrying
@@ -93,7 +92,8 @@ class Spool:
 
     Raises:
         ConfigError: an invalid option.
-        LockedError: another process holds ``path``.
+        LockedError: another process holds the dead-letter store for over 30 s, or (with a
+            backend object) the backend's own directory.
     """
 
     def __init__(
@@ -130,21 +130,9 @@ class Spool:
         self.exit_timeout = exit_timeout
         self.exit_owner: object | None = None
         """Who stops this spool at exit instead of the exit hook (a SpoolHandler owning it)."""
-        if backend is None or backend == "disk":
-            self._backend: Backend = LanesBackend(
-                path,
-                serializer=serializer,
-                fsync=fsync,
-                max_bytes=max_bytes,
-                chunksize=1000 if max_bytes is None else max(8, min(1000, max_bytes // 8192)),
-                consume=consume,
-            )
-        elif not consume:
-            raise ConfigError("consume=False goes with the disk lanes (backend=None)")
-        else:
-            self._backend = open_backend(
-                backend, path, serializer=serializer, fsync=fsync, max_bytes=max_bytes
-            )
+        self._backend = open_backend(
+            backend, path, serializer=serializer, fsync=fsync, max_bytes=max_bytes, consume=consume
+        )
         self.path = str(getattr(self._backend, "path", os.path.abspath(path)))
         try:
             self._dead = DeadLetters(
@@ -488,6 +476,13 @@ class Spool:
         return DeferredHandle(rid, name)
 
     # -- state ---------------------------------------------------------------------------------
+
+    def lanes_held(self) -> list[str]:
+        """The lane directories this process holds on the spool: its own first, then those it
+        adopted (``[]`` for a backend without lanes, or in a forked child before its first
+        put)."""
+        held = getattr(self._backend, "lanes_held", None)
+        return list(held()) if callable(held) else []
 
     @property
     def dead_letters(self) -> DeadLetters:

@@ -149,9 +149,10 @@ class LockedError(SpoolError):
     def __init__(self, path: str, pid: int | None) -> None:
         holder = f"process {pid}" if pid else "another process"
         super().__init__(
-            f"spool directory {path!r} is in use by {holder}; a spool has one owning "
-            "process: stop that process, or use a different directory "
-            "(read-only tools such as `spoolkit inspect` need no lock)"
+            f"spool directory {path!r} is in use by {holder}; a queue directory (a Queue, or "
+            "one lane of a Spool) holds one process at a time: wait for that process, use a "
+            "different directory, or open the spool with Spool, whose lanes give every process "
+            "its own (read-only tools such as `spoolkit inspect` need no lock)"
         )
         self.path = path
         self.pid = pid

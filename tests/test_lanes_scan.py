@@ -28,7 +28,7 @@ def test_a_lane_written_with_another_serializer_is_left_alone_without_crashing_w
         stats = consumer.stats()
         assert stats.worker_restarts == 0
         assert [r.item for r in sink.records] == [{"n": 1}]
-        assert consumer._backend.lanes_held() == [str(path)]  # type: ignore[attr-defined]
+        assert consumer.lanes_held() == [str(path)]
     finally:
         consumer.stop()
     later = Spool(path, MemorySink(), serializer="pickle")  # a reader of the right kind

@@ -16,7 +16,7 @@ from spoolkit._cli.common import (
     serializer_option,
     spool_serializer,
 )
-from spoolkit._cli.lanes import held_by_others, holders, lanes_held
+from spoolkit._cli.lanes import held_by_others, holders
 
 __all__ = ["drain"]
 
@@ -64,7 +64,7 @@ def drain(
                 s = spool.stats()
                 done = s.delivered + s.dead_lettered
                 bar.update(task, completed=done, total=done + s.backlog)
-        skipped = held_by_others(spool.path, lanes_held(spool))
+        skipped = held_by_others(spool.path, spool.lanes_held())
     finally:
         spool.stop(drain=False)
     s = spool.stats()

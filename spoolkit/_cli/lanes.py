@@ -11,17 +11,9 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from typing import Any
 
-from spoolkit import Spool
 from spoolkit import _inspect as insp
 
-__all__ = ["held_by_others", "holders", "lane_json", "lanes_held"]
-
-
-def lanes_held(spool: Spool) -> set[str]:
-    """The lane directories ``spool`` (a Spool of this process, on the disk lanes) holds."""
-    backend = spool._backend
-    held = getattr(backend, "lanes_held", None)
-    return set(held()) if callable(held) else set()
+__all__ = ["held_by_others", "holders", "lane_json"]
 
 
 def held_by_others(path: str, mine: Collection[str] = ()) -> list[insp.LaneInfo]:

@@ -17,10 +17,11 @@ from typing import Any, Protocol, runtime_checkable
 
 from spoolkit.backends._redis_url import check_url
 from spoolkit.backends.disk import DiskBackend
+from spoolkit.backends.lanes import LanesBackend
 from spoolkit.errors import ConfigError
 from spoolkit.typing import Serializer
 
-__all__ = ["Backend", "open_backend"]
+__all__ = ["Backend", "DiskBackend", "LanesBackend", "open_backend"]
 
 
 @runtime_checkable
@@ -97,24 +98,37 @@ def open_backend(
     serializer: str | Serializer,
     fsync: str,
     max_bytes: int | None,
+    consume: bool = True,
 ) -> Backend:
-    """Open the backend ``backend`` names (``None`` or ``"disk"``: the disk queue at ``path``;
-    ``"redis://...?stream=S&group=G"``: :class:`spoolkit.backends.redis.RedisBackend`).
+    """Open the backend ``backend`` names (``None`` or ``"disk"``: the lanes of the spool
+    directory ``path``, :class:`spoolkit.backends.lanes.LanesBackend`, which any number of
+    processes share; ``"redis://...?stream=S&group=G"``:
+    :class:`spoolkit.backends.redis.RedisBackend`).
 
-    The disk queue uses chunk files of 1000 records, or with ``max_bytes`` about
+    The disk lanes use chunk files of 1000 records, or with ``max_bytes`` about
     ``max_bytes / 8 KiB`` records (8 to 1000): space on disk is freed a whole chunk file at a
     time, so smaller chunks let a full spool make room in smaller steps.
 
+    ``consume=False`` (a producer-only process) goes with the disk lanes only.
+
     Raises:
-        ConfigError: an unknown backend name or URL, or a Redis URL without ``stream`` and
+        ConfigError: an unknown backend name or URL, ``consume=False`` with another backend
+            than the disk lanes, or a Redis URL without ``stream`` and
             ``group`` or with a bad option (checked before the ``redis`` extra is imported).
         ImportError: a good Redis URL without the ``redis`` extra installed.
     """
     if backend is None or backend == "disk":
         chunksize = 1000 if max_bytes is None else max(8, min(1000, max_bytes // 8192))
-        return DiskBackend(
-            path, serializer=serializer, fsync=fsync, max_bytes=max_bytes, chunksize=chunksize
+        return LanesBackend(
+            path,
+            serializer=serializer,
+            fsync=fsync,
+            max_bytes=max_bytes,
+            chunksize=chunksize,
+            consume=consume,
         )
+    if not consume:
+        raise ConfigError("consume=False goes with the disk lanes (backend=None)")
     if isinstance(backend, str):
         scheme = backend.split("://", 1)[0] if "://" in backend else ""
         if scheme in {"redis", "rediss"}:
