@@ -62,7 +62,7 @@ def main() -> None:
     spool.put_many([f"{prefix}-{i}" for i in range(int(count))])
     if mode == "dead":
         assert spool.flush(60)
-    print("READY", spool._backend.lanes_held()[0], flush=True)  # type: ignore[attr-defined]
+    print("READY", spool.lanes_held()[0], flush=True)
     for line in sys.stdin:
         command = line.strip()
         if command == "stop":

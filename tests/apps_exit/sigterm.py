@@ -4,7 +4,7 @@ Usage: python tests/apps_exit/sigterm.py SPOOL SINK_URL COUNT INSTALL
 
 Starts ``Spool(SPOOL, from_url(SINK_URL))`` whose one worker waits up to 600 s for a batch of
 100,000 to fill, so the records put stay held; with INSTALL=1 it first calls
-``spoolkit._process.exit_on_sigterm()``. Puts ``{"n": 0}`` .. ``{"n": COUNT-1}``, prints
+``spoolkit.exit_on_sigterm()``. Puts ``{"n": 0}`` .. ``{"n": COUNT-1}``, prints
 ``READY`` and sleeps until a signal ends it.
 """
 
@@ -13,8 +13,7 @@ from __future__ import annotations
 import sys
 import time
 
-from spoolkit import Spool
-from spoolkit._process import exit_on_sigterm
+from spoolkit import Spool, exit_on_sigterm
 from spoolkit.sinks import from_url
 
 
