@@ -294,7 +294,7 @@ class _Loop:
                 self._kill(proc, "end")
                 continue
             proc.told_to_exit = True
-            proc.kill_at = None
+            proc.phase, proc.kill_at = None, None  # no kill aimed any more: it ends by itself
             self.exits += 1
             try:
                 proc.stdin.write(b"exit\n")
