@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -443,7 +444,9 @@ def _snapshot(path: Path) -> dict[str, bytes]:
 def _in_child(work: Callable[[], dict[str, Any]], timeout: float = DEADLINE) -> dict[str, Any]:
     """Fork; run ``work`` in the child and return what it reported (JSON over a pipe)."""
     read_fd, write_fd = os.pipe()
-    pid = os.fork()
+    with warnings.catch_warnings():  # 3.12+: a fork with threads running warns; it is the test
+        warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
+        pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
         code = 1
         try:
