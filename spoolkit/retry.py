@@ -146,7 +146,10 @@ class RetryPolicy:
 
     def wait_for(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based), jitter included."""
-        base = min(self.max_wait, self.initial_wait * self.multiplier ** (attempt - 1))
+        try:
+            base = min(self.max_wait, self.initial_wait * self.multiplier ** (attempt - 1))
+        except OverflowError:  # attempt 1025 and later of a long outage: long past max_wait
+            base = self.max_wait
         extra = (rng or random).uniform(0, self.jitter) if self.jitter else 0.0
         return base + extra
 

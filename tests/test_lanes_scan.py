@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from spoolkit import Spool
 from spoolkit.testing import MemorySink
@@ -56,3 +59,50 @@ def test_a_producers_handed_over_lanes_are_delivered_in_its_order(tmp_path: Path
     finally:
         consumer.stop()
     assert [r.item for r in sink.records] == list(range(30))
+
+
+def test_a_lane_let_go_empty_is_marked_idle_and_scans_do_not_open_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lane closed with nothing in it carries an ``idle`` mark, and a consumer looking for
+    lanes to adopt skips it without opening it (no open, no fsync every 0.5 s)."""
+    path = tmp_path / "s"
+    consumer = Spool(path, MemorySink())  # the root lane
+    Spool(path, MemorySink()).stop()  # lanes/1, let go empty
+    lane = path / "lanes" / "1"
+    assert (lane / "idle").exists()
+    opened: list[str] = []
+    backend = consumer._backend
+    real = backend._open_lane  # type: ignore[attr-defined]
+
+    def counting(p: str) -> Any:
+        opened.append(p)
+        return real(p)
+
+    monkeypatch.setattr(backend, "_open_lane", counting)
+    try:
+        backend.adopt()  # type: ignore[attr-defined]
+        assert opened == []
+    finally:
+        consumer.stop(drain=False)
+
+
+def test_a_lane_written_again_loses_its_idle_mark_and_is_adopted(tmp_path: Path) -> None:
+    """Whoever opens an idle lane removes the mark first: records written there later are
+    found and adopted by the next consumer."""
+    path = tmp_path / "s"
+    Spool(path, MemorySink()).stop()  # the root lane, let go empty
+    assert (path / "idle").exists()
+    writer = Spool(path, None, consume=False)  # takes the root lane again
+    assert not (path / "idle").exists()
+    writer.put_many(range(5))
+    writer.stop()  # lets it go with 5 records: no mark
+    assert not (path / "idle").exists()
+    sink = MemorySink()
+    consumer = Spool(path, sink, batch_interval=0)
+    try:
+        assert consumer.stats().backlog == 5
+        consumer.start()
+        assert sink.wait_for(5, 30)
+    finally:
+        consumer.stop()

@@ -14,6 +14,7 @@ from spoolkit.errors import LockedError
 
 META = "meta.json"
 LOCK = "lock"
+IDLE_MARK = "idle"  # a lane let go empty; whoever opens the directory next removes it
 TMP_SUFFIX = ".tmp"
 
 

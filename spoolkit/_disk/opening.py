@@ -115,7 +115,7 @@ def open_store(store: Store, serializer_name: str) -> None:
     migrated = migrate.pending_pqueue_items(store.path, serializer_name)
     info = meta.read_meta(store.path)
     for name in os.listdir(store.path):
-        if name.endswith(meta.TMP_SUFFIX) or name.startswith(FREE_PREFIX):
+        if name.endswith(meta.TMP_SUFFIX) or name.startswith(FREE_PREFIX) or name == meta.IDLE_MARK:
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(store.path, name))
     indexes = sorted(

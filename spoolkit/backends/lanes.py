@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from spoolkit._disk.lanes import lane_paths, new_lane
-from spoolkit._disk.meta import LOCK, is_locked
+from spoolkit._disk.meta import IDLE_MARK, LOCK, is_locked
 from spoolkit._disk.opening import is_open_here, prepare_dir
 from spoolkit._handout import Delivery
 from spoolkit._log import get_logger
@@ -41,6 +41,7 @@ from spoolkit.typing import Serializer
 __all__ = ["LanesBackend"]
 
 SCAN_INTERVAL = 0.5  # seconds between two looks for lanes nobody holds
+IDLE = IDLE_MARK  # marks a lane let go empty (opening the directory removes it)
 CONSUMERS = "consumers.lock"  # consuming processes hold a shared lock on it while they live
 _OPENING = threading.Lock()  # one lane opened at a time in this process: no takeover races
 _LIVE: weakref.WeakSet[LanesBackend] = weakref.WeakSet()
@@ -132,10 +133,17 @@ class LanesBackend:
         return lane
 
     def _let_go_of(self, lane: DiskBackend) -> None:
-        """Close ``lane`` (fsync, release its lock): any process may take it now."""
+        """Close ``lane`` (fsync, release its lock): any process may take it now.
+
+        An empty lane is marked ``idle`` first, while its lock is still held, so that
+        consumers looking for lanes to adopt need not open it to see that it is empty.
+        """
         self._by_store.pop(lane.queue._store, None)
         for key in self._let_go:
             self._let_go[key] += getattr(lane, key)
+        if not lane.queue.closed and not lane.backlog():
+            with contextlib.suppress(OSError):  # only a shortcut for the scans: not needed
+                os.close(os.open(os.path.join(lane.path, IDLE), os.O_CREAT | os.O_CLOEXEC, 0o600))
         lane.close()
 
     def _take_own(self) -> DiskBackend:
@@ -321,6 +329,7 @@ class LanesBackend:
                     path in held
                     or path in self._unreadable
                     or not os.path.exists(os.path.join(path, LOCK))  # being created
+                    or os.path.exists(os.path.join(path, IDLE))  # let go empty: nothing to do
                     or is_locked(path)
                 ):
                     continue
