@@ -113,7 +113,9 @@ class RetryPolicy:
             (the default): a TransientError without limit, any other error
             :data:`UNKNOWN_ATTEMPTS` times.
         max_age: give up on a batch whose oldest record was put this many seconds ago, once
-            an attempt fails; None for no limit.
+            an attempt fails; None for no limit. The age is the spool clock's ``time()`` less
+            the record's ``enqueued_at`` (the wall clock when it was put): a
+            :class:`spoolkit.testing.FakeClock` for it starts at ``time.time()``.
         initial_wait: seconds before the second attempt.
         max_wait: the longest wait between two attempts, in seconds.
         multiplier: growth of the wait from one attempt to the next.
