@@ -24,12 +24,15 @@ import pytest
 from gunicorn.config import KNOWN_SETTINGS
 
 from spoolkit import _inspect
+from spoolkit._disk.lanes import lane_paths
 from tests.helpers.collector import Collector, collector_running, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = "tests.apps.gunicorn_app:app"
 WORKERS = 3
 DELIVERY_DEADLINE = 60.0  # seconds for cross-process delivery on a busy 2-core machine
+STOP_DEADLINE = 45.0  # seconds for a graceful stop (the handlers' close_timeout is 5 s)
+DUMP_SIGNAL = signal.SIGRTMIN + 3  # tests/apps/gunicorn_app.py dumps every thread's stack
 
 
 def _quiet_flags() -> list[str]:
@@ -139,15 +142,29 @@ class Gunicorn:
         return victim
 
     def stop(self) -> None:
-        """Graceful stop: SIGTERM to the master, wait for it (and its workers) to exit."""
+        """Graceful stop: SIGTERM to the master, wait for it and its workers to exit.
+
+        A worker still there after STOP_DEADLINE is hung: its threads' stacks are dumped into
+        gunicorn's log (tests/apps/gunicorn_app.py's DUMP_SIGNAL) and the test fails with them.
+        """
+        workers = self.workers()
         self.proc.send_signal(signal.SIGTERM)
-        rc = self.proc.wait(90)
+        if not wait_for(lambda: self.proc.poll() is not None, STOP_DEADLINE):
+            hung = self.workers() & workers
+            for pid in hung:
+                os.kill(pid, DUMP_SIGNAL)
+            wait_for(lambda: self.log_text().count("most recent call first") >= len(hung), 10)
+            pytest.fail(
+                f"gunicorn did not stop in {STOP_DEADLINE} s; workers still there: {hung}\n"
+                f"{self.log_text()[-20000:]}"
+            )
+        rc = self.proc.returncode
         assert rc == 0, f"gunicorn exited with {rc}:\n{self.log_text()[-3000:]}"
 
 
 @contextmanager
 def gunicorn(
-    tmp_path: Path, sink_url: str, close_timeout: float | None = None
+    tmp_path: Path, sink_url: str, close_timeout: float | None = None, extra: Sequence[str] = ()
 ) -> Iterator[Gunicorn]:
     """gunicorn --preload with WORKERS sync workers serving the logging app on a free port."""
     spool = tmp_path / "spool"
@@ -160,7 +177,7 @@ def gunicorn(
             [
                 *(sys.executable, "-m", "gunicorn", "--preload", "--workers", str(WORKERS)),
                 *("--worker-class", "sync", "--bind", "127.0.0.1:0", "--timeout", "60"),
-                *("--graceful-timeout", "60", *_quiet_flags(), APP),
+                *("--graceful-timeout", "60", *_quiet_flags(), *extra, APP),
             ],
             cwd=ROOT,
             env=env,
@@ -189,6 +206,14 @@ def rids_of(collector: Collector) -> set[str]:
     return {item["extra"]["rid"] for item in collector.items()}
 
 
+def assert_spool_clean(spool: Path) -> None:
+    """fsck of every lane: no damage, nothing pending (all delivered and acknowledged)."""
+    for lane in lane_paths(str(spool)):
+        report = _inspect.fsck(lane)
+        assert report.ok, report
+        assert report.pending == 0, report
+
+
 def assert_clean_log(server: Gunicorn) -> None:
     """No traceback and no logging error anywhere in gunicorn's output."""
     text = server.log_text()
@@ -196,10 +221,12 @@ def assert_clean_log(server: Gunicorn) -> None:
     assert "Logging error" not in text, text[-5000:]
 
 
-def run_with_kill(tmp_path: Path, collector: Collector, requests: int, kills: int) -> None:
+def run_with_kill(
+    tmp_path: Path, collector: Collector, requests: int, kills: int, extra: Sequence[str] = ()
+) -> None:
     """Drive ``requests`` requests, killing ``kills`` workers mid-run, then stop gracefully."""
     rids = [f"r{i}" for i in range(requests)]
-    with gunicorn(tmp_path, collector.url()) as server:
+    with gunicorn(tmp_path, collector.url(), extra=extra) as server:
         step = requests // (kills + 2)
         server.send(rids[:step])  # every worker up and answering before the first kill
         victims = []
@@ -222,6 +249,7 @@ def run_with_kill(tmp_path: Path, collector: Collector, requests: int, kills: in
     assert not missing, f"{len(missing)} answered requests never delivered: {sorted(missing)[:20]}"
     assert "import" in got  # logged in the master, before the fork
     assert got <= {*rids, "import"}, "records nobody logged"
+    assert_spool_clean(server.spool)
 
 
 def test_preload_workers_deliver_every_answered_request_despite_kill_9(
@@ -236,6 +264,13 @@ def test_preload_workers_deliver_every_answered_request_despite_kill_9(
 def test_preload_workers_many_requests_and_kills(tmp_path: Path, collector: Collector) -> None:
     """As the short test, with 3000 requests and three workers killed -9 at different times."""
     run_with_kill(tmp_path, collector, requests=3000, kills=3)
+
+
+@pytest.mark.slow
+def test_recycled_workers_deliver(tmp_path: Path, collector: Collector) -> None:
+    """--max-requests 40: workers end normally and are replaced again and again during 2000
+    requests (one also killed -9): every answered request's record reaches the collector."""
+    run_with_kill(tmp_path, collector, requests=2000, kills=1, extra=["--max-requests", "40"])
 
 
 def test_collector_outage_during_run_delivered_once_back(
@@ -260,6 +295,7 @@ def test_collector_outage_during_run_delivered_once_back(
     assert_clean_log(server)
     assert len(answered) == len(rids), f"requests failed: {server.failed}"
     assert _inspect.dead_letters(server.spool) == []
+    assert_spool_clean(server.spool)
 
 
 def test_collector_down_at_stop_next_opener_delivers(tmp_path: Path, collector: Collector) -> None:
@@ -279,3 +315,4 @@ def test_collector_down_at_stop_next_opener_delivers(tmp_path: Path, collector: 
     subprocess.run([*shipper, collector.url(), "--flush", "60"], check=True, timeout=120)
     missing = set(server.answered) - rids_of(collector)
     assert not missing, f"{len(missing)} records never delivered: {sorted(missing)[:20]}"
+    assert_spool_clean(server.spool)

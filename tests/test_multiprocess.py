@@ -195,6 +195,7 @@ def run_pool(
     assert parent.finish() == 0
     parent.assert_clean_stderr()
     assert rids_of(collector) == expected, "records nobody logged"
+    fsck_clean(spool)
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
@@ -251,6 +252,7 @@ def run_four_at_once(tmp_path: Path, start: Start, collector: Collector, count: 
         assert p.finish() == 0, p.stderr()
         p.assert_clean_stderr()
     assert keys_of(collector) == expected
+    fsck_clean(spool)
 
 
 def test_four_processes_open_one_spool_at_once(
@@ -281,7 +283,8 @@ def run_kills(
 ) -> None:
     """``survivors`` producers put 500 records each and stay; ``victims`` producers put
     without end and are killed -9, one after the other, all while the collector refuses
-    connections. Then it is back: every record whose put returned must arrive."""
+    connections. Then it is back: every record whose put returned must arrive, and fsck
+    finds the spool clean with nothing pending."""
     spool = tmp_path / "spool"
     collector.down("refuse")
     progress = {
@@ -312,6 +315,7 @@ def run_kills(
     for p in alive:
         assert p.finish() == 0, p.stderr()
         p.assert_clean_stderr()
+    fsck_clean(spool)  # the adopter's recovery zeroed any record the kill cut short
 
 
 def test_killed_producer_records_delivered_by_others_after_outage(
@@ -355,3 +359,4 @@ def test_producer_only_processes_shipped_by_a_consumer_process(
         p.assert_clean_stderr()
     assert {r.path for r in collector.records()} == {"/ingest"}
     assert keys_of(collector) == expected
+    fsck_clean(spool)

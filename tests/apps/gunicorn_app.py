@@ -9,12 +9,19 @@ the answer is ``<request id> <pid>``.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
+import signal
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import spoolkit
+
+# Every thread's Python stack to stderr on this signal (gunicorn's workers reset USR1 and USR2):
+# what a test sends a worker that does not end, before it kills it.
+DUMP_SIGNAL = signal.SIGRTMIN + 3
+faulthandler.register(DUMP_SIGNAL, all_threads=True)
 
 _options: dict[str, Any] = {}
 if "SPOOLKIT_TEST_CLOSE_TIMEOUT" in os.environ:

@@ -38,7 +38,7 @@ def main() -> int:
 
     spool = spoolkit.Spool(args.spool, HttpSink(args.url), serializer="json", consume=args.consume)
     spool.start()
-    print("open", json.dumps(spool._backend.lanes_held()), flush=True)
+    print("open", json.dumps(spool.lanes_held()), flush=True)
     if args.wait_go:
         sys.stdin.readline()
     progress = (
