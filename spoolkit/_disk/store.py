@@ -10,7 +10,6 @@ directory over) wakes every waiter.
 from __future__ import annotations
 
 import heapq
-import os
 import threading
 import time
 from collections import deque
@@ -432,12 +431,7 @@ class Store:
         )
         self.durability.forget_after_fork()
         for seg in (*self._segs.values(), *self._free):
-            if seg.mm is not None:
-                seg.mm.close()
-                seg.mm = None
-            if seg.fd >= 0:
-                os.close(seg.fd)
-                seg.fd = -1
+            seg.close()  # unmaps and closes this process's copies: the files stay as they are
         self._segs.clear()
         self._free.clear()
         self._unread.clear()
