@@ -164,7 +164,12 @@ class Gunicorn:
 
 @contextmanager
 def gunicorn(
-    tmp_path: Path, sink_url: str, close_timeout: float | None = None, extra: Sequence[str] = ()
+    tmp_path: Path,
+    sink_url: str,
+    close_timeout: float | None = None,
+    extra: Sequence[str] = (),
+    *,
+    producer_only: bool = False,
 ) -> Iterator[Gunicorn]:
     """gunicorn --preload with WORKERS sync workers serving the logging app on a free port."""
     spool = tmp_path / "spool"
@@ -172,6 +177,8 @@ def gunicorn(
     env = {**os.environ, "SPOOLKIT_TEST_SPOOL": str(spool), "SPOOLKIT_TEST_SINK": sink_url}
     if close_timeout is not None:
         env["SPOOLKIT_TEST_CLOSE_TIMEOUT"] = str(close_timeout)
+    if producer_only:
+        env["SPOOLKIT_TEST_PRODUCER_ONLY"] = "1"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [
@@ -316,3 +323,51 @@ def test_collector_down_at_stop_next_opener_delivers(tmp_path: Path, collector: 
     missing = set(server.answered) - rids_of(collector)
     assert not missing, f"{len(missing)} records never delivered: {sorted(missing)[:20]}"
     assert_spool_clean(server.spool)
+
+
+def test_producer_only_workers_shipped_by_spoolkit_ship(
+    tmp_path: Path, collector: Collector
+) -> None:
+    """The shipper deployment: gunicorn's master and workers only write (consume=False) and
+    one `spoolkit ship` process delivers; a worker killed -9 mid-run and the graceful stop lose
+    nothing, and no gunicorn process posts anything itself."""
+    spool = tmp_path / "spool"
+    ship_log = tmp_path / "ship.log"
+    with ship_log.open("wb") as out:
+        shipper = subprocess.Popen(
+            [sys.executable, "-m", "spoolkit", "ship", str(spool), "--to", collector.url()],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        started = wait_for(lambda: "shipping" in ship_log.read_text(), DELIVERY_DEADLINE)
+        assert started, ship_log.read_text()
+        rids = [f"r{i}" for i in range(300)]
+        never = collector.url("/from-gunicorn")  # producer-only processes must not post
+        with gunicorn(tmp_path, never, producer_only=True) as server:
+            server.send(rids[:100])
+            threads = server.drive(rids[100:200])
+            victim = server.kill_worker()
+            for t in threads:
+                t.join(120)
+            server.send(rids[200:])
+            server.stop()
+        assert_clean_log(server)
+        assert any(pid == victim for pid in server.answered.values())
+        answered = set(server.answered)
+        assert len(answered) >= len(rids) - 10, f"too many failed: {server.failed}"
+        delivered = collector.wait_for(
+            lambda c: {*answered, "import"} <= rids_of(c), DELIVERY_DEADLINE
+        )
+        missing = {*answered, "import"} - rids_of(collector)
+        assert delivered, f"{len(missing)} never delivered: {sorted(missing)[:20]}"
+        shipper.send_signal(signal.SIGTERM)
+        assert shipper.wait(60) == 0, ship_log.read_text()
+    finally:
+        if shipper.poll() is None:
+            shipper.kill()
+            shipper.wait(30)
+    shipped = ship_log.read_text()
+    assert "Traceback" not in shipped, shipped
+    assert {r.path for r in collector.records()} == {"/ingest"}
+    assert_spool_clean(spool)

@@ -3,8 +3,9 @@
 
 Environment: ``SPOOLKIT_TEST_SPOOL`` (the spool directory), ``SPOOLKIT_TEST_SINK`` (the
 collector's URL) and, optionally, ``SPOOLKIT_TEST_CLOSE_TIMEOUT`` (the handler's
-``close_timeout``; the library's default otherwise). The request id is the query string;
-the answer is ``<request id> <pid>``.
+``close_timeout``; the library's default otherwise) and ``SPOOLKIT_TEST_PRODUCER_ONLY=1`` (a
+producer-only handler, ``consume=False``: a separate ``spoolkit ship`` delivers). The
+request id is the query string; the answer is ``<request id> <pid>``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ faulthandler.register(DUMP_SIGNAL, all_threads=True)
 _options: dict[str, Any] = {}
 if "SPOOLKIT_TEST_CLOSE_TIMEOUT" in os.environ:
     _options["close_timeout"] = float(os.environ["SPOOLKIT_TEST_CLOSE_TIMEOUT"])
+if os.environ.get("SPOOLKIT_TEST_PRODUCER_ONLY") == "1":
+    _options["spool_options"] = {"consume": False}
 handler = spoolkit.SpoolHandler(
     os.environ["SPOOLKIT_TEST_SPOOL"], sink=os.environ["SPOOLKIT_TEST_SINK"], **_options
 )
