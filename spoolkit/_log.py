@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-import threading
 import time
 from typing import Any
 
@@ -32,20 +31,22 @@ class LastResort(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
-        self._lock_ = threading.Lock()
         self._last: dict[str, tuple[float, int]] = {}  # event -> (last shown, held back since)
 
-    def handle(self, record: logging.LogRecord) -> bool:  # no handler lock: see _lock_
+    def handle(self, record: logging.LogRecord) -> bool:
         if record.levelno < self.level or _shown_elsewhere(record, self):
             return False
         event = getattr(record, "spoolkit", {}).get("event") or str(record.msg)
         now = time.monotonic()
-        with self._lock_:
+        self.acquire()  # the handler's own lock: logging renews it in a forked child
+        try:
             last, held = self._last.get(event, (float("-inf"), 0))
             if now - last < QUIET_FOR:
                 self._last[event] = (last, held + 1)
                 return False
             self._last[event] = (now, 0)
+        finally:
+            self.release()
         note = f" ({held} more like it in the last {QUIET_FOR:.0f} s)" if held else ""
         stream = sys.stderr
         if stream is not None:

@@ -108,12 +108,13 @@ def ship(
 
 def _serializer(path: str, spec: str | None) -> str | Serializer:
     """``--serializer``'s, else the spool's (if it holds one yet: PATH may be missing or an
-    empty volume), else ``pickle`` (Spool's)."""
+    empty volume), else ``json``: a shipper started before its producers must not choose
+    for them, and SpoolHandler, the usual producer, spools JSON."""
     chosen = custom_serializer(spec)
     if chosen is None:
         with contextlib.suppress(PathError):
             chosen = insp.serializer_name(path)
-    return checked_serializer(chosen or "pickle")
+    return checked_serializer(chosen or "json")
 
 
 def _finish(spool: Spool, stop_timeout: float, received: list[int]) -> None:

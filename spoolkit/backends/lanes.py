@@ -571,4 +571,9 @@ def _after_fork_child() -> None:
         backend._after_fork_child()
 
 
+# _OPENING is taken before the fork (this module's hook runs before opening.py's: the order
+# _open_lane takes _OPENING, then the store registry's lock) so no child inherits it held
+os.register_at_fork(
+    before=_OPENING.acquire, after_in_parent=_OPENING.release, after_in_child=_OPENING.release
+)
 os.register_at_fork(after_in_child=_after_fork_child)
