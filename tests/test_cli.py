@@ -773,15 +773,15 @@ def test_ship_delivers_the_lanes_of_producer_only_processes_and_stops_on_sigterm
 def test_ship_on_an_empty_directory_waits_for_producers(
     tmp_path: Path, shippers: Callable[..., Shipper]
 ) -> None:
-    """An empty directory (a fresh volume) is a spool to be: ship runs on it, and SIGINT
-    stops it cleanly."""
+    """An empty directory (a fresh volume) is a spool to be: ship runs on it, SIGINT stops
+    it cleanly, and the new spool is JSON, the logging default, for the producers to come."""
     (tmp_path / "volume").mkdir()
     shipper = shippers(str(tmp_path / "volume"), "--to", f"jsonl://{tmp_path / 'out.jsonl'}")
     assert wait_for(lambda: shipper.said("shipping ")), shipper.lines
     code, out = shipper.stop(signal.SIGINT)
     assert code == EXIT_OK, shipper.lines
     assert "delivered 0, dead-lettered 0, retried 0, left 0 on disk" in out
-    assert insp.serializer_name(tmp_path / "volume") == "pickle"
+    assert insp.serializer_name(tmp_path / "volume") == "json"
 
 
 def test_ship_stops_at_once_on_a_second_signal_leaving_the_rest_on_disk(
