@@ -26,6 +26,7 @@ from gunicorn.config import KNOWN_SETTINGS
 from spoolkit import _inspect
 from spoolkit._disk.lanes import lane_paths
 from tests.helpers.collector import Collector, collector_running, wait_for
+from tests.helpers.procs import dying_with_this_process
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = "tests.apps.gunicorn_app:app"
@@ -181,11 +182,13 @@ def gunicorn(
         env["SPOOLKIT_TEST_PRODUCER_ONLY"] = "1"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "gunicorn", "--preload", "--workers", str(WORKERS)),
-                *("--worker-class", "sync", "--bind", "127.0.0.1:0", "--timeout", "60"),
-                *("--graceful-timeout", "60", *_quiet_flags(), *extra, APP),
-            ],
+            dying_with_this_process(  # its workers follow it: they watch their parent
+                [
+                    *(sys.executable, "-m", "gunicorn", "--preload", "--workers", str(WORKERS)),
+                    *("--worker-class", "sync", "--bind", "127.0.0.1:0", "--timeout", "60"),
+                    *("--graceful-timeout", "60", *_quiet_flags(), *extra, APP),
+                ]
+            ),
             cwd=ROOT,
             env=env,
             stdout=out,
