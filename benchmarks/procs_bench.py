@@ -10,14 +10,16 @@ writes a line to every one of them (the barrier); each reports when it started a
 put divided by the time from the first start to the last end.
 
 "one spool" puts every process on the same path; "separate spools" gives each its own
-directory: the same work with nothing shared, the ideal that lanes aim at. Each configuration
-runs ``--rounds`` times, interleaved; the best round counts (other work on the machine only
-ever slows a round down). Beside the rates: the CPU time each record cost its process
-(``time.process_time``, all its threads), which shows whether sharing one spool costs work
-rather than only waiting, and how many CPUs other work on the machine kept busy during the
-round (from ``/proc/stat``, less this benchmark's processes): with 2 CPUs, a round during
-which others used one of them cannot show 2 processes at 2x. ``--patience S`` waits, before
-each run, up to S seconds for other work to keep fewer than ``--quiet`` CPUs busy.
+directory: the same work with nothing shared, the ideal that lanes aim at. One process alone is
+the same run in both layouts, measured once. Each configuration runs ``--rounds`` times,
+interleaved: rates are the best run's; the ratio to 1 process is the median over the rounds of
+each run against the same round's 1-process run (see :func:`report`). Beside them: the CPU
+time each record cost its process (``time.process_time``, all its threads); "CPUs putting",
+the rate times that cost, which is how many CPUs the processes kept busy (2 for two processes
+on 2 CPUs that never wait on each other) and does not move with the speed of the machine; and
+how many CPUs other work kept busy meanwhile (``/proc/stat`` less this benchmark's
+processes). ``--patience S`` waits, before each run, up to S seconds for other work to keep
+fewer than ``--quiet`` CPUs busy.
 
     python benchmarks/procs_bench.py [--puts 200000] [--records 50000] [--rounds 5] [--quick]
         [--patience SECONDS [--quiet CPUS]]
@@ -32,6 +34,7 @@ import json
 import logging
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -162,7 +165,19 @@ def run(how: str, procs: int, layout: str, n: int, scratch: str) -> dict[str, fl
             "others": max(0.0, (b1 - b0) - cpu) / (w1 - w0),
         }
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        _empty(root)
+
+
+def _empty(root: str) -> None:
+    """Empty every file under ``root`` but remove none until the end (``main`` does).
+
+    On ext4 without a journal (this machine's disk), a file created soon after many were
+    deleted nearby costs up to 20 times more (see the queue benchmark's notes): removing each
+    run's chunk files would slow the next runs' rollovers.
+    """
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            os.truncate(os.path.join(folder, name), 0)
 
 
 def main() -> None:
@@ -190,62 +205,97 @@ def main() -> None:
         args.puts, args.records, args.rounds = 20_000, 5_000, 1
     counts = {"Spool.put": args.puts, "SpoolHandler": args.records}
     scratch = tempfile.mkdtemp(prefix="spoolkit-pbench-", dir=args.dir)
-    best: dict[str, dict[str, dict[str, dict[str, float]]]] = {how: {} for how in counts}
+    # how -> row -> layout -> every run's figures, in round order
+    runs: dict[str, dict[str, dict[str, list[dict[str, float]]]]] = {h: {} for h in counts}
     try:
         for _ in range(args.rounds):
             for how, n in counts.items():
                 for procs in PROCESSES:
-                    for layout in LAYOUTS:
-                        key = f"{procs} process{'es' if procs > 1 else ''}"
+                    key = f"{procs} process{'es' if procs > 1 else ''}"
+                    # one process alone is the same run in either layout: measured once
+                    for layout in LAYOUTS if procs > 1 else LAYOUTS[:1]:
                         wait_for_quiet(args.quiet, args.patience)
                         kind = "handler" if how == "SpoolHandler" else "put"
                         got = run(kind, procs, layout, n, scratch)
-                        row = best[how].setdefault(key, {})
-                        if got["aggregate"] > row.get(layout, {}).get("aggregate", 0.0):
-                            row[layout] = got
+                        for lay in LAYOUTS if procs == 1 else (layout,):
+                            runs[how].setdefault(key, {}).setdefault(lay, []).append(got)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     results: dict[str, Any] = {
         "command": "python benchmarks/procs_bench.py"
         + (" --quick" if args.quick else f" --rounds {args.rounds}")
-        + (f" --patience {args.patience:g}" if args.patience else ""),
+        + (f" --patience {args.patience:g} --quiet {args.quiet:g}" if args.patience else ""),
         "rounds": args.rounds,
     }
-    for how, rows in best.items():
-        one = rows["1 process"]
-        body = []
-        for key, row in rows.items():
-            cells = [key]
-            for lay in LAYOUTS:
-                got = row[lay]
-                ratio = got["aggregate"] / one[lay]["aggregate"]
-                cells.append(f"{got['aggregate']:,.0f} ({ratio:.2f}x)")
-            cells.append(" / ".join(f"{row[lay]['cpu_us']:.2f}" for lay in LAYOUTS))
-            cells.append(" / ".join(f"{row[lay]['others']:.2f}" for lay in LAYOUTS))
-            body.append(cells)
-        title = f"{how}: records/s put by all processes together, {counts[how]:,} each"
-        header = [
-            "processes",
-            *(f"{lay} (x 1 process)" for lay in LAYOUTS),
-            "CPU µs per record (one / separate)",
-            "CPUs busy with other work (one / separate)",
-        ]
-        print(table(f"{title}, best of {args.rounds}", header, body))
-        results[f"{how} records/s"] = {
-            key: {lay: row[lay]["aggregate"] for lay in LAYOUTS} for key, row in rows.items()
-        }
-        results[f"{how} x 1 process"] = {
-            key: {lay: row[lay]["aggregate"] / one[lay]["aggregate"] for lay in LAYOUTS}
-            for key, row in rows.items()
-        }
-        results[f"{how} CPU µs per record"] = {
-            key: {lay: row[lay]["cpu_us"] for lay in LAYOUTS} for key, row in rows.items()
-        }
-        results[f"{how} CPUs busy with other work"] = {
-            key: {lay: row[lay]["others"] for lay in LAYOUTS} for key, row in rows.items()
-        }
+    for how, rows in runs.items():
+        report(how, counts[how], rows, results, args.rounds)
     if not args.quick:
         print(f"saved {save('procs_bench', results)}")
+
+
+def report(
+    how: str,
+    n: int,
+    rows: dict[str, dict[str, list[dict[str, float]]]],
+    results: dict[str, Any],
+    rounds: int,
+) -> None:
+    """Print the table of one way of putting and add its tables to ``results``.
+
+    Rates are each configuration's best run. The ratio to 1 process is the median, over the
+    rounds, of a run's rate over the rate of the 1-process run of the same round: this VM's
+    speed drifts by a third from minute to minute, so best against best would compare
+    different moments. "CPUs putting" is the best run's rate times its CPU time per record:
+    how many CPUs the processes kept busy putting (1 for one process; 2 for two processes
+    that never wait on each other).
+    """
+    one = rows["1 process"][LAYOUTS[0]]
+    tables: dict[str, dict[str, dict[str, float]]] = {
+        "records/s": {},
+        "x 1 process": {},
+        "CPUs putting": {},
+        "CPU µs per record": {},
+        "CPUs used by other work": {},
+    }
+    body = []
+    for key, row in rows.items():
+        cells = [key]
+        for values in tables.values():
+            values[key] = {}
+        for lay in LAYOUTS:
+            best = max(row[lay], key=lambda r: r["aggregate"])
+            ratio = statistics.median(
+                r["aggregate"] / o["aggregate"] for r, o in zip(row[lay], one, strict=True)
+            )
+            tables["records/s"][key][lay] = best["aggregate"]
+            tables["x 1 process"][key][lay] = ratio
+            tables["CPU µs per record"][key][lay] = best["cpu_us"]
+            tables["CPUs putting"][key][lay] = best["aggregate"] * best["cpu_us"] / 1e6
+            tables["CPUs used by other work"][key][lay] = best["others"]
+            cells.append(f"{best['aggregate']:,.0f} ({ratio:.2f}x)")
+        for name in ("CPU µs per record", "CPUs putting", "CPUs used by other work"):
+            cells.append(" / ".join(f"{tables[name][key][lay]:.2f}" for lay in LAYOUTS))
+        body.append(cells)
+    header = [
+        "processes",
+        *(f"{lay}: records/s (x 1 process)" for lay in LAYOUTS),
+        "CPU µs per record",
+        "CPUs putting",
+        "CPUs used by other work",
+    ]
+    title = f"{how}: records put by all processes together, {n:,} each, {rounds} rounds"
+    print(table(title, header, body))
+    # one table per way of putting, a row per configuration; the measures are numbered so
+    # that the results file's sorted keys keep them in this order
+    out: dict[str, dict[str, float]] = {}
+    for key in rows:
+        for lay in LAYOUTS[:1] if key == "1 process" else LAYOUTS:
+            label = key if key == "1 process" else f"{key}, {lay}"
+            out[label] = {
+                f"{i}: {name}": values[key][lay]
+                for i, (name, values) in enumerate(tables.items(), 1)
+            }
+    results[how] = out
 
 
 if __name__ == "__main__":
