@@ -23,8 +23,9 @@ the spool stopped (``clean=False``: its stop ran out of time and left batches in
 
 A line ``exit`` on stdin ends a ``writer`` or ``consumer`` normally: ``main`` returns and the
 interpreter's exit hooks (``atexit``, ``logging.shutdown``) stop the spool, as in an
-application that never calls ``close()``. The spool (or handler) stays referenced until then,
-as an application's global would.
+application that never calls ``close()``. A ``Spool`` writer keeps no reference to its spool
+once its records are put (the logging module keeps the handler's): a running spool is stopped
+at exit all the same.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ from spoolkit.producers import SpoolHandler
 
 __all__ = ["main", "spool_options"]
 
-_KEPT: list[Any] = []  # the spool or handler, referenced for the process's life, as an app does
 
 
 def spool_options(config: dict[str, Any]) -> dict[str, Any]:
@@ -123,7 +123,6 @@ def _writer(config: dict[str, Any]) -> None:
     rng = random.Random(config["seed"])  # noqa: S311 - test data, not cryptography
     if config["kind"] == "handler":
         handler = SpoolHandler(config["spool"], sink=sink, spool_options=options)
-        _KEPT.append(handler)
         if consume:
             _hook_spool(handler.spool)
         log = logging.getLogger("torture")
@@ -139,8 +138,7 @@ def _writer(config: dict[str, Any]) -> None:
             else:
                 announce(f"P {n} {n}")
         return
-    spool = Spool(config["spool"], sink, **options)
-    _KEPT.append(spool)
+    spool = Spool(config["spool"], sink, **options)  # nothing references it once we return
     if consume:
         _hook_spool(spool)
     spool.start()
