@@ -70,6 +70,7 @@ bench: $(STAMP) services
 	$(PY) benchmarks/queue_bench.py
 	$(PY) benchmarks/spool_bench.py
 	$(PY) benchmarks/handler_bench.py
+	$(PY) benchmarks/procs_bench.py
 	$(PY) benchmarks/redis_bench.py
 	$(PY) benchmarks/plot.py --update-docs docs/benchmarks.md
 
