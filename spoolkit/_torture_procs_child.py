@@ -45,7 +45,6 @@ from spoolkit.producers import SpoolHandler
 __all__ = ["main", "spool_options"]
 
 
-
 def spool_options(config: dict[str, Any]) -> dict[str, Any]:
     """The options every process of one loop opens the spool with.
 
