@@ -15,7 +15,14 @@ from typing import Any
 from spoolkit.errors import ConfigError
 from spoolkit.typing import Serializer
 
-__all__ = ["BUILTIN_NAMES", "JsonSerializer", "PickleSerializer", "RawSerializer", "resolve"]
+__all__ = [
+    "BUILTIN_NAMES",
+    "JsonSerializer",
+    "JsonText",
+    "PickleSerializer",
+    "RawSerializer",
+    "resolve",
+]
 
 
 class PickleSerializer:
@@ -31,6 +38,11 @@ class PickleSerializer:
     loads = staticmethod(pickle.loads)
 
 
+class JsonText(bytes):
+    """UTF-8 JSON text already made (by a producer that knows its item's shape): the JSON
+    serializer stores it as it is. Any other serializer would store the bytes object."""
+
+
 class JsonSerializer:
     """Compact UTF-8 JSON. Safe to load from an untrusted directory."""
 
@@ -41,7 +53,12 @@ class JsonSerializer:
         self._decoder = json.JSONDecoder()
 
     def dumps(self, obj: Any) -> bytes:
-        """Encode ``obj`` as JSON; raises ``TypeError``/``ValueError`` if it is not JSON-safe."""
+        """Encode ``obj`` as JSON; raises ``TypeError``/``ValueError`` if it is not JSON-safe.
+
+        A :class:`JsonText` is stored as it is.
+        """
+        if type(obj) is JsonText:
+            return obj
         return self._encoder.encode(obj).encode()
 
     def loads(self, data: bytes) -> Any:

@@ -36,6 +36,7 @@ from spoolkit._guard import guard
 from spoolkit._imports import build_reference, is_reference, resolve_reference
 from spoolkit._process import exiting
 from spoolkit.errors import ClosedError, ConfigError, RecordTooLargeError
+from spoolkit.producers._record_json import record_json
 
 __all__ = ["SpoolHandler", "json_safe", "record_to_dict", "resolve_sink", "utc_iso"]
 
@@ -317,6 +318,8 @@ class SpoolHandler(logging.Handler):
         self.errors = 0
         self.skipped = 0
         self._put = bounded_put(spool, put_timeout)
+        # a spool storing JSON with the built-in serializer takes the record's JSON text as is
+        self._json_text = getattr(spool, "_serializer_name", None) == "json"
 
     def handle(self, record: logging.LogRecord) -> bool:
         """Filter ``record``, then :meth:`emit` it without taking the handler lock.
@@ -351,11 +354,15 @@ class SpoolHandler(logging.Handler):
             fmt = self.formatter
             data = record_to_dict(record, None if fmt is None else fmt.format(record))
             limit = self.max_field_chars
-            if len(data["message"]) > limit or record.exc_info or record.stack_info:
-                data = truncate(data, limit)
-                self.truncated += "truncated" in data
+            if (len(data["message"]) > limit or record.exc_info or record.stack_info) and (
+                "truncated" in truncate(data, limit)
+            ):
+                self.truncated += 1
+                item: Any = data  # a key record_json does not know: the generic encoder
+            else:
+                item = record_json(data) if self._json_text else data
             try:
-                self._put(data)
+                self._put(item)
             except RecordTooLargeError as exc:
                 self.truncated += 1
                 self._put(_shrink(data, min(limit, exc.limit)))

@@ -1,0 +1,60 @@
+"""The JSON text of a :func:`~spoolkit.producers.logging_handler.record_to_dict` dict, made
+without the generic encoder's walk over a dict whose keys and value types are known.
+
+A :class:`~spoolkit.SpoolHandler` whose spool stores JSON hands the spool this text, marked as
+:class:`~spoolkit.serializers.JsonText` so that the JSON serializer stores it as it is: about
+half the generic encoder's cost for the common record. The text decodes to exactly what the
+generic encoder's would (``tests/test_record_json.py`` checks it on every kind of value).
+"""
+
+from __future__ import annotations
+
+import json
+from json.encoder import encode_basestring  # the C escaper of ensure_ascii=False
+from typing import Any
+
+from spoolkit.serializers import JsonText
+
+__all__ = ["record_json"]
+
+_generic = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_TEMPLATE = (
+    '{"timestamp":%s,"level":%s,"logger":%s,"message":%s,"module":%s,"function":%s,'
+    '"line":%s,"process":%s,"thread":%s,"exception":%s,"stack":%s,"extra":%s}'
+)
+
+
+def _value(x: Any) -> str:
+    t = type(x)
+    if t is str:
+        return encode_basestring(x)
+    if x is None:
+        return "null"
+    if t is int:  # not bool: True is an int, and its JSON is not str(True)
+        return str(x)
+    return _generic(x)
+
+
+def record_json(d: dict[str, Any]) -> JsonText:
+    """The JSON text of ``d``, a record dict with exactly record_to_dict's keys."""
+    v = _value
+    extra = d["extra"]
+    return JsonText(
+        (
+            _TEMPLATE
+            % (
+                v(d["timestamp"]),
+                v(d["level"]),
+                v(d["logger"]),
+                v(d["message"]),
+                v(d["module"]),
+                v(d["function"]),
+                v(d["line"]),
+                v(d["process"]),
+                v(d["thread"]),
+                v(d["exception"]),
+                v(d["stack"]),
+                _generic(extra) if extra else "{}",
+            )
+        ).encode()
+    )
