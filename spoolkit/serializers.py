@@ -38,9 +38,18 @@ class PickleSerializer:
     loads = staticmethod(pickle.loads)
 
 
-class JsonText(bytes):
+class JsonText:
     """UTF-8 JSON text already made (by a producer that knows its item's shape): the JSON
-    serializer stores it as it is. Any other serializer would store the bytes object."""
+    serializer stores :attr:`data` as it is. Only for spools that store JSON.
+
+    Attributes:
+        data: the JSON text, UTF-8.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
 
 class JsonSerializer:
@@ -58,7 +67,7 @@ class JsonSerializer:
         A :class:`JsonText` is stored as it is.
         """
         if type(obj) is JsonText:
-            return obj
+            return obj.data
         return self._encoder.encode(obj).encode()
 
     def loads(self, data: bytes) -> Any:

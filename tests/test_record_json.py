@@ -46,13 +46,13 @@ def test_record_json_decodes_as_the_generic_encoder_would(
     d.update(function=function, process=process, exception=exception, extra=extra)
     fast = record_json(d)
     assert type(fast) is JsonText
-    assert json.loads(fast) == json.loads(JsonSerializer().dumps(d))
+    assert json.loads(fast.data) == json.loads(JsonSerializer().dumps(d))
 
 
 def test_the_json_serializer_stores_json_text_as_it_is() -> None:
     """JsonText goes through JsonSerializer.dumps unchanged (no second encoding)."""
     text = JsonText(b'{"a":1}')
-    assert JsonSerializer().dumps(text) is text
+    assert JsonSerializer().dumps(text) is text.data
 
 
 def test_a_json_spool_handler_delivers_the_same_records_as_a_generic_one(tmp_path: Path) -> None:

@@ -37,24 +37,22 @@ def _value(x: Any) -> str:
 
 def record_json(d: dict[str, Any]) -> JsonText:
     """The JSON text of ``d``, a record dict with exactly record_to_dict's keys."""
-    v = _value
-    extra = d["extra"]
-    return JsonText(
-        (
-            _TEMPLATE
-            % (
-                v(d["timestamp"]),
-                v(d["level"]),
-                v(d["logger"]),
-                v(d["message"]),
-                v(d["module"]),
-                v(d["function"]),
-                v(d["line"]),
-                v(d["process"]),
-                v(d["thread"]),
-                v(d["exception"]),
-                v(d["stack"]),
-                _generic(extra) if extra else "{}",
-            )
-        ).encode()
-    )
+    enc, v, extra = encode_basestring, _value, d["extra"]
+    try:  # timestamp, level, logger, message and module are str in every LogRecord
+        text = _TEMPLATE % (
+            enc(d["timestamp"]),
+            enc(d["level"]),
+            enc(d["logger"]),
+            enc(d["message"]),
+            enc(d["module"]),
+            v(d["function"]),
+            v(d["line"]),
+            v(d["process"]),
+            v(d["thread"]),
+            v(d["exception"]),
+            v(d["stack"]),
+            _generic(extra) if extra else "{}",
+        )
+    except TypeError:  # a record someone built by hand: the generic encoder decides
+        text = _generic(d)
+    return JsonText(text.encode())
