@@ -13,7 +13,7 @@ gained and what is still in the spool or its dead letters. It holds the invarian
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from spoolkit._torture_child import item_is_intact
@@ -21,6 +21,41 @@ from spoolkit._torture_child import item_is_intact
 __all__ = ["CrashLoopReport", "Ledger"]
 
 _MAX_PROBLEMS = 20
+
+
+def sink_deliveries(
+    log: bytes, where: str, attempted: set[int], problem: Callable[[str], None]
+) -> tuple[list[tuple[str, int, str, int]], dict[str, int]]:
+    """Read the complete batch lines of a recording sink's log.
+
+    Returns the deliveries ``(worker, batch number, record id, record number)`` of records
+    that were put, in log order, and the last batch number of each worker. Unreadable lines,
+    corrupted records and records never put are reported through ``problem``, prefixed with
+    ``where``; a corrupted item is reported and still counted as delivered.
+    """
+    found: list[tuple[str, int, str, int]] = []
+    batches: dict[str, int] = {}
+    for raw in log.split(b"\n"):
+        if not raw:
+            continue
+        tag, worker, *fields = raw.decode(errors="replace").split(" ")
+        if tag != "B":
+            problem(f"{where}: unreadable sink log line {raw[:80]!r}")
+            continue
+        b = batches[worker] = batches.get(worker, -1) + 1
+        for text in fields:
+            parts = text.split(",")
+            if len(parts) != 4 or not parts[1].lstrip("-").isdigit():
+                problem(f"{where}: corrupted record in the sink log: {text[:80]!r}")
+                continue
+            rid, n, pad, digest = parts[0], int(parts[1]), parts[2], parts[3]
+            if n not in attempted:
+                problem(f"{where}: record {n} ({rid}) delivered but never put")
+                continue
+            if not item_is_intact(n, pad, digest):
+                problem(f"{where}: record {n} ({rid}) delivered corrupted")
+            found.append((worker, b, rid, n))
+    return found, batches
 
 
 @dataclass
@@ -108,31 +143,13 @@ class Ledger:
 
     def sink_lines(self, cycle: int, segment: bytes) -> None:
         """Check the complete batch lines the sink logged during ``cycle``."""
-        batches: dict[str, int] = {}
-        for raw in segment.split(b"\n"):
-            if not raw:
-                continue
-            tag, worker, *fields = raw.decode(errors="replace").split(" ")
-            if tag != "B":
-                self.problem(f"cycle {cycle}: unreadable sink log line {raw[:80]!r}")
-                continue
-            b = batches[worker] = batches.get(worker, -1) + 1
-            for f in fields:
-                self._delivered(cycle, worker, b, f)
-        for worker, b in batches.items():
+        found, last = sink_deliveries(segment, f"cycle {cycle}", self.attempted, self.problem)
+        for worker, batch, rid, n in found:
+            self._delivered(cycle, worker, batch, rid, n)
+        for worker, b in last.items():
             self.last_batch[cycle, worker] = b
 
-    def _delivered(self, cycle: int, worker: str, batch: int, text: str) -> None:
-        parts = text.split(",")
-        if len(parts) != 4 or not parts[1].lstrip("-").isdigit():
-            self.problem(f"cycle {cycle}: corrupted record in the sink log: {text[:80]!r}")
-            return
-        rid, n, pad, digest = parts[0], int(parts[1]), parts[2], parts[3]
-        if n not in self.attempted:
-            self.problem(f"cycle {cycle}: record {n} ({rid}) delivered but never put")
-            return
-        if not item_is_intact(n, pad, digest):
-            self.problem(f"cycle {cycle}: record {n} ({rid}) delivered corrupted")
+    def _delivered(self, cycle: int, worker: str, batch: int, rid: str, n: int) -> None:
         seen = self.sightings.setdefault(n, [])
         if seen:
             self.duplicates += 1

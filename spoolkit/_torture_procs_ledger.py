@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from spoolkit._torture_child import item_is_intact
+from spoolkit._torture_ledger import sink_deliveries
 
 __all__ = ["ProcsLedger", "ProcsReport"]
 
@@ -131,32 +131,12 @@ class ProcsLedger:
 
     def sink_lines(self, instance: int, log: bytes) -> None:
         """Check the complete batch lines process ``instance``'s sink logged (it has ended)."""
-        batches: dict[str, int] = {}
-        for raw in log.split(b"\n"):
-            if not raw:
-                continue
-            tag, worker, *fields = raw.decode(errors="replace").split(" ")
-            if tag != "B":
-                self.problem(f"process {instance}: unreadable sink log line {raw[:80]!r}")
-                continue
-            b = batches[worker] = batches.get(worker, -1) + 1
-            for f in fields:
-                self._delivered(instance, worker, b, f)
-        for worker, b in batches.items():
+        where = f"process {instance}"
+        found, last = sink_deliveries(log, where, self.attempted, self.problem)
+        for worker, batch, rid, n in found:
+            self.sightings.setdefault(n, []).append(_Sighting(instance, worker, batch, rid))
+        for worker, b in last.items():
             self.last_batch[instance, worker] = b
-
-    def _delivered(self, instance: int, worker: str, batch: int, text: str) -> None:
-        parts = text.split(",")
-        if len(parts) != 4 or not parts[1].lstrip("-").isdigit():
-            self.problem(f"process {instance}: corrupted record in the sink log: {text[:80]!r}")
-            return
-        rid, n, pad, digest = parts[0], int(parts[1]), parts[2], parts[3]
-        if n not in self.attempted:
-            self.problem(f"process {instance}: record {n} ({rid}) delivered but never put")
-            return
-        if not item_is_intact(n, pad, digest):
-            self.problem(f"process {instance}: record {n} ({rid}) delivered corrupted")
-        self.sightings.setdefault(n, []).append(_Sighting(instance, worker, batch, rid))
 
     def _in_flight(self, s: _Sighting) -> bool:
         """Whether ``s`` was the last batch its worker logged before its process was killed

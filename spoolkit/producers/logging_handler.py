@@ -358,13 +358,15 @@ class SpoolHandler(logging.Handler):
                 "truncated" in truncate(data, limit)
             ):
                 self.truncated += 1
+                cut = True
                 item: Any = data  # a key record_json does not know: the generic encoder
             else:
+                cut = False
                 item = record_json(data) if self._json_text else data
             try:
                 self._put(item)
             except RecordTooLargeError as exc:
-                self.truncated += 1
+                self.truncated += not cut  # a record cut already counts once
                 self._put(_shrink(data, min(limit, exc.limit)))
         except queue.Full:
             self.dropped += 1
