@@ -252,7 +252,11 @@ class Segment:
                 os.unlink(self.path)
 
     def grow(self, needed_end: int) -> None:
-        """Make room up to ``needed_end`` bytes, at least doubling.
+        """Make room up to ``needed_end`` bytes: double the file, or when the disk cannot give
+        that much, grow it by what ``needed_end`` needs only.
+
+        Doubling keeps growth rare; the smaller step keeps a chunk writable while the disk has
+        room for the record itself (a doubled 40 MiB chunk must not need 40 MiB more).
 
         Raises:
             OSError: the space could not be reserved (``ENOSPC``, ``EFBIG``); the chunk is
@@ -260,8 +264,15 @@ class Segment:
         """
         assert self.mm is not None
         new_size = _round_up(max(needed_end, self.size * 2))
-        _reserve(self.fd, self.size, new_size)
-        self.mm.resize(new_size)
+        least = _round_up(needed_end)
+        try:
+            _reserve(self.fd, self.size, new_size)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EFBIG) or least >= new_size:
+                raise
+            new_size = least
+            _reserve(self.fd, self.size, new_size)
+        self.mm.resize(new_size)  # also cuts what a failed larger attempt left past it
         self.size = new_size
 
     def sync(self) -> None:
