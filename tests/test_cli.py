@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from pytest_httpserver import HTTPServer
 
 import spoolkit
 from spoolkit import Queue, Record, Spool
@@ -356,7 +357,7 @@ def test_drain_exits_1_when_a_record_is_dead_lettered(runner: CliRunner, spool: 
     result = runner.invoke(cli, ["drain", str(spool), "--to", f"jsonl://{target}"])
     assert result.exit_code == EXIT_PROBLEM
     assert "delivered 9, dead-lettered 1" in result.output
-    assert "see `spoolkit dead`" in result.output
+    assert f"see `spoolkit dead list {spool}`" in result.output
     assert [d.item["n"] for d in insp.dead_letters(spool)] == [3]
 
 
@@ -367,9 +368,12 @@ def test_drain_to_a_bad_url_is_a_usage_error(runner: CliRunner, spool: Path) -> 
     assert insp.inspect_spool(spool).backlog == 10
 
 
-def test_drain_stops_at_its_timeout_and_exits_1(runner: CliRunner, spool: Path) -> None:
-    """A sink that cannot be reached leaves the records in the spool after --timeout."""
-    url = "http://127.0.0.1:9/ingest"  # the discard port: connection refused
+def test_drain_stops_at_its_timeout_and_exits_1(
+    runner: CliRunner, spool: Path, httpserver: HTTPServer
+) -> None:
+    """A sink answering 503 leaves the records in the spool after --timeout."""
+    httpserver.expect_request("/ingest").respond_with_data("busy", status=503)
+    url = httpserver.url_for("/ingest")
     result = runner.invoke(cli, ["drain", str(spool), "--to", url, "--timeout", "0.3"])
     assert result.exit_code == EXIT_PROBLEM
     assert "timed out with 10 record(s) left" in result.output
