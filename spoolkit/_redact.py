@@ -7,20 +7,26 @@ helpers, so a password in ``postgresql://app:s3cret@db/app`` or a token in
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import re
 from collections.abc import Iterable
 from typing import TypeVar
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, unquote, unquote_plus, urlsplit, urlunsplit
 
 __all__ = [
     "MASK",
+    "basic_auth_secrets",
     "carry_secrets",
     "error_repr",
     "is_sensitive_key",
     "redact_exception_text",
     "redact_text",
     "redact_url",
+    "secrets_in_header",
     "secrets_in_url",
+    "spellings",
 ]
 
 MASK = "***"
@@ -98,10 +104,12 @@ def redact_url(url: str) -> str:
 
 
 def secrets_in_url(url: str) -> list[str]:
-    """List the secret values ``url`` holds: its password and sensitive query values.
+    """List the secret values ``url`` holds, in every form they may be sent or echoed in.
 
-    Both the raw and the percent-decoded spellings are listed, so :func:`redact_text` can hide
-    them in driver messages that echo either.
+    That is the password of the userinfo, ``user:password`` and its base64 basic-auth form
+    (what an HTTP client sends as ``Authorization: Basic ...``), and the value of every
+    sensitive query key (``?token=``). Raw and percent-decoded spellings are both listed;
+    :func:`redact_text` adds the other spellings (see :func:`spellings`).
 
     Args:
         url: a URL or libpq conninfo string.
@@ -117,11 +125,15 @@ def secrets_in_url(url: str) -> list[str]:
             return []
         userinfo = parts.netloc.rpartition("@")[0]
         if ":" in userinfo:
-            found.add(userinfo.split(":", 1)[1])
+            user, password = userinfo.split(":", 1)
+            found.add(password)
+            if password:
+                found.update(basic_auth_secrets(unquote(user), unquote(password)))
+                found.add(userinfo)
         for pair in parts.query.split("&"):
             key, sep, value = pair.partition("=")
             if sep and is_sensitive_key(unquote(key)):
-                found.add(value)
+                found.update((value, unquote_plus(value)))
     else:
         for m in _CONNINFO_PAIR.finditer(url):
             if is_sensitive_key(m.group("key")):
@@ -133,11 +145,82 @@ def secrets_in_url(url: str) -> list[str]:
     return sorted((s for s in found if s), key=len, reverse=True)
 
 
+def basic_auth_secrets(user: str, password: str) -> list[str]:
+    """The forms a basic-auth credential takes on the wire: ``user:password`` and its base64.
+
+    The base64 text is listed padded and unpadded, for UTF-8 and Latin-1 (HTTP clients differ),
+    so a server that echoes ``Authorization: Basic dXNlcjpw...`` back is masked too.
+
+    Args:
+        user: the user name (decoded).
+        password: the password (decoded).
+
+    Returns:
+        The secrets (the password itself is not among them: list it separately).
+    """
+    pair = f"{user}:{password}"
+    found = {pair}
+    for codec in ("utf-8", "latin-1"):
+        try:
+            raw = pair.encode(codec)
+        except UnicodeEncodeError:
+            continue
+        for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
+            text = encoded.decode("ascii")
+            found.update((text, text.rstrip("=")))
+    return sorted(found, key=len, reverse=True)
+
+
+def secrets_in_header(name: str, value: str) -> list[str]:
+    """The secrets a request header holds, if its name marks it as one.
+
+    ``Authorization``, ``Cookie`` and every header :func:`is_sensitive_key` flags
+    (``X-Api-Key``) are secret. For ``Authorization: <scheme> <credentials>`` the credentials
+    alone are listed too, and for ``Basic`` the decoded ``user:password`` and the password.
+
+    Args:
+        name: the header name.
+        value: its value.
+
+    Returns:
+        The secrets, or ``[]`` for a harmless header.
+    """
+    if not value or not (is_sensitive_key(name) or name.lower() == "cookie"):
+        return []
+    found = {value}
+    scheme, _, credentials = value.strip().partition(" ")
+    credentials = credentials.strip()
+    if credentials:
+        found.add(credentials)
+        if scheme.lower() == "basic":
+            try:
+                pair = base64.b64decode(credentials, validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                pair = ""
+            user, sep, password = pair.partition(":")
+            if sep and password:
+                found.update((password, *basic_auth_secrets(user, password)))
+    return sorted(found, key=len, reverse=True)
+
+
+def spellings(secret: str) -> set[str]:
+    """The ways ``secret`` can appear in text: raw, percent-encoded or decoded, and as it
+    shows inside a ``repr`` or a JSON string (backslashes and quotes escaped)."""
+    found = {secret, unquote(secret), unquote_plus(secret), quote(secret, safe="")}
+    found.add(quote_plus(secret, safe=""))
+    for form in tuple(found):
+        found.add(repr(form)[1:-1])
+        found.add(json.dumps(form)[1:-1])
+    return {s for s in found if s}
+
+
 def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     """Mask credentials in free text such as a driver's error message.
 
     Every URL in ``text`` goes through :func:`redact_url`, then every value of ``secrets`` is
-    replaced by ``***`` wherever it appears.
+    replaced by ``***`` wherever it appears, in each of its :func:`spellings` (raw,
+    percent-encoded, decoded, escaped as in a ``repr``). Longer values are masked first, so a
+    secret that contains another is hidden whole.
 
     Args:
         text: the message.
@@ -147,8 +230,12 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
         The message with credentials masked.
     """
     text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, MASK)
+    forms: set[str] = set()
+    for secret in secrets:
+        if secret:
+            forms |= spellings(secret)
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, MASK)
     return text
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from urllib.parse import quote
 
 import pytest
@@ -75,9 +76,12 @@ def test_malformed_url_is_still_masked_and_does_not_raise() -> None:
 
 
 def test_secrets_in_url_lists_raw_and_decoded_spellings() -> None:
-    """secrets_in_url returns the password and secret query values, raw and decoded."""
+    """secrets_in_url returns the password, user:password and its base64 basic-auth form, and
+    secret query values, raw and decoded; nothing that is not secret."""
     found = secrets_in_url("redis://u:p%40ss@h/0?token=abc&stream=s")
-    assert set(found) == {"p%40ss", "p@ss", "abc"}
+    basic = base64.b64encode(b"u:p@ss").decode()
+    assert {"p%40ss", "p@ss", "abc", "u:p@ss", basic} <= set(found)
+    assert not {"u", "h", "s", "stream", "0"} & set(found)
 
 
 def test_redact_text_masks_embedded_urls_and_known_secrets() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import gzip as gzip_module
+import logging
 import math
 import threading
 from collections.abc import Generator, Mapping, Sequence
@@ -11,10 +12,11 @@ from datetime import UTC, datetime
 from typing import Literal, overload
 
 from spoolkit._redact import (
+    basic_auth_secrets,
     carry_secrets,
-    is_sensitive_key,
     redact_text,
     redact_url,
+    secrets_in_header,
     secrets_in_url,
 )
 from spoolkit.errors import ConfigError, PermanentError, SinkError, TransientError
@@ -59,8 +61,14 @@ class HttpSink:
       the response body; so are a URL scheme httpx cannot speak and a request httpx refuses to
       send (a bad header).
 
-    Credentials in the URL (``https://user:pass@host``) are sent as basic auth. No password,
-    token or header value ever appears in ``repr(sink)`` or in an error message.
+    Credentials in the URL (``https://user:pass@host``) are sent as basic auth: they are taken
+    out of the URL and handed to httpx as ``auth=``, so httpx's own ``INFO`` log line ("HTTP
+    Request: POST ...") does not show them; the values of secret query parameters
+    (``?token=``) in that line are masked by a filter on the ``httpx`` logger. No password,
+    token or header value ever appears, in any form it is sent in (raw, percent-encoded, the
+    base64 of ``Authorization: Basic``), in ``repr(sink)``, in an error message, or in what a
+    spool makes of the error (``stats().last_error``, a dead letter's error and traceback,
+    ``spoolkit inspect``), even when the server echoes the request back.
 
     Args:
         url: the endpoint, ``http://`` or ``https://``.
@@ -108,7 +116,12 @@ class HttpSink:
         self.gzip = gzip
         self.timeout = float(timeout)
         self._headers = dict(headers or {})
+        # userinfo goes to httpx as auth=, never in the URL it logs (an explicit auth wins,
+        # as it does in httpx)
+        self._send_url = parsed.copy_with(username=None, password=None)
         self._auth = _build_auth(auth)
+        if self._auth is None and (parsed.username or parsed.password):
+            self._auth = httpx.BasicAuth(parsed.username, parsed.password)
         self._to_json = to_json
         self._transport = transport
         self._description = f"HttpSink({shown!r})"
@@ -172,7 +185,7 @@ class HttpSink:
             content = gzip_module.compress(content, compresslevel=6, mtime=0)
             headers["Content-Encoding"] = "gzip"
         try:
-            response = self.client.post(self.url, content=content, headers=headers)
+            response = self.client.post(self._send_url, content=content, headers=headers)
         except (httpx.HTTPError, *_HTTPX_OTHER) as exc:
             raise map_http_failure(exc, self._description, self._secrets) from exc
         failure = map_http_failure(response, self._description, self._secrets)
@@ -219,13 +232,14 @@ def map_http_failure(
         The error to raise, or None for a successful (2xx) response.
     """
     if isinstance(outcome, httpx.Response):
-        return _status_failure(outcome, sink, secrets)
+        failure = _status_failure(outcome, sink, secrets)
+        return None if failure is None else carry_secrets(failure, secrets)
     return carry_secrets(_exception_failure(outcome, sink, secrets), secrets)
 
 
 def _exception_failure(exc: Exception, sink: str, secrets: Sequence[str]) -> SinkError:
     name = type(exc).__name__
-    detail = redact_text(" ".join(str(exc).split()), secrets) or "(no message)"
+    detail = _masked_one_line(str(exc), secrets) or "(no message)"
     refused = (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.TooManyRedirects)
     if isinstance(exc, refused):
         return PermanentError(f"the request cannot be sent ({name}): {detail}", sink=sink)
@@ -240,12 +254,19 @@ def _status_failure(
     status = response.status_code
     if 200 <= status < 300:  # the 2xx range
         return None
-    excerpt = redact_text(" ".join(response.text.split())[:_EXCERPT], secrets)
+    excerpt = _masked_one_line(response.text, secrets)[:_EXCERPT]
     message = f"HTTP {status} {response.reason_phrase}: {excerpt or '(empty body)'}"
     if status >= 500 or status in _TRANSIENT_4XX:  # the 5xx range
         after = _retry_after(response.headers.get("Retry-After"))
         return TransientError(message, sink=sink, retry_after=after)
     return PermanentError(message, sink=sink)
+
+
+def _masked_one_line(text: str, secrets: Sequence[str]) -> str:
+    """``text`` masked and on one line. Masked before its whitespace is squeezed (a secret
+    holding two spaces would no longer match) and again after; and always before it is cut
+    to an excerpt (half a secret would not match)."""
+    return redact_text(" ".join(redact_text(text, secrets).split()), secrets)
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -278,13 +299,46 @@ def _build_auth(auth: tuple[str, str] | str | httpx.Auth | None) -> httpx.Auth |
 def _secrets(
     url: str, headers: Mapping[str, str], auth: tuple[str, str] | str | httpx.Auth | None
 ) -> list[str]:
+    """Every secret the sink sends, in the forms it is sent in (see ``secrets_in_url``)."""
     found = secrets_in_url(url)
-    found += [v for k, v in headers.items() if is_sensitive_key(k) or k.lower() == "cookie"]
+    for name, value in headers.items():
+        found += secrets_in_header(name, value)
     if isinstance(auth, str):
         found.append(auth)
-    elif isinstance(auth, tuple):
+    elif isinstance(auth, tuple) and len(auth) == 2:  # (user, password)
         found.append(str(auth[1]))
-    return [s for s in found if s]
+        if auth[1]:
+            found += basic_auth_secrets(str(auth[0]), str(auth[1]))
+    elif isinstance(auth, httpx.BasicAuth):
+        # the only place httpx keeps the credential; read defensively, it is private
+        found += secrets_in_header("Authorization", str(getattr(auth, "_auth_header", "")))
+    return sorted({s for s in found if s}, key=len, reverse=True)
+
+
+class _MaskUrlsInHttpxLog(logging.Filter):
+    """Masks credentials in the URLs of httpx's own log lines ("HTTP Request: POST <url>").
+
+    httpx logs every request's URL at ``INFO``; a secret query parameter (``?token=``) must
+    stay in the URL the server receives, so the line is masked instead, with
+    :func:`redact_url` (userinfo passwords and sensitive query values). The filter only
+    rewrites arguments that are URLs; it never drops a record.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and any(isinstance(a, httpx.URL) for a in args):
+            record.args = tuple(redact_url(str(a)) if isinstance(a, httpx.URL) else a for a in args)
+        return True
+
+
+def _install_httpx_log_filter() -> None:
+    """Add one :class:`_MaskUrlsInHttpxLog` to the ``httpx`` logger (idempotent)."""
+    logger = logging.getLogger("httpx")
+    if not any(isinstance(f, _MaskUrlsInHttpxLog) for f in logger.filters):
+        logger.addFilter(_MaskUrlsInHttpxLog())
+
+
+_install_httpx_log_filter()
 
 
 class _BearerAuth(httpx.Auth):
