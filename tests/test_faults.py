@@ -31,11 +31,11 @@ from tests.helpers.faults import (
     creating,
     fill_until_full,
     log_events,
+    needs_root,
     tmpfs,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-root_only = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def _drain(path: Path, **options: object) -> list[bytes]:
 # -- a full disk ---------------------------------------------------------------------------------
 
 
-@root_only
+@needs_root
 def test_full_tmpfs_put_raises_disk_full_error_and_keeps_every_record(small_fs: Path) -> None:
     """A real full tmpfs: put raises DiskFullError (ENOSPC); stored records stay; puts resume."""
     with Queue(small_fs / "q", serializer="raw", chunksize=50) as q:
@@ -83,7 +83,7 @@ def test_full_tmpfs_put_raises_disk_full_error_and_keeps_every_record(small_fs: 
     assert _drain(small_fs / "q", chunksize=50) == [*stored[100:], b"after"]
 
 
-@root_only
+@needs_root
 def test_put_many_on_a_full_tmpfs_says_how_many_items_were_stored(small_fs: Path) -> None:
     """put_many meeting ENOSPC raises DiskFullError whose .stored is the stored prefix."""
     items = [os.urandom(1000) for _ in range(400)]  # more than 256 KiB
@@ -403,3 +403,49 @@ def test_real_read_only_directory_as_an_unprivileged_user() -> None:
         assert _drain(Path(path), chunksize=2) == [b"c", b"d", b"f"]
     finally:
         shutil.rmtree(top)
+
+
+@needs_root
+@pytest.mark.parametrize("reopen", [False, True], ids=["same-queue", "reopened"])
+def test_a_disk_full_episode_does_not_wedge_the_queue(tmp_path: Path, reopen: bool) -> None:
+    """A real 8 MiB tmpfs filled by one large chunk, then drained: puts work again, at once and
+    after a reopen (the grown chunk is rolled over, its space reclaimed, not grown further)."""
+    record = b"r" * 8192
+    with tmpfs(tmp_path / "small", "8m") as mnt:
+        q = Queue(mnt / "q", serializer="raw", chunksize=1000)
+        try:
+            stored, _error = fill_until_full(q.put, lambda i: b"%06d" % i + record)
+            assert len(stored) > 400  # one chunk grew to most of the disk
+            got: list[bytes] = []
+            while batch := q.get_batch(100, timeout=0):
+                got += [d.item for d in batch]
+                q.ack(*batch)
+            assert got == stored
+            if reopen:
+                q.close()
+                q = Queue(mnt / "q", serializer="raw", chunksize=1000)
+            after = [b"after-%d" % i + record for i in range(50)]
+            for item in after:
+                q.put(item)  # DiskFullError here is the wedge
+            assert [d.item for d in q.get_batch(100, timeout=0)] == after
+        finally:
+            q.close()
+
+
+@needs_root
+def test_a_nearly_full_disk_grows_a_chunk_by_what_the_record_needs(tmp_path: Path) -> None:
+    """On a real 8 MiB tmpfs a chunk that cannot double still grows by one record's worth, so
+    puts go on until the disk itself is full (not when half of it is)."""
+    record = b"r" * 8192
+    with (
+        tmpfs(tmp_path / "small", "8m") as mnt,
+        Queue(mnt / "q", serializer="raw", chunksize=1000) as q,
+    ):
+        q.put(b"x")  # the chunk file exists before the filler takes the rest
+        filler = mnt / "filler"
+        free = os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_frsize
+        filler.write_bytes(bytes(free - 3 * 1024 * 1024))  # about 3 MiB left for the queue
+        stored, _error = fill_until_full(q.put, lambda i: b"%06d" % i + record)
+        left = os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_frsize
+        assert left < 64 * 1024 + len(record)  # the disk, not a doubling, was the limit
+        assert [d.item for d in q.get_batch(1 << 20, timeout=0)] == [b"x", *stored]

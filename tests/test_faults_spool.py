@@ -18,7 +18,16 @@ from spoolkit import Spool
 from spoolkit.errors import DiskFullError, PermanentError, StorageError
 from spoolkit.testing import MemorySink
 from spoolkit.typing import Record
-from tests.helpers.faults import EIO, ENOSPC, Faults, LogEvents, fill_until_full, log_events, tmpfs
+from tests.helpers.faults import (
+    EIO,
+    ENOSPC,
+    Faults,
+    LogEvents,
+    fill_until_full,
+    log_events,
+    needs_root,
+    tmpfs,
+)
 
 
 @pytest.fixture
@@ -53,7 +62,7 @@ class GatedSink(MemorySink):
         super().write(batch)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+@needs_root
 @pytest.mark.parametrize("when_full", ["block", "raise", "drop_newest"])
 def test_spool_on_a_full_disk_raises_drains_and_recovers(small_fs: Path, when_full: str) -> None:
     """A real full tmpfs: put raises DiskFullError; workers drain all stored; puts resume."""

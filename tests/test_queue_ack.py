@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from spoolkit import Queue
+from spoolkit._disk import store
 from spoolkit.errors import ClosedError
 
 
@@ -319,3 +320,41 @@ def test_get_waits_when_every_waiting_record_is_undecodable(tmp_path: Path) -> N
         getter.join(10)
         assert got == ["good"]
         assert q.undecodable == 1
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_gets_without_task_done_keep_the_open_files_bounded(tmp_path: Path) -> None:
+    """pqueue-style get() without task_done() over 400 chunks keeps few files open; task_done
+    afterwards acknowledges every record (chunks closed early are opened again), and the queue
+    ends empty with its chunk files gone."""
+    with Queue(tmp_path, serializer="raw", chunksize=10) as q:
+        q.put_many([b"%d" % i for i in range(4000)])
+        before = _open_fds()
+        got = [q.get() for _ in range(4000)]
+        assert got == [b"%d" % i for i in range(4000)]
+        assert _open_fds() - before <= 2 * (store.OPEN_HANDED_OUT + 2)  # a map dups its file's
+        q.put(b"still writable")
+        for _ in range(4000):
+            q.task_done()
+        assert _open_fds() - before <= 2 * (store.OPEN_HANDED_OUT + 2)  # a map dups its file's
+        assert q.get() == b"still writable"
+        q.task_done()
+        assert q.unfinished_tasks == 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("q")) <= ["q00400"]
+
+
+def test_records_of_closed_chunks_are_redelivered_and_acked(tmp_path: Path) -> None:
+    """Deliveries nacked from chunks closed to bound open files come back, in order, and ack."""
+    with Queue(tmp_path, serializer="raw", chunksize=5) as q:
+        q.put_many([b"%d" % i for i in range(1000)])
+        batch = q.get_batch(1000)
+        q.nack(*batch[:3])  # from the first chunks: long closed by now
+        again = q.get_batch(3)
+        assert [d.item for d in again] == [b"0", b"1", b"2"]
+        q.ack(*again, *batch[3:])
+        assert q.unfinished_tasks == 0
+    with Queue(tmp_path, serializer="raw", chunksize=5) as q:
+        assert q.get_batch(1, timeout=0) == []  # every ack reached the disk

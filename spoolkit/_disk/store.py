@@ -9,7 +9,9 @@ directory over) wakes every waiter.
 
 from __future__ import annotations
 
+import errno
 import heapq
+import os
 import threading
 import time
 from collections import deque
@@ -27,6 +29,7 @@ from spoolkit._disk.framing import (
     U32,
     ChunkHeader,
 )
+from spoolkit._disk.ioerrors import storage_error
 from spoolkit._disk.opening import (
     RecoveryReport,
     check_tempdir,
@@ -48,6 +51,12 @@ _join = b"".join
 _JOIN_CRC = 2048  # payloads shorter than this are checksummed with their header in one call
 FSYNC_MODES = ("always", "interval", "never")
 FREE_CHUNKS = 4  # fully acknowledged chunk files kept mapped for reuse as new chunks
+FREE_CHUNK_BYTES = 16 * 1024 * 1024  # a larger one is deleted: it would hold space it may not need
+OPEN_HANDED_OUT = 32
+"""The most chunks kept open only because records handed out of them wait for acknowledgement
+(two descriptors each: the file's and its map's). Past it, the least recently used is closed,
+and opened again when its records are acknowledged or redelivered: ``get()`` without
+``task_done()`` (common in pqueue code) must not run the process out of file descriptors."""
 
 
 class Store:
@@ -97,6 +106,7 @@ class Store:
         self._head: Segment | None = None
         self._redeliver: list[tuple[int, int]] = []
         self._free: list[Segment] = []  # fully acknowledged chunks kept for reuse
+        self._handed_open: dict[Segment, None] = {}  # open for acks only, least recent first
         self._avg_frame = 256
         self._log = get_logger(path=self.path)
         self.durability = Durability(
@@ -149,8 +159,7 @@ class Store:
                 seg.delete()
                 seg = None
         if seg is None:
-            initial = CHUNK_HEADER_SIZE + self.chunksize * self._avg_frame * 5 // 4
-            seg = Segment.create(self.path, header, initial)
+            seg = self._create(header)
         self._segs[index] = seg
         self._unread.append(seg)
         self._head = seg
@@ -165,6 +174,68 @@ class Store:
             if old is not self._unread[0]:
                 old.unload()  # nothing in it was handed out yet: reload when the reader gets here
             self._maybe_delete(old)
+        return seg
+
+    def _initial_bytes(self) -> int:
+        """The size a new chunk is given: its records at the average frame size, plus a quarter."""
+        return CHUNK_HEADER_SIZE + self.chunksize * self._avg_frame * 5 // 4
+
+    def _create(self, header: ChunkHeader) -> Segment:
+        """A new chunk file; on a full disk, after reclaiming space, at the least size a chunk
+        has (it then grows record by record).
+
+        Raises:
+            OSError: not even that could be reserved; no file is left behind.
+        """
+        size = self._initial_bytes()
+        for attempt in range(3):
+            try:
+                return Segment.create(self.path, header, size)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or attempt == 2:
+                    raise
+                if attempt == 0:
+                    self._reclaim()
+                else:
+                    size = 0
+        raise AssertionError("unreachable")
+
+    def _reclaim(self) -> bool:
+        """Give back the disk space of deleted chunks at once: the files kept for reuse and
+        those whose removal was left to the background flusher. False if there was none."""
+        durability = self.durability
+        unlink, durability.unlink_later = durability.unlink_later, []
+        for path in unlink:
+            durability.unlink(path)
+        for seg in self._free:
+            seg.delete()
+        reclaimed = bool(unlink or self._free)
+        self._free.clear()
+        durability.dir_dirty |= reclaimed
+        return reclaimed
+
+    def _make_room(self, seg: Segment, size: int) -> Segment:
+        """The chunk to write ``size`` bytes into at its ``wpos``, when ``seg`` (the head) has
+        no room for them.
+
+        A head whose records are all acknowledged is not grown but rolled: the new chunk starts
+        small and the old one is deleted, so a chunk grown large once (a burst, a full disk)
+        does not stay large. Otherwise the head grows; if the disk is full, the files kept for
+        reuse are deleted and the growth tried again.
+
+        Raises:
+            OSError: no space could be reserved (the store is unchanged).
+        """
+        if seg.count and not seg.unacked:
+            seg = self._roll()
+        end = seg.wpos + size
+        if end > seg.size:
+            try:
+                seg.grow(end)
+            except OSError:
+                if not self._reclaim():
+                    raise
+                seg.grow(end)
         return seg
 
     def append(self, payload: bytes, record_id: int | None, enqueued_at: float) -> int:
@@ -184,7 +255,9 @@ class Store:
         start = seg.wpos
         end = start + _HEADER + n
         if end > seg.size:
-            seg.grow(end)
+            seg = self._make_room(seg, end - start)
+            start = seg.wpos
+            end = start + _HEADER + n
         if record_id is None:
             record_id = self.next_id
             self.next_id = record_id + 1  # moves the generation, and marks the head: see durability
@@ -225,7 +298,10 @@ class Store:
             size = sum(map(len, batch)) + FRAME_HEADER_SIZE * len(batch)
             start = seg.wpos
             if start + size > seg.size:
-                seg.grow(start + size)
+                grown = self._make_room(seg, size)
+                if grown is not seg:  # rolled: the new chunk has room for a chunk's worth
+                    continue
+                start = seg.wpos
             parts: list[bytes] = []
             add = parts.extend
             offsets: list[int] = []
@@ -260,7 +336,10 @@ class Store:
         if self._redeliver:
             index, off = heapq.heappop(self._redeliver)
             self.pending_total -= 1
-            return self._segs[index], [off]
+            seg = self._segs[index]
+            if seg.mm is None:
+                self.reopen(seg)
+            return seg, [off]
         unread = self._unread
         while True:
             seg = unread[0]
@@ -278,6 +357,8 @@ class Store:
                 return None
             unread.popleft()
             self._maybe_delete(seg)
+            if not seg.deleted:  # records of it are handed out: open for their acks only
+                self._keep_open(seg)
             if not unread[0].loaded:
                 self._load(unread[0])
 
@@ -291,6 +372,34 @@ class Store:
                 return seg, pending.popleft()
         run = self.take_run(1)
         return None if run is None else (run[0], run[1][0])
+
+    def _keep_open(self, seg: Segment) -> None:
+        """Count ``seg`` among the chunks open for acknowledgements only, as the most recent;
+        close the least recent past :data:`OPEN_HANDED_OUT`."""
+        handed = self._handed_open
+        handed.pop(seg, None)
+        handed[seg] = None
+        if len(handed) > OPEN_HANDED_OUT:
+            oldest = next(iter(handed))
+            del handed[oldest]
+            oldest.unload()  # writes stay in the page cache; a sync goes by path
+
+    def reopen(self, seg: Segment) -> None:
+        """Map again a chunk closed by :meth:`_keep_open`, to acknowledge or redeliver records.
+
+        Raises:
+            StorageError: the file cannot be opened again (gone, or out of descriptors).
+        """
+        try:
+            seg.reload()
+        except OSError as exc:
+            raise storage_error(
+                exc,
+                self.path,
+                f"cannot open chunk {os.path.basename(seg.path)} again",
+                "its records handed out stay on disk and are delivered again after a restart",
+            ) from exc
+        self._keep_open(seg)
 
     def _load(self, seg: Segment) -> None:
         try:
@@ -328,6 +437,8 @@ class Store:
 
     def ack(self, seg: Segment, off: int, crc: int) -> None:
         """Mark the frame at ``off`` acknowledged; delete its chunk once all of it is."""
+        if seg.mm is None:
+            self.reopen(seg)
         assert seg.mm is not None
         seg.mm[off + ACK_OFFSET : off + FRAME_HEADER_SIZE] = U32.pack(crc ^ framing.ACK_MASK)
         seg.acked += 1
@@ -338,6 +449,8 @@ class Store:
 
     def ack_run(self, seg: Segment, marks: list[tuple[int, int]]) -> None:
         """:meth:`ack` for several ``(offset, crc)`` frames of one chunk."""
+        if seg.mm is None:
+            self.reopen(seg)
         mm = seg.mm
         assert mm is not None
         pack, mask = U32.pack, framing.ACK_MASK
@@ -367,7 +480,13 @@ class Store:
         self._segs.pop(seg.index, None)
         self._dirty.discard(seg)
         self._sealed_bytes -= seg.used
-        if seg.recyclable and seg.mm is not None and len(self._free) < FREE_CHUNKS:
+        self._handed_open.pop(seg, None)
+        if (
+            seg.recyclable
+            and seg.mm is not None
+            and len(self._free) < FREE_CHUNKS
+            and seg.size <= FREE_CHUNK_BYTES
+        ):
             try:
                 seg.retire(self.path, seg.index)
             except OSError as exc:
