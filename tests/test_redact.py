@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import base64
+import json
+from collections.abc import Callable
 from urllib.parse import quote
 
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from spoolkit._redact import MASK, is_sensitive_key, redact_text, redact_url, secrets_in_url
+from spoolkit._redact import (
+    MASK,
+    carry_secrets,
+    error_repr,
+    is_sensitive_key,
+    redact_text,
+    redact_url,
+    secrets_in_header,
+    secrets_in_url,
+)
 
 
 def test_password_in_userinfo_is_masked_and_user_kept() -> None:
@@ -104,3 +115,41 @@ def test_no_password_survives_redaction(password: str) -> None:
     out = redact_url(url)
     assert encoded not in out
     assert out == f"https://user:{MASK}@example.com/path?token={MASK}&q=1"
+
+
+@pytest.mark.parametrize(
+    "shown",
+    [
+        lambda s: s,
+        lambda s: quote(s, safe=""),
+        lambda s: repr(s)[1:-1],
+        lambda s: json.dumps(s)[1:-1],
+    ],
+    ids=["raw", "percent-encoded", "repr-escaped", "json-escaped"],
+)
+def test_redact_text_masks_every_spelling_of_a_secret(shown: Callable[[str], str]) -> None:
+    """A secret is masked raw, percent-encoded, and escaped as in a repr or a JSON string."""
+    secret = "pw'with\\back\"slash é"  # noqa: S105 - a planted credential
+    assert redact_text(f"driver said: {shown(secret)}!", [secret]) == f"driver said: {MASK}!"
+
+
+def test_error_repr_masks_a_carried_secret_that_repr_escapes() -> None:
+    """stats().last_error (error_repr) hides a carried secret that repr() shows escaped."""
+    secret = "back\\slash-pw"  # noqa: S105 - a planted credential
+    error = carry_secrets(ValueError(f"auth failed for {secret}"), [secret])
+    assert "slash-pw" not in error_repr(error)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [f"Basic {base64.b64encode(b'svc:pa55-word').decode()}", "Bearer pa55-word"],
+    ids=["basic", "bearer"],
+)
+def test_secrets_in_header_lists_the_credentials_alone_and_decoded(value: str) -> None:
+    """An Authorization header yields its value, its credentials and, for Basic, the password."""
+    found = secrets_in_header("Authorization", value)
+    assert value in found
+    assert value.split(" ", 1)[1] in found
+    assert "pa55-word" in found
+    assert value.startswith("Bearer") or "svc:pa55-word" in found
+    assert secrets_in_header("Accept", "application/json") == []
