@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from spoolkit._disk import framing, meta, migrate
 from spoolkit._disk.framing import CHUNK_HEADER_SIZE, ChunkHeader
 from spoolkit._disk.perms import make_private_dir
-from spoolkit._disk.recovery import scan_chunk
+from spoolkit._disk.recovery import ChunkFacts, LostRange, find_losses, scan_chunk
 from spoolkit._disk.segment import FREE_PREFIX, Segment, chunk_name, parse_chunk_name
 from spoolkit.errors import ConfigError, FormatError, PathError
 from spoolkit.serializers import BUILTIN_NAMES
@@ -99,21 +99,43 @@ def unregister(store: Store) -> None:
 
 
 class RecoveryReport:
-    """What opening the store found: damage skipped, records recovered."""
+    """What opening the store found: damage skipped, records recovered, records lost.
 
-    __slots__ = ("damaged_bytes", "damaged_regions", "pending", "skipped_chunks")
+    Attributes:
+        pending: records waiting after the open.
+        damaged_regions: runs of bytes that held no intact frame (skipped).
+        damaged_bytes: bytes in them.
+        skipped_chunks: chunk files that could not be read at all.
+        lost: ranges of record numbers that were written and are gone (see
+            :func:`spoolkit._disk.recovery.find_losses`): a chunk file cut, emptied, deleted
+            or damaged. Each is also logged as a ``records_lost`` warning.
+        uid: the queue's uid, the first part of the record ids in :meth:`lost_ids`.
+    """
+
+    __slots__ = ("damaged_bytes", "damaged_regions", "lost", "pending", "skipped_chunks", "uid")
 
     def __init__(self) -> None:
         self.pending = 0
         self.damaged_regions = 0
         self.damaged_bytes = 0
         self.skipped_chunks = 0
+        self.lost: list[LostRange] = []
+        self.uid = ""
+
+    @property
+    def lost_records(self) -> int:
+        """Records known lost (a range whose end is unknown counts as none: see ``lost``)."""
+        return sum(r.count or 0 for r in self.lost)
+
+    def lost_ids(self) -> list[str]:
+        """Each lost range in the ids a user sees (``<uid>-<n>``), with where and why."""
+        return [r.describe(self.uid) for r in self.lost]
 
 
 def open_store(store: Store, serializer_name: str) -> None:
     """Read the directory into ``store``: migrate pqueue files, recover chunks, write meta."""
     migrated = migrate.pending_pqueue_items(store.path, serializer_name)
-    info = meta.read_meta(store.path)
+    info = _checked_meta(store, meta.read_meta(store.path))
     for name in os.listdir(store.path):
         if name.endswith(meta.TMP_SUFFIX) or name.startswith(FREE_PREFIX) or name == meta.IDLE_MARK:
             with contextlib.suppress(OSError):
@@ -125,17 +147,34 @@ def open_store(store: Store, serializer_name: str) -> None:
         for i in indexes:  # a migration that did not finish: start it again
             os.unlink(os.path.join(store.path, chunk_name(i)))
         indexes, info = [], None
-    if info is not None and int(info.get("format", 0)) > framing.FORMAT_VERSION:
+    fmt = info.get("format", 0) if info is not None else 0
+    if isinstance(fmt, int) and fmt > framing.FORMAT_VERSION:
+        shown = str(fmt) if fmt < 10**6 else f"{str(fmt)[:6]}... ({len(str(fmt))} digits)"
         raise FormatError(
-            f"spool at {store.path!r} uses format {info['format']}, newer than this "
+            f"spool at {store.path!r} uses format {shown} (meta.json), newer than this "
             f"spoolkit reads ({framing.FORMAT_VERSION}); upgrade spoolkit",
             store.path,
         )
-    meta_uid = bytes.fromhex(info["uid"]) if info and _valid_uid(info.get("uid")) else None
+    text = info.get("uid") if info is not None else None
+    meta_uid = bytes.fromhex(text) if isinstance(text, str) and _valid_uid(text) else None
     uid = None  # a chunk header's (checksummed) wins over meta.json's (which is not)
+    facts: list[ChunkFacts] = []
     for i in indexes:
-        uid = _recover_chunk(store, i, uid, last=i == indexes[-1], fallback=meta_uid)
+        uid = _recover_chunk(store, i, uid, facts, last=i == indexes[-1])
     store.uid = uid or meta_uid or os.urandom(16)
+    if uid is None and meta_uid is None and indexes:
+        store._log.warning(
+            "uid_not_found",
+            detail="no chunk header and no meta.json holds the queue's uid: a new one is used, "
+            "so the ids of the records on disk change",
+            uid=store.uid.hex(),
+        )
+    head = store._head
+    if head is not None and head.mm is not None and _header_missing(head):
+        head.mm[0:CHUNK_HEADER_SIZE] = framing.encode_chunk_header(
+            ChunkHeader(head.index, head.capacity, head.first_id, store.uid, time.time())
+        )
+    _report_losses(store, facts)
     _check_serializer(store, info, serializer_name)
     fresh = {
         "format": framing.FORMAT_VERSION,
@@ -160,6 +199,7 @@ def open_store(store: Store, serializer_name: str) -> None:
         migrate.finish(store.path)
     r = store.report
     r.pending = store.pending_total
+    r.uid = store.uid.hex()
     if r.damaged_regions or r.skipped_chunks:
         store._log.warning(
             "recovered_with_damage",
@@ -168,6 +208,69 @@ def open_store(store: Store, serializer_name: str) -> None:
             skipped_chunks=r.skipped_chunks,
             pending=r.pending,
         )
+
+
+def _checked_meta(store: Store, info: dict[str, object] | None) -> dict[str, object] | None:
+    """``meta.json``'s content if it has the shape spoolkit writes, else None (with a warning).
+
+    A ``meta.json`` is not checksummed: one of the wrong shape (``{"format": "x"}``, a list,
+    non-UTF-8 bytes...) is damage, recovered from as from a missing one: the uid comes from the
+    (checksummed) chunk headers and a new ``meta.json`` is written. A ``format`` that is a
+    number above the one this spoolkit writes is not damage but a newer spoolkit's, refused.
+    """
+    if info is None:
+        if os.path.lexists(os.path.join(store.path, meta.META)):
+            store._log.warning("meta_json_unreadable", file=os.path.join(store.path, meta.META))
+        return None
+    fmt = info.get("format", framing.FORMAT_VERSION)
+    ok = isinstance(fmt, int) and not isinstance(fmt, bool) and fmt >= 0
+    ok = ok and isinstance(info.get("serializer", ""), str)
+    ok = ok and (info.get("uid") is None or _valid_uid(info.get("uid")))
+    if ok:
+        return info
+    store._log.warning(
+        "meta_json_damaged",
+        file=os.path.join(store.path, meta.META),
+        detail="not the shape spoolkit writes: recovered from the chunk headers, rewritten",
+    )
+    if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > framing.FORMAT_VERSION:
+        return {"format": fmt}  # a newer spoolkit's: refused by the caller, never misread
+    return None
+
+
+def _header_missing(seg: Segment) -> bool:
+    assert seg.mm is not None
+    return framing.decode_chunk_header(bytes(seg.mm[:CHUNK_HEADER_SIZE])) is None
+
+
+def _report_losses(store: Store, facts: list[ChunkFacts]) -> None:
+    """Find the records written and gone (see ``find_losses``): report them and log each range.
+
+    The newest chunk, when it was found cut short, is grown back to whole pages, so that the
+    same cut is reported once (its missing records' numbers are never issued again: the next
+    record is numbered past the chunk's capacity).
+    """
+    lost = find_losses(facts)
+    if not lost:
+        return
+    store.report.lost = lost
+    uid = store.uid.hex()
+    for r in lost:
+        store._log.warning(
+            "records_lost",
+            chunk=r.chunk,
+            ids=r.ids(uid),
+            first=f"{uid}-{r.first}" if r.first is not None else None,
+            last=f"{uid}-{r.last}" if r.last is not None else None,
+            count=r.count,
+            reason=r.reason,
+        )
+    head = store._head
+    if head is not None and facts and facts[-1].index == head.index and facts[-1].cut:
+        try:
+            head.grow(head.size)
+        except OSError as exc:  # a full disk: the cut is reported again at the next open
+            store._log.warning("chunk_regrow_failed", chunk=head.path, error=str(exc))
 
 
 def _check_serializer(store: Store, info: dict[str, object] | None, name: str) -> None:
@@ -180,17 +283,22 @@ def _check_serializer(store: Store, info: dict[str, object] | None, name: str) -
 
 
 def _recover_chunk(
-    store: Store, index: int, uid: bytes | None, *, last: bool, fallback: bytes | None = None
+    store: Store, index: int, uid: bytes | None, facts: list[ChunkFacts], *, last: bool
 ) -> bytes | None:
-    seg = Segment(os.path.join(store.path, chunk_name(index)), index)
+    name = chunk_name(index)
+    seg = Segment(os.path.join(store.path, name), index)
     try:
+        size = os.stat(seg.path).st_size
         seg.open()
     except OSError as exc:
         store._log.warning("chunk_unreadable", chunk=seg.path, error=str(exc))
         store.report.skipped_chunks += 1
+        facts.append(ChunkFacts(name, index, 0, None, None, None, damaged=True))
         return uid
     assert seg.mm is not None
     scan = scan_chunk(seg.mm, index, store.max_record_bytes)
+    assert scan.facts is not None
+    facts.append(scan.facts.done(name, index, size, bool(scan.damage)))
     h = scan.header
     if h is not None and h.version > framing.FORMAT_VERSION:
         seg.close()
@@ -221,17 +329,7 @@ def _recover_chunk(
     store._unread.append(seg)
     if last:
         store._head = seg
-        _zero_tail(seg, scan.end)
-        if h is None:
-            seg.mm[0:CHUNK_HEADER_SIZE] = framing.encode_chunk_header(
-                ChunkHeader(
-                    index,
-                    seg.capacity,
-                    seg.first_id,
-                    uid or fallback or b"\0" * 16,
-                    time.time(),
-                )
-            )
+        _zero_tail(seg, scan.end)  # its header, if damaged, is rewritten once the uid is known
         seg.pending = deque(scan.pending)
         seg.loaded = True
     else:
