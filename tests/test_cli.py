@@ -147,7 +147,9 @@ def test_peek_json_is_json_safe(runner: CliRunner, spool: Path) -> None:
     result = runner.invoke(cli, ["peek", str(spool), "--json", "-n", "3"])
     assert result.exit_code == EXIT_OK
     records = json.loads(result.output)
-    assert [r["id"] for r in records] == [2, 3, 4]
+    assert [r["seq"] for r in records] == [2, 3, 4]
+    uid = insp.inspect_spool(spool).uid
+    assert [r["id"] for r in records] == [f"{uid}-{n}" for n in (2, 3, 4)]
     assert records[0]["item"] == {"n": 2}
     assert records[1]["item"] == {"n": 3, "tags": "{'a'}"}
     assert all(r["decode_error"] is None for r in records)
@@ -546,7 +548,7 @@ def test_peek_shows_the_records_of_every_lane(runner: CliRunner, tmp_path: Path)
     ]  # fmt: skip
     assert all(r["item"]["k"] == r["lane"] for r in records)
     uids = {lane.number: lane.uid for lane in insp.lanes(path)}
-    assert {r["record_id"] for r in records} == {f"{uids[r['lane']]}-{r['id']}" for r in records}
+    assert {r["record_id"] for r in records} == {f"{uids[r['lane']]}-{r['seq']}" for r in records}
     assert {r["chunk"] for r in records} == {"q00000", "lanes/1/q00000", "lanes/2/q00000"}
     text = runner.invoke(cli, ["peek", str(path), "-n", "10"]).output
     assert "{'k': 2, 'n': 2}" in text

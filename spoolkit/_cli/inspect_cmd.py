@@ -121,8 +121,9 @@ def peek(path: str, count: int, as_json: bool, serializer_spec: str | None) -> N
 def _record_json(r: insp.PeekedRecord) -> dict[str, Any]:
     item = json_safe(r.item) if r.decode_error is None else None
     return {
-        "id": r.id,
+        "id": r.record_id,  # the form dead letters, Record.id and `dead requeue --id` use
         "record_id": r.record_id,
+        "seq": r.id,
         "lane": r.lane,
         "enqueued_at": r.enqueued_at,
         "chunk": r.chunk,
@@ -139,9 +140,13 @@ def _print_records(records: list[insp.PeekedRecord], empty: str) -> None:
     if not records:
         out.print(empty)
         return
-    table = Table("lane", "id", "enqueued (UTC)", "deliveries", "item")
+    table = Table("lane")
+    table.add_column("id", no_wrap=True, min_width=max(len(r.record_id) for r in records))
+    table.add_column("enqueued (UTC)", no_wrap=True)
+    table.add_column("deliveries")
+    table.add_column("item", overflow="fold")
     for r in records:
         shown = repr(r.item) if r.decode_error is None else f"<{r.decode_error}> {r.payload!r}"
         when = format_when(r.enqueued_at)
-        table.add_row(str(r.lane), str(r.id), when, str(r.deliveries), shown)
+        table.add_row(str(r.lane), r.record_id, when, str(r.deliveries), shown)
     out.print(table)
