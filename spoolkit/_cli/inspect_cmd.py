@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import click
 from rich.table import Table
 
 from spoolkit import _inspect as insp
+from spoolkit._cli import watch
 from spoolkit._cli.common import (
     SPOOL_PATH,
     console,
@@ -24,39 +26,80 @@ from spoolkit._cli.lanes import lane_json
 __all__ = ["inspect_cmd", "peek"]
 
 
-@click.command("inspect")
+@click.command(
+    "inspect",
+    epilog="""\b
+Examples:
+  spoolkit inspect /var/spool/app
+  spoolkit inspect /var/spool/app --watch        # refresh every 2 s until Ctrl-C
+  spoolkit inspect /var/spool/app --json | jq .backlog""",
+)
 @click.argument("path", type=SPOOL_PATH)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def inspect_cmd(path: str, as_json: bool) -> None:
+@click.option(
+    "--watch",
+    "watch_every",
+    type=click.FloatRange(min=0.1),
+    is_flag=False,
+    flag_value=watch.DEFAULT_INTERVAL,
+    default=None,
+    metavar="[SECONDS]",
+    help=f"Refresh every SECONDS ({watch.DEFAULT_INTERVAL:g} if not given) until Ctrl-C; "
+    "with --json, one JSON line per refresh.",
+)
+@click.option("--refreshes", type=click.IntRange(min=1), hidden=True, help="Stop after N views.")
+def inspect_cmd(path: str, as_json: bool, watch_every: float | None, refreshes: int | None) -> None:
     """Summarise the spool at PATH, every lane added up: backlog, disk use, oldest record,
     dead letters, and which live processes hold which lanes.
 
-    Read-only and lock-free: safe on a spool other processes are writing to.
+    Read-only and lock-free: safe on a spool other processes are writing to. --watch keeps
+    the view up to date (a live view of a backlog draining or a sink stuck); Ctrl-C ends it.
     """
-    info = insp.inspect_spool(path)
-    age = info.oldest_age()
-    if as_json:
-        emit_json(
-            {
-                "path": info.path,
-                "format": info.format,
-                "serializer": info.serializer,
-                "uid": info.uid,
-                "backlog": info.backlog,
-                "record_bytes": info.record_bytes,
-                "bytes_on_disk": info.bytes_on_disk,
-                "chunk_files": len(info.chunks),
-                "oldest_enqueued_at": info.oldest_enqueued_at,
-                "oldest_age_seconds": age,
-                "dead_letters": info.dead_letters,
-                "last_error": info.last_error,
-                "locked": info.locked,
-                "holder_pid": info.holder_pid,
-                "damaged_regions": info.damaged_regions,
-                "lanes": [lane_json(lane) for lane in info.lanes],
-            }
-        )
+    if watch_every is None:
+        _show(path, as_json, pretty=True)
         return
+    watch.run(lambda: _show(path, as_json, pretty=False), watch_every, refreshes, path)
+
+
+def _show(path: str, as_json: bool, *, pretty: bool) -> None:
+    """Print the summary once: a table, or JSON (indented when ``pretty``, else one line)."""
+    info = insp.inspect_spool(path)
+    if as_json:
+        data = _summary_json(info)
+        if pretty:
+            emit_json(data)
+        else:
+            click.echo(json.dumps(data, sort_keys=True))
+        return
+    out = console()
+    out.print(_summary_table(info))
+    if len(info.lanes) > 1:
+        out.print(_lanes_table(info.lanes))
+
+
+def _summary_json(info: insp.SpoolInfo) -> dict[str, Any]:
+    return {
+        "path": info.path,
+        "format": info.format,
+        "serializer": info.serializer,
+        "uid": info.uid,
+        "backlog": info.backlog,
+        "record_bytes": info.record_bytes,
+        "bytes_on_disk": info.bytes_on_disk,
+        "chunk_files": len(info.chunks),
+        "oldest_enqueued_at": info.oldest_enqueued_at,
+        "oldest_age_seconds": info.oldest_age(),
+        "dead_letters": info.dead_letters,
+        "last_error": info.last_error,
+        "locked": info.locked,
+        "holder_pid": info.holder_pid,
+        "damaged_regions": info.damaged_regions,
+        "lanes": [lane_json(lane) for lane in info.lanes],
+    }
+
+
+def _summary_table(info: insp.SpoolInfo) -> Table:
+    age = info.oldest_age()
     table = Table(title=f"spool {info.path}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
@@ -70,10 +113,7 @@ def inspect_cmd(path: str, as_json: bool) -> None:
     table.add_row("serializer", info.serializer or "?")
     if info.damaged_regions:
         table.add_row("damage", f"{info.damaged_regions} region(s): run `spoolkit fsck`")
-    out = console()
-    out.print(table)
-    if len(info.lanes) > 1:
-        out.print(_lanes_table(info.lanes))
+    return table
 
 
 def _state(info: insp.SpoolInfo) -> str:
