@@ -77,6 +77,15 @@ def test_every_command_has_help(runner: CliRunner, args: list[str]) -> None:
     assert "Usage:" in result.output
 
 
+@pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a) or "spoolkit")
+def test_every_command_help_shows_an_example(runner: CliRunner, args: list[str]) -> None:
+    """--help of the group and of every command shows an example command line."""
+    result = runner.invoke(cli, [*args, "--help"])
+    assert result.exit_code == EXIT_OK, result.output
+    assert "Example" in result.output
+    assert f"spoolkit {args[0] if args else ''}".strip() + " " in result.output.split("Example")[1]
+
+
 def test_inspect_prints_a_summary(runner: CliRunner, spool: Path) -> None:
     """inspect shows the backlog, chunk files, dead letters and the owner state."""
     result = runner.invoke(cli, ["inspect", str(spool)])

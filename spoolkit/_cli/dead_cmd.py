@@ -58,7 +58,7 @@ def _action_and_path(first: str, second: str | None) -> tuple[str, str]:
     epilog="""\b
 Examples:
   spoolkit dead list /var/spool/app --since 1h --error-contains timeout
-  spoolkit dead requeue /var/spool/app --id 3f2a...c1-42
+  spoolkit dead requeue /var/spool/app --id 9f1c2b7e4d3a4c1b8e6f0a2d5c7b9e13-42
   spoolkit dead purge /var/spool/app --since 7d --yes""",
 )
 @click.argument("first", metavar="ACTION", type=SPOOL_PATH)

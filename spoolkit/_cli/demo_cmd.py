@@ -14,7 +14,13 @@ from spoolkit._cli.common import Failure, console, emit_json, progress
 __all__ = ["demo"]
 
 
-@click.command("demo")
+@click.command(
+    "demo",
+    epilog="""\b
+Examples:
+  spoolkit demo
+  spoolkit demo --records 10000 --failure-rate 0.5 --dir /tmp/spoolkit-demo""",
+)
 @click.option("--records", default=100_000, show_default=True, type=click.IntRange(min=1))
 @click.option(
     "--failure-rate",

@@ -47,7 +47,17 @@ class _Group(click.Group):
             raise Failure(str(exc) or type(exc).__name__) from None
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="""\b
+Examples:
+  spoolkit inspect /var/spool/app
+  spoolkit dead list /var/spool/app --since 1h
+  spoolkit drain /var/spool/app --to https://logs.example.com/ingest
+
+Each command's --help shows its own examples.""",
+)
 @click.version_option(__version__, prog_name="spoolkit")
 def cli() -> None:
     """Inspect, check, repair, drain and ship spoolkit spools; run the crash demo.
@@ -55,6 +65,13 @@ def cli() -> None:
     Exit codes: 0 ok, 1 problems found, 2 usage or bad path, 3 spool in use.
     """
 
+
+FSCK_EXAMPLE = """\b
+Examples:
+  spoolkit fsck /var/spool/app
+  spoolkit fsck /var/spool/app --repair"""
+if not fsck.epilog:  # fsck's module is another's: give it an example here unless it has one
+    fsck.epilog = FSCK_EXAMPLE
 
 for _command in (inspect_cmd, peek, fsck, dead, drain, ship, demo):
     cli.add_command(_command)

@@ -141,7 +141,13 @@ def _lanes_table(lanes: tuple[insp.LaneInfo, ...]) -> Table:
     return table
 
 
-@click.command("peek")
+@click.command(
+    "peek",
+    epilog="""\b
+Examples:
+  spoolkit peek /var/spool/app -n 5
+  spoolkit peek /var/spool/app --json | jq -r '.[].id'""",
+)
 @click.argument("path", type=SPOOL_PATH)
 @click.option("-n", "count", default=10, show_default=True, type=click.IntRange(min=0))
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")

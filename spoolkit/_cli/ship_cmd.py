@@ -39,7 +39,12 @@ __all__ = ["ship"]
 POLL = 0.2  # seconds between two looks at the signals received (and slices of the final flush)
 
 
-@click.command("ship")
+@click.command(
+    "ship",
+    epilog="""\b
+Example:
+  spoolkit ship /var/spool/app --to https://logs.example.com/ingest --stop-timeout 30""",
+)
 @click.argument("path", type=SPOOL_PATH)
 @click.option("--to", "url", required=True, help="Sink URL (http://, jsonl://, stdout://...).")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1))
