@@ -127,3 +127,28 @@ def test_dead_lettering_that_fails_does_not_acknowledge_the_batch(
     finally:
         faults.clear()
         spool.stop()
+
+
+@needs_root
+def test_spool_takes_records_again_after_a_disk_full_episode(tmp_path: Path) -> None:
+    """The issue's case: a Spool (default chunksize) on a real small tmpfs put until
+    DiskFullError (one chunk grown to most of the disk), then drained by its sink; puts then
+    succeed, in this Spool and in a new one."""
+    record = os.urandom(8192)
+    with tmpfs(tmp_path / "small", "8m") as mnt:
+        sink = MemorySink()
+        spool = Spool(mnt / "spool", sink, serializer="raw")  # the defaults, as in the issue
+        stored, _error = fill_until_full(spool.put, lambda i: b"%06d" % i + record)
+        with spool:  # the workers start once the disk is full
+            assert spool.flush(30)
+            assert spool.stats().backlog == 0
+            after = [b"after-%d" % i + record for i in range(10)]
+            for item in after:
+                spool.put(item)  # DiskFullError here is the wedge
+            assert spool.flush(30)
+        again = MemorySink()
+        with Spool(mnt / "spool", again, workers=1, batch_interval=0, serializer="raw") as spool:
+            spool.put(b"after a restart" + record)
+            assert spool.flush(30)
+    assert sorted(sink.items) == sorted([*stored, *after])
+    assert again.items == [b"after a restart" + record]
