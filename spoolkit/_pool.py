@@ -19,6 +19,7 @@ import tenacity
 
 from spoolkit._deferred import CALL_MARK, DeferredCall, Registered, as_call
 from spoolkit._guard import guard, spoolkit_thread
+from spoolkit._lanes_view import lane_key
 from spoolkit._redact import error_repr
 from spoolkit._stats import Counters
 from spoolkit.backends import Backend
@@ -111,7 +112,12 @@ class Pool:
         self.progress = threading.Condition(threading.Lock())
         self.take_lock = threading.Lock()
         self.slots: list[Slot] = []
-        self.nack_epoch = 0
+        self.nack_epoch = 0  # moves with every hand-back (under take_lock, with the nack)
+        # records handed to workers / handed back, per lane (see spoolkit._lanes_view): flush
+        # counts these, under take_lock, never the records' timestamps
+        self.taken: dict[Any, int] = {}
+        self.returned: dict[Any, int] = {}
+        self._lane_of = lane_key(backend)
         self.urgent = 0  # flush() callers waiting: workers do not linger
         self.on_crash: Callable[[Slot, BaseException, list[Any]], None] = lambda *_: None
         self._attempts: dict[str, int] = {}
@@ -148,7 +154,8 @@ class Pool:
             while not self.stopping.is_set() and not slot.abandoned:
                 try:
                     msgs = self._take(slot)
-                except ClosedError:
+                except ClosedError:  # closed, or taken over: hand back what it held
+                    self.abandon(slot)
                     return
                 if msgs:
                     self._handle(slot, msgs)
@@ -170,16 +177,33 @@ class Pool:
         with slot.lock:
             if slot.abandoned or (call_started is not None and slot.call_started != call_started):
                 return None
-            slot.abandoned = True
             msgs, slot.inflight = slot.inflight, []
-            if msgs:
-                # closed: every unacknowledged record is delivered again after a restart
-                with contextlib.suppress(ClosedError):
-                    self.backend.nack(*msgs)
+            with self.take_lock:  # flush sees the slot abandoned only with its nack counted
+                slot.abandoned = True
+                self._hand_back(msgs)
         with self.progress:
-            self.nack_epoch += 1
             self.progress.notify_all()
         return msgs
+
+    def _hand_back(self, msgs: Sequence[Any]) -> None:
+        """Nack ``msgs`` and count them, holding ``take_lock`` (see ``wait_delivered``)."""
+        if msgs:
+            # closed: every unacknowledged record is delivered again after a restart
+            with contextlib.suppress(ClosedError):
+                self.backend.nack(*msgs)
+            self._count(self.returned, msgs)
+        self.nack_epoch += 1
+
+    def _count(self, counts: dict[Any, int], msgs: Sequence[Any]) -> None:
+        """Add ``msgs`` to ``counts`` by lane (holding ``take_lock``)."""
+        lane_of = self._lane_of
+        first = lane_of(msgs[0])
+        if lane_of(msgs[-1]) == first:  # a get_batch hands out the records of one lane
+            counts[first] = counts.get(first, 0) + len(msgs)
+            return
+        for m in msgs:
+            key = lane_of(m)
+            counts[key] = counts.get(key, 0) + 1
 
     # -- taking --------------------------------------------------------------------------------
 
@@ -194,6 +218,8 @@ class Pool:
         with self.take_lock:
             msgs = slot.inflight = list(backend.get_batch(size, 0))
             slot.rounds += 1
+            if msgs:
+                self._count(self.taken, msgs)
         if self.urgent:
             with self.progress:
                 self.progress.notify_all()
@@ -205,7 +231,10 @@ class Pool:
                     break
                 if backend.wait(min(remaining, _LINGER_SLICE)):
                     with self.take_lock:
-                        msgs.extend(backend.get_batch(size - len(msgs), 0))
+                        more = backend.get_batch(size - len(msgs), 0)
+                        if more:
+                            msgs.extend(more)
+                            self._count(self.taken, more)
         return msgs
 
     # -- delivering ----------------------------------------------------------------------------
@@ -244,16 +273,14 @@ class Pool:
             if ack:
                 self.backend.ack(*ack)
             if nack:
-                self.backend.nack(*nack)
+                with self.take_lock:
+                    self._hand_back(nack)
             settled = len(ack) + len(nack)
             if settled >= len(slot.inflight):
                 slot.inflight = []
             else:
                 done = {id(m) for m in (*ack, *nack)}
                 slot.inflight = [m for m in slot.inflight if id(m) not in done]
-        if nack:
-            with self.progress:
-                self.nack_epoch += 1
 
     def _deliver(
         self, slot: Slot, msgs: list[Any], target: SinkCall, retry: RetryPolicy | tenacity.Retrying

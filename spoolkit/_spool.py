@@ -20,6 +20,8 @@ from spoolkit._deferred import (
     to_item,
 )
 from spoolkit._deferred import producer as _producer
+from spoolkit._interrupt import interrupted_stop
+from spoolkit._lanes_view import taken_over
 from spoolkit._log import get_logger
 from spoolkit._pool import Pool
 from spoolkit._process import after_fork_in_child_of, running, watch_exit
@@ -38,6 +40,7 @@ R = TypeVar("R")
 
 WhenFull = Literal["block", "drop_newest", "drop_oldest", "raise"]
 _WHEN_FULL = ("block", "drop_newest", "drop_oldest", "raise")
+_STOP_TIMEOUT = 30.0  # stop()'s default, and a with-block's at its end
 
 
 class _DeferredDecorator(Protocol):
@@ -226,7 +229,8 @@ class Spool:
 
         "Now" includes the backlog recovered from disk and records in flight; records put
         after the call are not waited for (though a few may be, harmlessly). Costs nothing
-        to the producers.
+        to the producers. Decided by counting the records each lane hands out, never by
+        their timestamps: a wall clock stepped back does not end it early.
 
         Args:
             timeout: the most seconds to wait; None waits as long as it takes.
@@ -240,11 +244,10 @@ class Spool:
         if not self.consume:
             hand_over = getattr(self._backend, "hand_over", None)
             return bool(hand_over()) if callable(hand_over) else False
-        since = time.time()
         deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
-        return self._supervisor.wait_delivered(since, deadline)
+        return self._supervisor.wait_delivered(deadline)
 
-    def stop(self, drain: bool = True, timeout: float = 30.0) -> bool:
+    def stop(self, drain: bool = True, timeout: float = _STOP_TIMEOUT) -> bool:
         """Stop: refuse new records, finish in-flight batches, persist, release the directory.
 
         Args:
@@ -254,8 +257,14 @@ class Spool:
                 running at the end is abandoned and its batch delivered again next time.
 
         Returns:
-            True if everything that had to be finished was; False if the timeout cut it short.
-            Either way nothing is lost: what was not delivered stays on disk.
+            True if everything that had to be finished was; False if the timeout cut it short
+            (a sink that hangs past the timeout: stop returns at the timeout all the same;
+            the ``spool_stopped`` log event's ``reason`` says what was left). Either way
+            nothing is lost: what was not delivered stays on disk. A spool whose store a
+            newer instance on the same path in this process took over (a ``Queue`` or
+            another ``Spool`` with the same backend directory) has nothing left to finish:
+            that instance delivers the records now; stop releases the rest and returns True
+            (logged as ``taken_over=True``), never raising ``ClosedError``.
         """
         with self._state_lock:
             if self._state == "stopped":
@@ -266,21 +275,28 @@ class Spool:
             self._revive = False
         running(self, False)
         deadline = time.monotonic() + timeout
+        cut = self._supervisor.cut
         clean = True
-        if was_running and drain:
+        taken = taken_over(self._backend)
+        if was_running and drain and not taken:
             clean = self.flush(timeout)
         pool = self._pool
         pool.stopping.set()
         self._supervisor.stop()
-        if was_running and not self._supervisor.wait_idle(deadline):
-            clean = False
+        abandoned = 0
+        # taken over: what the workers hold is the newer instance's to deliver; hand it back
+        if was_running and (taken or not self._supervisor.wait_idle(deadline)):
+            clean = taken
             for slot in list(pool.slots):
-                pool.abandon(slot)
+                running_call = slot.call_started is not None
+                if pool.abandon(slot) and running_call:
+                    abandoned += 1
+        left = 0 if taken else _backlog(self._backend)
         try:
             self._backend.close()
         finally:
             for slot in list(pool.slots):
-                if slot.thread is not None and not slot.abandoned:
+                if slot.thread is not None and not slot.abandoned and not cut.is_set():
                     slot.thread.join(max(0.0, deadline - time.monotonic()))
             closer = getattr(self._sink, "close", None)
             try:
@@ -288,15 +304,42 @@ class Spool:
                     closer()
             finally:
                 self._dead.close()
-        self._log.info("spool_stopped", clean=clean)
+        self._stopped_log(clean, taken, left, abandoned, timeout)
         return clean
+
+    def _stopped_log(
+        self, clean: bool, taken: bool, left: int, abandoned: int, timeout: float
+    ) -> None:
+        """Log ``spool_stopped``, with the reason when it did not finish."""
+        if taken:
+            self._log.info("spool_stopped", clean=clean, taken_over=True)
+            return
+        if clean:
+            self._log.info("spool_stopped", clean=True)
+            return
+        why = (
+            "cut short by a second Ctrl-C"
+            if self._supervisor.cut.is_set()
+            else f"the {timeout:g} s timeout passed"
+        )
+        reason = f"{why}: {left} records not delivered stay on disk"
+        if abandoned:
+            reason += f"; {abandoned} sink calls still running were abandoned"
+        self._log.info("spool_stopped", clean=False, reason=reason, backlog=left)
 
     def __enter__(self) -> Spool:
         self.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        """``stop()``. After a Ctrl-C with records waiting, a warning says the drain may take
+        up to the stop timeout and that a second Ctrl-C stops at once (nothing is lost: what
+        was not delivered stays on disk); the second one ends the drain without a traceback
+        of its own."""
+        if kind is not None and issubclass(kind, KeyboardInterrupt):
+            interrupted_stop(self, _STOP_TIMEOUT)
+        else:
+            self.stop(timeout=_STOP_TIMEOUT)
 
     # -- putting -------------------------------------------------------------------------------
 
@@ -514,6 +557,13 @@ def _check(
         raise ConfigError(f"when_full must be one of {_WHEN_FULL}, got {when_full!r}")
     if sink_timeout is not None and sink_timeout <= 0:
         raise ConfigError(f"sink_timeout must be > 0 seconds or None, got {sink_timeout!r}")
+
+
+def _backlog(backend: Backend) -> int:
+    try:
+        return backend.backlog()
+    except ClosedError:
+        return 0
 
 
 def _as_write(sink: Any) -> Callable[[Sequence[Record]], None]:

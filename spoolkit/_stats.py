@@ -42,6 +42,11 @@ class SpoolStats:
         undecodable: stored records skipped because their serializer could not read them
             back (a tampered or wrongly keyed encrypted record, a renamed pickled class); they
             stay on disk and are tried again after a restart.
+        stuck_calls: sink calls that ran past ``sink_timeout`` and were abandoned (their batch
+            handed to another worker); each also counts in ``worker_restarts``.
+        stuck_threads: threads inside a sink call past ``sink_timeout`` now (gauge): abandoned
+            ones still running plus stuck workers no longer replaced because abandoned ones
+            reached the limit (2 per configured worker; see the Supervision docs).
     """
 
     enqueued: int
@@ -55,6 +60,8 @@ class SpoolStats:
     worker_restarts: int
     last_error: str | None
     undecodable: int = 0
+    stuck_calls: int = 0
+    stuck_threads: int = 0
 
 
 class Counters:
@@ -68,6 +75,8 @@ class Counters:
         "last_error",
         "lock",
         "retried",
+        "stuck_calls",
+        "stuck_threads",
         "worker_restarts",
     )
 
@@ -79,6 +88,8 @@ class Counters:
         self.dead_lettered = 0
         self.dropped = 0
         self.worker_restarts = 0
+        self.stuck_calls = 0
+        self.stuck_threads = 0  # a gauge the supervisor sets
         self.last_error: str | None = None
 
     def add(self, name: str, n: int = 1) -> None:
@@ -155,4 +166,6 @@ def snapshot(counters: Counters, backend: Backend, dead_bytes: int, pool: Pool) 
             worker_restarts=c.worker_restarts,
             last_error=c.last_error,
             undecodable=getattr(backend, "undecodable", 0),
+            stuck_calls=c.stuck_calls,
+            stuck_threads=c.stuck_threads,
         )

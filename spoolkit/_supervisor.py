@@ -6,7 +6,14 @@ handed back to the queue at once; the supervisor counts the crash, logs it and s
 worker after a backoff (50 ms doubling to 5 s while crashes keep coming). A sink call running
 longer than ``sink_timeout`` is reported as stuck: its batch goes back to the queue for another
 worker, a replacement worker starts at once, and the stuck thread is left to finish on its own
-(whatever it returns is ignored). So the pool never stays below its configured size.
+(whatever it returns is ignored). So the pool does not stay below its configured size while
+the sink hangs now and then.
+
+A Python thread cannot be killed, so abandoned threads stay until their call returns. Against
+a sink that hangs on every call, at most :data:`STUCK_PER_WORKER` times ``workers`` of them
+are kept: past that, a stuck worker is no longer replaced (it keeps its batch, and finishes it
+if the call ever returns), the spool says so once (``sink_stuck_limit``) and in
+``stats().stuck_threads``, and replacing resumes as abandoned calls return.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import threading
 import time
 from typing import Any
 
+from spoolkit._lanes_view import waiting_by_lane
 from spoolkit._pool import Pool, Slot
 from spoolkit._redact import error_repr
 from spoolkit._stats import Counters
@@ -27,6 +35,7 @@ _FIRST_RESTART_WAIT = 0.05
 _MAX_RESTART_WAIT = 5.0
 _CALM_AFTER = 30.0  # seconds without a crash after which the restart backoff starts over
 _POLL = 0.25  # the most seconds between two looks for stuck sink calls
+STUCK_PER_WORKER = 2  # abandoned stuck threads kept at most, per configured worker
 
 
 class Supervisor:
@@ -64,6 +73,11 @@ class Supervisor:
         self._thread: threading.Thread | None = None
         self._streak = 0
         self._last_crash = float("-inf")
+        self.max_stuck = STUCK_PER_WORKER * workers
+        self._stuck: list[Slot] = []  # abandoned in a stuck sink call; threads maybe running
+        self._at_limit = False
+        self.cut = threading.Event()
+        """Set to end every wait for progress at once (a second Ctrl-C during ``stop``)."""
         pool.on_crash = self._crashed
 
     def start(self) -> None:
@@ -109,23 +123,46 @@ class Supervisor:
             self._bound(slot, msgs).info("worker_restarted")
 
     def check_stuck(self) -> None:
-        """Replace every worker whose sink call has run longer than ``sink_timeout``."""
+        """Replace every worker whose sink call has run longer than ``sink_timeout``, while
+        fewer than ``max_stuck`` abandoned threads are still running; update
+        ``stuck_threads``."""
         limit = self.sink_timeout
         if limit is None:
             return
         now = self.clock.monotonic()
+        self._stuck = [s for s in self._stuck if s.thread is not None and s.thread.is_alive()]
+        kept = 0  # stuck workers not replaced: the limit is reached
         for slot in list(self.pool.slots):
             started = slot.call_started
             if slot.abandoned or started is None or now - started <= limit:
                 continue
+            if len(self._stuck) >= self.max_stuck:
+                kept += 1
+                continue
             msgs = self.pool.abandon(slot, started)
             if msgs is None:
                 continue  # it returned in the meantime
+            self._stuck.append(slot)
             self.pool.spawn(slot.index)
             self.counters.add("worker_restarts")
+            self.counters.add("stuck_calls")
             self._bound(slot, msgs).error(
                 "sink_stuck", running_for=round(now - started, 3), sink_timeout=limit
             )
+        self.counters.stuck_threads = len(self._stuck) + kept
+        if kept and not self._at_limit:
+            self._at_limit = True
+            self.log.warning(
+                "sink_stuck_limit",
+                abandoned_threads=len(self._stuck),
+                max_stuck=self.max_stuck,
+                stuck_workers=kept,
+                sink_timeout=limit,
+                note="stuck workers are no longer replaced until abandoned sink calls return",
+            )
+        elif not kept and self._at_limit:
+            self._at_limit = False
+            self.log.info("sink_stuck_limit_ended", abandoned_threads=len(self._stuck))
 
     def _bound(self, slot: Slot, msgs: list[Any]) -> Any:
         rid = self.pool.backend.record_id
@@ -145,25 +182,30 @@ class Supervisor:
 
     # -- waiting for progress (flush, stop) ---------------------------------------------------
 
-    def wait_delivered(self, since: float, deadline: float) -> bool:
-        """Wait until every record stored before ``since`` (wall clock) is settled.
+    def wait_delivered(self, deadline: float) -> bool:
+        """Wait until every record in the spool now (waiting or in flight) is settled.
 
-        Phase 1 waits until none of them waits in the backend any more, and notes which round
-        of which worker may hold them (taking a batch and noting it in the worker's slot
-        happen under ``pool.take_lock``); phase 2 waits for those rounds to end. A nack in the
-        meantime (a crash, a stuck sink) puts records back: then it starts over.
+        Decided by counting records, never by their timestamps (a wall clock stepped back
+        stamps records in the "future"). Phase 1 notes how many records wait in each lane and
+        waits until workers have taken that many of the lane, net of those handed back (a lane
+        hands records out in order, handed-back ones first, so none of the noted ones waits
+        then), or the lane is empty; it notes which round of which worker may hold them
+        (taking a batch, counting it and noting it in the worker's slot happen under
+        ``pool.take_lock``). Phase 2 waits for those rounds to end. A nack in the meantime (a
+        crash, a stuck sink) puts records back: then it starts over, counting afresh.
         """
         pool = self.pool
         with pool.progress:
             pool.urgent += 1  # lingering workers hand over what they hold at once
         try:
             while True:
-                with pool.progress:
+                with pool.take_lock:
                     epoch = pool.nack_epoch
+                    base = waiting_by_lane(pool.backend)
+                    taken, returned = dict(pool.taken), dict(pool.returned)
                 while True:
                     with pool.take_lock:
-                        oldest = pool.backend.oldest_enqueued_at()
-                        if oldest is None or oldest > since:
+                        if self._all_taken(base, taken, returned):
                             need = [(s, s.rounds) for s in pool.slots]
                             break
                     with pool.progress:
@@ -173,11 +215,29 @@ class Supervisor:
                     while any(not s.abandoned and s.finished < n for s, n in need):
                         if not self._wait_progress(deadline):
                             return False
+                with pool.take_lock:  # a slot is abandoned and its batch nacked at once
                     if pool.nack_epoch == epoch:
                         return True
         finally:
             with pool.progress:
                 pool.urgent -= 1
+
+    def _all_taken(
+        self, base: dict[Any, int], taken: dict[Any, int], returned: dict[Any, int]
+    ) -> bool:
+        """Whether none of the ``base`` records waits any more (holding ``pool.take_lock``)."""
+        pool = self.pool
+        now: dict[Any, int] | None = None
+        for lane, waited in base.items():
+            net = pool.taken.get(lane, 0) - taken.get(lane, 0)
+            net -= pool.returned.get(lane, 0) - returned.get(lane, 0)
+            if net >= waited:
+                continue
+            if now is None:
+                now = waiting_by_lane(pool.backend)
+            if now.get(lane, 0):
+                return False
+        return True
 
     def wait_idle(self, deadline: float) -> bool:
         """Wait until no live worker holds a batch; False at ``deadline`` (monotonic)."""
@@ -191,7 +251,7 @@ class Supervisor:
     def _wait_progress(self, deadline: float) -> bool:
         """Wait (holding ``pool.progress``) for a worker's news, or a short while."""
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if remaining <= 0 or self.cut.is_set():
             return False
         self.pool.progress.wait(min(remaining, _POLL / 5))
         return True

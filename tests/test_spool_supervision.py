@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -138,3 +139,53 @@ def test_no_sink_timeout_never_reports_stuck(make_spool: Any, event_log: EventLo
         assert spool.flush(10)
         assert spool.stats().worker_restarts == 0
     assert event_log.named("sink_stuck") == []
+
+
+def _wait_until(predicate: Any, timeout: float = 10.0) -> bool:
+    """Poll ``predicate`` until true or ``timeout`` (real) seconds passed."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)  # a poll of a predicate, not a wait for an outcome
+    return True
+
+
+def _worker_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name.startswith("spoolkit-worker"))
+
+
+def test_hanging_sink_keeps_abandoned_threads_bounded(make_spool: Any, event_log: EventLog) -> None:
+    """A sink that never returns: stuck workers are replaced up to 2 per worker, then kept."""
+    clock = FakeClock()
+    hang = threading.Event()
+    before = _worker_threads()
+    spool = make_spool(
+        lambda batch: hang.wait(), workers=2, batch_size=1, sink_timeout=0.5, clock=clock
+    )
+    try:
+        spool.put_many(range(50))
+        spool.start()
+        pool = spool._pool
+        for turn in range(6):
+            # every live worker is inside a sink call (a replacement too): then time passes
+            assert _wait_until(
+                lambda: all(s.call_started is not None for s in pool.slots if not s.abandoned)
+            )
+            clock.advance(1)
+            want = min(2 * (turn + 1), 4)
+            assert _wait_until(
+                lambda want=want, turn=turn: (
+                    spool.stats().stuck_calls == want
+                    and spool.stats().stuck_threads == (6 if turn >= 2 else want)
+                )
+            ), spool.stats()
+        stats = spool.stats()
+        assert _worker_threads() - before == 6  # 2 workers + 4 abandoned, not one per turn
+        assert stats.worker_restarts == 4
+        assert len(event_log.named("sink_stuck")) == 4
+        [limit] = event_log.named("sink_stuck_limit")
+        assert limit["max_stuck"] == 4
+        assert limit["stuck_workers"] == 2
+    finally:
+        hang.set()
