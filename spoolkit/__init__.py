@@ -5,6 +5,7 @@ from __future__ import annotations
 from queue import Empty, Full
 
 from spoolkit import _platform  # noqa: F401 - first: refuses a platform spoolkit can't run on
+from spoolkit._current import current_record
 from spoolkit._deferred import DeferredFunction, DeferredHandle
 from spoolkit._process import exit_on_sigterm
 from spoolkit._queue import Delivery, Queue
@@ -35,5 +36,6 @@ __all__ = [
     "SpoolProcessor",
     "SpoolStats",
     "__version__",
+    "current_record",
     "exit_on_sigterm",
 ]

@@ -17,6 +17,7 @@ from typing import Any
 
 import tenacity
 
+from spoolkit._current import delivering
 from spoolkit._deferred import CALL_MARK, DeferredCall, Registered, as_call
 from spoolkit._guard import guard, spoolkit_thread
 from spoolkit._lanes_view import lane_key
@@ -435,11 +436,13 @@ class Pool:
 
 
 def _runner(reg: Registered, call: DeferredCall) -> SinkCall:
-    def run(_records: Sequence[Record]) -> None:
+    def run(records: Sequence[Record]) -> None:
         guard.active = False  # the application's own code: what it logs is spooled
+        token = delivering.set(records[0])  # spoolkit.current_record() inside the function
         try:
             reg.run(call)
         finally:
+            delivering.reset(token)
             guard.active = True
 
     return run

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import spoolkit
 from spoolkit import DeferredHandle, RetryPolicy, Spool
 from spoolkit.errors import ConfigError, SerializationError, TransientError
 from spoolkit.testing import FakeClock, MemorySink
@@ -256,3 +257,63 @@ def test_deferred_function_can_still_be_called_directly(make_spool: Any) -> None
 
     assert add.func(2, 3) == 5
     assert "add" in repr(add)
+
+
+# -- current_record -------------------------------------------------------------------------------
+
+
+def test_deferred_function_sees_its_record_id_and_attempt(make_spool: Any) -> None:
+    """current_record() inside the call gives handle.id and the attempt number, each retry."""
+    clock = FakeClock()
+    spool = make_spool(MemorySink(), clock=clock, workers=1)
+    seen: list[tuple[str, int]] = []
+
+    @spool.deferred(name="notify", retry=RetryPolicy(initial_wait=1, multiplier=1, jitter=0))
+    def notify(url: str) -> None:
+        record = spoolkit.current_record()
+        assert record is not None
+        seen.append((record.id, record.attempts))
+        if len(seen) < 3:
+            raise TransientError("partner down")
+
+    first, second = notify("https://a.example"), notify("https://b.example")
+    with spool:
+        assert spool.flush(10)
+    assert seen[:3] == [(first.id, 1), (first.id, 2), (first.id, 3)]
+    assert seen[3:] == [(second.id, 1)]
+
+
+def test_async_deferred_function_sees_its_record(make_spool: Any) -> None:
+    """An async def deferred function sees current_record() too."""
+    spool = make_spool(MemorySink())
+    seen: list[str | None] = []
+
+    @spool.deferred(name="a")
+    async def work() -> None:
+        await asyncio.sleep(0)
+        record = spoolkit.current_record()
+        seen.append(record.id if record else None)
+
+    handle = work()
+    with spool:
+        assert spool.flush(10)
+    assert seen == [handle.id]
+
+
+def test_current_record_is_none_outside_a_deferred_call(make_spool: Any) -> None:
+    """None in the caller, in a direct call of .func and in a sink, before and after a run."""
+    in_sink: list[object] = []
+    spool = make_spool(lambda batch: in_sink.append(spoolkit.current_record()))
+
+    @spool.deferred(name="d")
+    def work() -> object:
+        return spoolkit.current_record()
+
+    assert spoolkit.current_record() is None
+    assert work.func() is None
+    work()
+    spool.put("data")
+    with spool:
+        assert spool.flush(10)
+    assert in_sink == [None]
+    assert spoolkit.current_record() is None
