@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from typing import Any
 
 from spoolkit.errors import ConfigError
@@ -23,6 +24,34 @@ __all__ = [
     "RawSerializer",
     "resolve",
 ]
+
+_SURROGATE = re.compile("[\\ud800-\\udfff]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def _escape_surrogates(text: str) -> bytes:
+    """The UTF-8 of JSON ``text`` in which lone surrogates (``"caf\\udce9"``, a file name read
+    with ``surrogateescape``) are written as JSON ``\\uXXXX`` escapes, since UTF-8 cannot hold
+    them. JSON text has such characters only inside strings, where the escape means the same
+    character: decoding gives back the same ``str``. (A high surrogate directly followed by a
+    low one is read back as the one character the pair encodes, as by any JSON decoder.)
+
+    Call it after ``text.encode()`` raised ``UnicodeEncodeError``: text without surrogates
+    never pays for the search.
+    """
+    return _SURROGATE.sub(_escape, text).encode()
+
+
+def _json_utf8(text: str) -> bytes:
+    """The UTF-8 of JSON ``text``, lone surrogates written as ``\\uXXXX`` escapes (for sinks
+    that send JSON text made from records a JSON spool gave back with such characters)."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return _escape_surrogates(text)
 
 
 class PickleSerializer:
@@ -53,7 +82,13 @@ class JsonText:
 
 
 class JsonSerializer:
-    """Compact UTF-8 JSON. Safe to load from an untrusted directory."""
+    """Compact UTF-8 JSON. Safe to load from an untrusted directory.
+
+    Text is stored as UTF-8 as it is, except lone surrogates (a ``surrogateescape``d file name
+    such as ``"caf\\udce9"``), which UTF-8 cannot hold: they are stored as JSON ``\\udce9``
+    escapes and load back as the same ``str``. (A high surrogate directly followed by a low one
+    loads back as the one character the pair encodes, as with any JSON decoder.)
+    """
 
     name = "json"
 
@@ -68,7 +103,11 @@ class JsonSerializer:
         """
         if type(obj) is JsonText:
             return obj.data
-        return self._encoder.encode(obj).encode()
+        text = self._encoder.encode(obj)
+        try:
+            return text.encode()
+        except UnicodeEncodeError:  # a lone surrogate: stored as its \\uXXXX escape
+            return _escape_surrogates(text)
 
     def loads(self, data: bytes) -> Any:
         """Decode JSON."""

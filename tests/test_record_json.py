@@ -90,3 +90,41 @@ def test_a_json_spool_handler_delivers_the_same_records_as_a_generic_one(tmp_pat
     assert got["json"] == got["pickle"]
     assert len(got["json"]) == 4
     assert got["json"][2]["truncated"] == {"message": 200}
+
+
+# Text with lone surrogates: any code point, surrogates included, and surrogateescape's own.
+_surrogate_text = st.text(
+    alphabet=st.characters(exclude_categories=()) | st.integers(0xDC80, 0xDCFF).map(chr)
+)
+
+
+def _as_json_reads_it(text: str) -> str:
+    """``text`` as any JSON decoder reads its escaped form back: a high surrogate directly
+    followed by a low one becomes the character the pair encodes; every other code point,
+    lone surrogates included, stays."""
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+
+
+@given(message=_surrogate_text, name=_surrogate_text, key=_surrogate_text, value=_surrogate_text)
+def test_record_json_escapes_lone_surrogates_and_reads_back_the_same_text(
+    *, message: str, name: str, key: str, value: str
+) -> None:
+    """A message, logger name or extra with lone surrogates: valid UTF-8 that decodes back."""
+    record = logging.LogRecord(name, logging.INFO, "/p.py", 7, "%s", (message,), None)
+    d = record_to_dict(record)
+    d["extra"] = {key: value}
+    data = record_json(d).data
+    data.decode("utf-8")  # strict: nothing UTF-8 cannot hold
+    back = JsonSerializer().loads(data)
+    assert back["message"] == _as_json_reads_it(message)
+    assert back["logger"] == _as_json_reads_it(name)
+    assert back["extra"] == {_as_json_reads_it(key): _as_json_reads_it(value)}
+    assert back == json.loads(JsonSerializer().dumps(d))
+
+
+@given(text=st.text(alphabet=st.characters(codec="utf-8") | st.integers(0xDC80, 0xDCFF).map(chr)))
+def test_surrogateescaped_text_reads_back_exactly(text: str) -> None:
+    """Text from surrogateescape (only U+DC80..U+DCFF): both paths give back the very same str."""
+    record = logging.LogRecord("n", logging.INFO, "/p.py", 7, "%s", (text,), None)
+    assert JsonSerializer().loads(record_json(record_to_dict(record)).data)["message"] == text
+    assert JsonSerializer().loads(JsonSerializer().dumps({"t": text})) == {"t": text}

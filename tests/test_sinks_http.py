@@ -459,3 +459,20 @@ def test_bad_configuration_is_config_error(url: str, kwargs: dict[str, object]) 
 
     with pytest.raises(ConfigError):
         HttpSink(url, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_record_with_a_lone_surrogate_is_sent_as_its_json_escape(
+    httpserver: HTTPServer, sink_factory: MakeSink
+) -> None:
+    """An item holding "caf\\udce9" (as a JSON spool gives it back) is posted, valid UTF-8,
+    and decodes to the same text; the other records of the batch go with it."""
+    httpserver.expect_request("/s").respond_with_data("")
+    sink = sink_factory(httpserver.url_for("/s"))
+    name = b"caf\xe9".decode("utf-8", "surrogateescape")
+    sink.write([Record("r0", {"file": name}, 1.0), *records(1, start=1)])
+    body = httpserver.log[0][0].get_data()
+    assert b"caf\\udce9" in body
+    assert [r["item"] for r in json.loads(body.decode("utf-8"))] == [
+        {"file": name},
+        {"n": 1, "msg": "hello 1"},
+    ]

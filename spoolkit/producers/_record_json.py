@@ -4,7 +4,9 @@ without the generic encoder's walk over a dict whose keys and value types are kn
 A :class:`~spoolkit.SpoolHandler` whose spool stores JSON hands the spool this text, marked as
 :class:`~spoolkit.serializers.JsonText` so that the JSON serializer stores it as it is: about
 half the generic encoder's cost for the common record. The text decodes to exactly what the
-generic encoder's would (``tests/test_record_json.py`` checks it on every kind of value).
+generic encoder's would (``tests/test_record_json.py`` checks it on every kind of value). A lone
+surrogate (a ``surrogateescape``d file name in a message) is written as its JSON ``\\uXXXX``
+escape, as :class:`~spoolkit.serializers.JsonSerializer` does, and decodes to the same ``str``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 from json.encoder import encode_basestring  # the C escaper of ensure_ascii=False
 from typing import Any
 
-from spoolkit.serializers import JsonText
+from spoolkit.serializers import JsonText, _escape_surrogates
 
 __all__ = ["record_json"]
 
@@ -55,4 +57,7 @@ def record_json(d: dict[str, Any]) -> JsonText:
         )
     except TypeError:  # a record someone built by hand: the generic encoder decides
         text = _generic(d)
-    return JsonText(text.encode())
+    try:
+        return JsonText(text.encode())
+    except UnicodeEncodeError:  # a lone surrogate ("caf\\udce9"): stored as its \\uXXXX escape
+        return JsonText(_escape_surrogates(text))

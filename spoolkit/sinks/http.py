@@ -20,6 +20,7 @@ from spoolkit._redact import (
     secrets_in_url,
 )
 from spoolkit.errors import ConfigError, PermanentError, SinkError, TransientError
+from spoolkit.serializers import _json_utf8
 from spoolkit.sinks._encode import ToJson, encode_batch
 from spoolkit.typing import Record
 
@@ -177,7 +178,7 @@ class HttpSink:
         encoded.raise_if_all_bad(self._description)
         lines = [line for _, line in encoded.ok]
         body = "\n".join(lines) + "\n" if self.format == "ndjson" else f"[{','.join(lines)}]"
-        content = body.encode("utf-8")
+        content = _json_utf8(body)  # a lone surrogate ("caf\\udce9") goes as its JSON escape
         headers = {}
         if not any(k.lower() == "content-type" for k in self._headers):
             headers["Content-Type"] = _CONTENT_TYPES[self.format]

@@ -8,6 +8,7 @@ from typing import Any
 
 from spoolkit._redact import carry_secrets, redact_text, redact_url, secrets_in_url
 from spoolkit.errors import ConfigError, PermanentError, SinkError, TransientError
+from spoolkit.serializers import _json_utf8
 from spoolkit.sinks._encode import encode_batch
 from spoolkit.typing import Record
 
@@ -177,7 +178,7 @@ class RedisStreamSink:
                     fields: dict[FieldT, EncodableT] = {
                         "id": record.id,
                         "enqueued_at": str(record.enqueued_at),
-                        "item": item,
+                        "item": _json_utf8(item),  # lone surrogates as JSON escapes
                     }
                     pipe.xadd(self.stream, fields, maxlen=self.maxlen, approximate=self.approximate)
                 pipe.execute()
