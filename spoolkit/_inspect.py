@@ -35,7 +35,9 @@ from spoolkit._disk.lanes import lane_paths
 from spoolkit._inspect_files import (
     DEAD_DIR,
     chunk_info,
+    header_uid,
     lane_label,
+    losses,
     pending,
     spool_dir,
     tree_size,
@@ -48,6 +50,7 @@ from spoolkit._inspect_reports import (
     DeadLetterInfo,
     FsckReport,
     LaneInfo,
+    LostRecords,
     PeekedRecord,
     SpoolInfo,
 )
@@ -62,6 +65,7 @@ __all__ = [
     "DeadLetterInfo",
     "FsckReport",
     "LaneInfo",
+    "LostRecords",
     "PeekedRecord",
     "SpoolInfo",
     "dead_letters",
@@ -95,11 +99,12 @@ def _read_lane(root: str, path: str) -> LaneInfo:
     """One lane, every chunk read once, without its lock."""
     number, prefix = lane_label(root, path)
     locked = meta.is_locked(path)
-    uid = (meta.read_meta(path) or {}).get("uid")
+    found = list(walk(path, prefix))
+    uid = header_uid(found, path)
     chunks: list[ChunkInfo] = []
     backlog = record_bytes = 0
     oldest: float | None = None
-    for name, data, scan in walk(path, prefix):
+    for name, data, scan in found:
         chunks.append(chunk_info(name, len(data), scan))
         for f in scan.frames:
             if not f.acked:
@@ -110,13 +115,14 @@ def _read_lane(root: str, path: str) -> LaneInfo:
     return LaneInfo(
         number=number,
         path=path,
-        uid=_str_or_none(uid),
+        uid=uid,
         chunks=tuple(chunks),
         backlog=backlog,
         record_bytes=record_bytes,
         oldest_enqueued_at=oldest,
         locked=locked,
         holder_pid=meta.holder_pid(path) if locked else None,
+        lost=losses(found, uid),
     )
 
 
@@ -183,6 +189,7 @@ def inspect_spool(path: str | os.PathLike[str]) -> SpoolInfo:
         last_error=f"{newest.error_type}: {newest.error}" if newest else None,
         damaged_regions=sum(lane.damaged_regions for lane in found),
         lanes=tuple(found),
+        lost=tuple(r for lane in found for r in lane.lost),
     )
 
 
@@ -328,7 +335,8 @@ def fsck(path: str | os.PathLike[str]) -> FsckReport:
                 f"{where}meta.json is missing or unreadable: the next open writes a new one "
                 "with the serializer it is given"
             )
-    dead = list(walk(os.path.join(p, DEAD_DIR), DEAD_PREFIX))
+    dead_dir = os.path.join(p, DEAD_DIR)
+    dead = list(walk(dead_dir, DEAD_PREFIX))
     chunks = [c for lane in found for c in lane.chunks]
     chunks += [chunk_info(name, len(data), scan) for name, data, scan in dead]
     return FsckReport(
@@ -340,4 +348,5 @@ def fsck(path: str | os.PathLike[str]) -> FsckReport:
         warnings=tuple(warnings),
         live=any(lane.held_by_other() for lane in found),
         lanes=tuple(found),
+        dead_lost=losses(dead, header_uid(dead, dead_dir)),
     )

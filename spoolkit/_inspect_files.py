@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 from spoolkit._disk import framing, meta
 from spoolkit._disk.framing import CHUNK_HEADER_SIZE, FRAME_HEADER_SIZE, ChunkHeader, Frame
+from spoolkit._disk.recovery import ChunkFacts, FactsBuilder, LostRange, find_losses
 from spoolkit._disk.segment import parse_chunk_name
-from spoolkit._inspect_reports import ChunkInfo, DamagedRegion
+from spoolkit._inspect_reports import ChunkInfo, DamagedRegion, LostRecords
 from spoolkit.errors import FormatError, PathError
 
 __all__ = [
@@ -22,6 +23,8 @@ __all__ = [
     "Scan",
     "chunk_info",
     "chunk_names",
+    "header_uid",
+    "losses",
     "lane_label",
     "pending",
     "read_file",
@@ -42,6 +45,19 @@ class Scan:
     header: ChunkHeader | None
     frames: list[Frame] = field(default_factory=list)
     damage: list[DamagedRegion] = field(default_factory=list)
+
+    def facts(self, name: str, size: int) -> ChunkFacts:
+        """What loss detection needs of this chunk file (``name`` of ``size`` bytes)."""
+        index = parse_chunk_name(os.path.basename(name))
+        assert index is not None
+        build = FactsBuilder(self.header.first_id if self.header is not None else None)
+        events = [(f.offset, f) for f in self.frames] + [(d.start, d) for d in self.damage]
+        for _pos, found in sorted(events, key=lambda e: e[0]):
+            if isinstance(found, Frame):
+                build.frame(found.record_id, found.acked or found.deliveries > 0, found.acked)
+            else:
+                build.damage(found.start)
+        return build.done(name, index, size, bool(self.damage))
 
 
 def spool_dir(path: str | os.PathLike[str]) -> str:
@@ -134,6 +150,25 @@ def chunk_info(name: str, size: int, scan: Scan) -> ChunkInfo:
         header_ok=scan.header is not None,
         damage=tuple(scan.damage),
     )
+
+
+def losses(found: list[tuple[str, bytes, Scan]], uid: str | None) -> tuple[LostRecords, ...]:
+    """The records written and gone from one queue directory, from its chunk files as
+    :func:`walk` returned them (see :func:`spoolkit._disk.recovery.find_losses`)."""
+    ranges: list[LostRange] = find_losses([s.facts(n, len(d)) for n, d, s in found])
+    return tuple(LostRecords(r.chunk, r.first, r.last, r.reason, uid) for r in ranges)
+
+
+def header_uid(found: list[tuple[str, bytes, Scan]], directory: str) -> str | None:
+    """A queue directory's uid: the first intact chunk header's (checksummed), as an open
+    takes it, else the one in its ``meta.json`` when well formed."""
+    for _name, _data, scan in found:
+        if scan.header is not None:
+            return scan.header.uid.hex()
+    uid = (meta.read_meta(directory) or {}).get("uid")
+    if isinstance(uid, str) and len(uid) == 32 and all(c in "0123456789abcdef" for c in uid):
+        return uid
+    return None
 
 
 def walk(path: str, prefix: str = "") -> Iterator[tuple[str, bytes, Scan]]:

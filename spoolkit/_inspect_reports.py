@@ -17,6 +17,7 @@ __all__ = [
     "DeadLetterInfo",
     "FsckReport",
     "LaneInfo",
+    "LostRecords",
     "PeekedRecord",
     "SpoolInfo",
 ]
@@ -43,6 +44,70 @@ class DamagedRegion:
     def length(self) -> int:
         """Bytes in the region."""
         return self.end - self.start
+
+
+@dataclass(frozen=True, slots=True)
+class LostRecords:
+    """Records that were written to a lane and are gone: a chunk file cut at a record
+    boundary, emptied, deleted, or damaged between records (see
+    :func:`spoolkit._disk.recovery.find_losses` for what shows a loss).
+
+    Attributes:
+        chunk: the chunk file that held them, or should have (named from the spool).
+        first: the first lost record number; None when it cannot be known.
+        last: the last one; None when every record after ``first`` may be lost (the newest
+            chunk file was cut: how many it held is written nowhere else).
+        reason: what showed the loss.
+        uid: the lane's uid (the first part of the ids), if known.
+    """
+
+    chunk: str
+    first: int | None
+    last: int | None
+    reason: str
+    uid: str | None = None
+
+    def _id(self, n: int | None) -> str | None:
+        if n is None:
+            return None
+        return f"{self.uid}-{n}" if self.uid else str(n)
+
+    @property
+    def first_id(self) -> str | None:
+        """The first lost record's id as a sink saw it (``<uid>-<n>``), if known."""
+        return self._id(self.first)
+
+    @property
+    def last_id(self) -> str | None:
+        """The last lost record's id (``<uid>-<n>``), if known."""
+        return self._id(self.last)
+
+    @property
+    def count(self) -> int | None:
+        """How many records were lost, when both ends are known."""
+        if self.first is None or self.last is None:
+            return None
+        return self.last - self.first + 1
+
+    def covers(self, number: int) -> bool:
+        """Whether record number ``number`` of the lane is in this range."""
+        if self.first is not None and number < self.first:
+            return False
+        return self.last is None or number <= self.last
+
+    def describe(self) -> str:
+        """One line: which ids, where, why."""
+        if self.first is None and self.last is None:
+            ids = "records of unknown ids"
+        elif self.first is None:
+            ids = f"records up to {self.last_id}"
+        elif self.last is None:
+            ids = f"records from {self.first_id} on (how many is unknown)"
+        elif self.first == self.last:
+            ids = f"1 record: {self.first_id}"
+        else:
+            ids = f"{self.count:,} records: {self.first_id} to {self.last_id}"
+        return f"{self.chunk}: {ids} lost ({self.reason})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +149,7 @@ class LaneInfo:
         oldest_enqueued_at: when its oldest unacknowledged record was put (None if none).
         locked: whether a live process holds the lane now (writing or delivering it).
         holder_pid: the pid in the lane's lock file, when locked.
+        lost: records written to the lane and gone (a chunk file cut, emptied, deleted...).
     """
 
     number: int
@@ -95,6 +161,7 @@ class LaneInfo:
     oldest_enqueued_at: float | None
     locked: bool
     holder_pid: int | None
+    lost: tuple[LostRecords, ...] = ()
 
     @property
     def name(self) -> str:
@@ -143,6 +210,7 @@ class SpoolInfo:
             running spool's latest error of any kind is in ``Spool.stats().last_error``.
         damaged_regions: damaged regions seen while reading (run ``fsck`` for details).
         lanes: every lane, lane 0 first.
+        lost: records written and gone, every lane's (run ``fsck`` for details).
     """
 
     path: str
@@ -160,6 +228,12 @@ class SpoolInfo:
     last_error: str | None
     damaged_regions: int
     lanes: tuple[LaneInfo, ...] = ()
+    lost: tuple[LostRecords, ...] = ()
+
+    @property
+    def lost_records(self) -> int:
+        """Records known lost (ranges of unknown length count none: see ``lost``)."""
+        return sum(r.count or 0 for r in self.lost)
 
     def oldest_age(self, now: float | None = None) -> float | None:
         """Seconds since the oldest unacknowledged record was put, or None when none is."""
@@ -248,6 +322,8 @@ class FsckReport:
         live: whether another process held a lane while it was read: damage at the very end
             of that lane's newest chunk may then be a record being written, not real damage.
         lanes: every lane, lane 0 first (their chunks are in ``chunks`` too).
+        dead_lost: records gone from the dead letters' chunk files (the lanes' are in
+            ``lanes``; both in :attr:`lost`).
     """
 
     path: str
@@ -258,6 +334,17 @@ class FsckReport:
     warnings: tuple[str, ...] = ()
     live: bool = False
     lanes: tuple[LaneInfo, ...] = ()
+    dead_lost: tuple[LostRecords, ...] = ()
+
+    @property
+    def lost(self) -> tuple[LostRecords, ...]:
+        """Records written and gone, every lane's then the dead letters'."""
+        return tuple(r for lane in self.lanes for r in lane.lost) + self.dead_lost
+
+    @property
+    def lost_records(self) -> int:
+        """Records known lost (ranges of unknown length count none: see :attr:`lost`)."""
+        return sum(r.count or 0 for r in self.lost)
 
     @property
     def lane_chunks(self) -> tuple[ChunkInfo, ...]:
@@ -281,5 +368,5 @@ class FsckReport:
 
     @property
     def ok(self) -> bool:
-        """Whether every checksum verified (no damaged region)."""
-        return not self.damage
+        """Whether every checksum verified (no damaged region) and no record was lost."""
+        return not self.damage and not self.lost

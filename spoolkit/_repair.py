@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from spoolkit._disk import framing, meta
 from spoolkit._disk.framing import ChunkHeader
 from spoolkit._disk.lanes import lane_paths
+from spoolkit._disk.recovery import MIN_CHUNK_FILE, PAGE
 from spoolkit._disk.segment import parse_chunk_name
 from spoolkit._inspect import DEAD_DIR, FsckReport, fsck
-from spoolkit._inspect_files import Scan, lane_label, spool_dir, walk
+from spoolkit._inspect_files import Scan, header_uid, lane_label, spool_dir, walk
 from spoolkit._inspect_reports import DEAD_PREFIX
 from spoolkit.deadletter import LOCK_TIMEOUT
 from spoolkit.errors import LockedError
@@ -40,6 +41,12 @@ class RepairReport:
         after: a fresh check of the repaired spool.
         skipped: the lanes left alone because a live process held them: (lane number, the
             pid in its lock file).
+        refused: the lanes whose damaged chunks were left as they were, and why: a chunk
+            whose header is damaged needs the lane's uid (the first part of every record id)
+            and none was left in any chunk header or ``meta.json`` (``new_uid=True`` writes a
+            new one).
+        new_uids: the lanes given a new uid because ``new_uid=True`` and none was left:
+            (lane number, the new uid). Their records' ids changed.
     """
 
     rewritten: tuple[str, ...]
@@ -49,6 +56,8 @@ class RepairReport:
     before: FsckReport
     after: FsckReport
     skipped: tuple[tuple[int, int | None], ...] = ()
+    refused: tuple[tuple[int, str], ...] = ()
+    new_uids: tuple[tuple[int, str], ...] = ()
 
     @property
     def skipped_damage(self) -> bool:
@@ -65,17 +74,26 @@ class _Tally:
     kept: int = 0
     pending: int = 0
     dropped: int = 0
+    refused: list[tuple[int, str]] = field(default_factory=list)
+    new_uids: list[tuple[int, str]] = field(default_factory=list)
 
 
-def repair(path: str | os.PathLike[str]) -> RepairReport:
+def repair(path: str | os.PathLike[str], *, new_uid: bool = False) -> RepairReport:
     """Rewrite every damaged chunk file keeping each intact record and its ack state.
 
     Lane by lane, takes the lane's lock for the time it is checked and rewritten; a lane that
     a live process holds is skipped (see :attr:`RepairReport.skipped`). The dead letters' lock
     is waited for (up to 30 s, as every process of the spool does). Each damaged chunk is
     rebuilt in a temp file (a fresh header where the old one was damaged, then every intact
-    frame copied byte for byte), fsynced and renamed over the original, so a crash leaves the
-    old file or the new one. Damaged bytes are dropped.
+    frame copied byte for byte, then zeros to whole pages as spoolkit writes chunk files),
+    fsynced and renamed over the original, so a crash leaves the old file or the new one.
+    Damaged bytes are dropped.
+
+    A fresh header carries the lane's uid, the first part of every record id (which
+    idempotent sinks key on): taken from any intact chunk header of the lane (checksummed),
+    else from a well-formed ``meta.json``. When neither is left the lane's damaged chunks are
+    not rewritten (see :attr:`RepairReport.refused`) unless ``new_uid`` is true; then a new
+    random uid is written (:attr:`RepairReport.new_uids`), never an invented constant.
 
     Raises:
         PathError: ``path`` is not a readable spool directory.
@@ -94,14 +112,14 @@ def repair(path: str | os.PathLike[str]) -> RepairReport:
             skipped.append((number, exc.pid))
             continue
         try:
-            _rewrite_damaged(lane, prefix, tally)
+            _rewrite_damaged(lane, prefix, tally, number, new_uid=new_uid)
         finally:
             lock.release()
     dead_dir = os.path.join(p, DEAD_DIR)
     if os.path.isdir(dead_dir):
         lock = meta.DirLock(dead_dir, wait=LOCK_TIMEOUT)
         try:
-            _rewrite_damaged(dead_dir, DEAD_PREFIX, tally)
+            _rewrite_damaged(dead_dir, DEAD_PREFIX, tally, -1, new_uid=new_uid)
         finally:
             lock.release()
     after = fsck(p)
@@ -113,32 +131,64 @@ def repair(path: str | os.PathLike[str]) -> RepairReport:
         before,
         after,
         tuple(skipped),
+        tuple(tally.refused),
+        tuple(tally.new_uids),
     )
 
 
-def _rewrite_damaged(directory: str, prefix: str, tally: _Tally) -> None:
-    """Rewrite each damaged chunk file of ``directory`` (whose lock this process holds)."""
+def _rewrite_damaged(
+    directory: str, prefix: str, tally: _Tally, number: int, *, new_uid: bool
+) -> None:
+    """Rewrite each damaged chunk file of ``directory`` (whose lock this process holds).
+
+    ``number`` names the lane in the report (-1: the dead letters).
+    """
     info = meta.read_meta(directory) or {}
-    for name, data, scan in walk(directory, prefix):
-        if not scan.damage:
-            continue
-        header = scan.header or _fresh_header(name, scan, info)
+    found = list(walk(directory, prefix))
+    damaged = [(name, data, scan) for name, data, scan in found if scan.damage]
+    if not damaged:
+        return
+    text = header_uid(found, directory)
+    uid = bytes.fromhex(text) if text is not None else None
+    if uid is None and any(scan.header is None for _n, _d, scan in damaged):
+        if not new_uid:
+            tally.refused.append(
+                (
+                    number,
+                    f"no intact chunk header and no meta.json of {directory} holds its uid, "
+                    "the first part of every record id: rewriting would change the ids. "
+                    "Rerun with --new-uid to write a new uid anyway (sinks that key on "
+                    "record ids then see new ids)",
+                )
+            )
+            return
+        uid = os.urandom(16)
+        tally.new_uids.append((number, uid.hex()))
+    for name, data, scan in damaged:
+        if scan.header is not None:
+            header = scan.header
+        else:
+            assert uid is not None
+            header = _fresh_header(name, scan, info, uid)
         parts = [framing.encode_chunk_header(header)]
         parts += [data[f.offset : f.end] for f in scan.frames]
-        meta.replace_atomically(directory, os.path.basename(name), b"".join(parts))
+        body = b"".join(parts)
+        size = max(MIN_CHUNK_FILE, -(-len(body) // PAGE) * PAGE)
+        meta.replace_atomically(directory, os.path.basename(name), body + bytes(size - len(body)))
         tally.rewritten.append(name)
         tally.kept += len(scan.frames)
         tally.pending += sum(1 for f in scan.frames if not f.acked)
         tally.dropped += sum(d.length for d in scan.damage)
 
 
-def _fresh_header(name: str, scan: Scan, info: dict[str, Any]) -> ChunkHeader:
+def _fresh_header(name: str, scan: Scan, info: dict[str, Any], uid: bytes) -> ChunkHeader:
     index = parse_chunk_name(os.path.basename(name))
     assert index is not None
-    uid = info.get("uid")
-    raw_uid = bytes.fromhex(uid) if isinstance(uid, str) and len(uid) == 32 else bytes(16)
     ids = [f.record_id for f in scan.frames]
     chunksize = info.get("chunksize")
-    capacity = chunksize if isinstance(chunksize, int) and chunksize > 0 else 1
+    capacity = 1
+    if isinstance(chunksize, int) and not isinstance(chunksize, bool) and chunksize > 0:
+        capacity = min(chunksize, 0xFFFF_FFFF)  # a damaged meta.json's huge number: capped
     created = min((f.enqueued_at for f in scan.frames), default=time.time())
-    return ChunkHeader(index, max(capacity, len(ids)), min(ids, default=0), raw_uid, created)
+    first = min(ids, default=0)
+    return ChunkHeader(index, max(capacity, len(ids)), first, uid, created)

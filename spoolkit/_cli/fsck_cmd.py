@@ -25,16 +25,28 @@ __all__ = ["fsck"]
     help="Rewrite damaged chunk files, keeping every intact record (lanes held by a live "
     "process are skipped).",
 )
+@click.option(
+    "--new-uid",
+    is_flag=True,
+    help="With --repair: when no chunk header or meta.json of a lane holds its uid any more, "
+    "write a new random one (the record ids of that lane change). Without it such a lane is "
+    "left as it was.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
-def fsck(path: str, repair: bool, as_json: bool) -> None:
-    """Verify every checksum in every lane of the spool at PATH and report damaged regions.
+def fsck(path: str, repair: bool, new_uid: bool, as_json: bool) -> None:
+    """Verify every checksum in every lane of the spool at PATH; report damaged regions and
+    records lost (a chunk file cut, emptied or deleted: their ids, ``<uid>-<n>``).
 
-    Exits 1 when damage is found. With --repair, rewrites each damaged chunk of the lanes no
+    Counts the lanes' chunk files; the dead letters' (``dead/``) are counted apart. Exits 1
+    when damage or a loss is found. With --repair, rewrites each damaged chunk of the lanes no
     live process holds, keeping every intact record and its acknowledgement, names the lanes
     it skipped, and exits 0 if the spool is clean, 3 if damage is left only in lanes a live
-    process holds.
+    process holds. A repair never changes a record id: a lane whose uid survives nowhere is
+    left alone unless --new-uid.
+
+    Example: spoolkit fsck /var/spool/app --json
     """
-    fixed = _repair.repair(path) if repair else None
+    fixed = _repair.repair(path, new_uid=new_uid) if repair else None
     report = fixed.before if fixed is not None else insp.fsck(path)
     final = fixed.after if fixed is not None else report
     if as_json:
@@ -58,7 +70,9 @@ def _fsck_json(report: insp.FsckReport, fixed: _repair.RepairReport | None) -> d
         "pending": report.pending,
         "dead_letters": report.dead_letters,
         "damaged_bytes": report.damaged_bytes,
-        "damage": [{"chunk": d.chunk, "start": d.start, "end": d.end} for d in report.damage],
+        "lost_records": report.lost_records,
+        "damage": [{"chunk": d.chunk, "start": d.start, "end": d.end} for d in report.damage]
+        + [_lost_json(r) for r in report.lost],
         "warnings": list(report.warnings),
         "live": report.live,
         "lanes": [lane_json(lane) for lane in report.lanes],
@@ -71,8 +85,23 @@ def _fsck_json(report: insp.FsckReport, fixed: _repair.RepairReport | None) -> d
             "dropped_bytes": fixed.dropped_bytes,
             "ok_after": fixed.after.ok,
             "skipped": [{"lane": n, "pid": pid} for n, pid in fixed.skipped],
+            "refused": [{"lane": n, "why": why} for n, why in fixed.refused],
+            "new_uids": [{"lane": n, "uid": uid} for n, uid in fixed.new_uids],
         }
     return out
+
+
+def _lost_json(r: insp.LostRecords) -> dict[str, Any]:
+    """A loss in fsck's ``damage`` list: told apart from a damaged region by its ``lost`` key."""
+    return {
+        "chunk": r.chunk,
+        "lost": {
+            "first_id": r.first_id,
+            "last_id": r.last_id,
+            "count": r.count,
+            "reason": r.reason,
+        },
+    }
 
 
 def _print_fsck(report: insp.FsckReport, fixed: _repair.RepairReport | None) -> None:
@@ -80,8 +109,9 @@ def _print_fsck(report: insp.FsckReport, fixed: _repair.RepairReport | None) -> 
     lanes = f"{len(report.lanes)} lanes, " if len(report.lanes) > 1 else ""
     dead = f", {report.dead_letters:,} dead letter(s)" if report.dead_letters else ""
     out.print(
-        f"{report.path}: {lanes}{len(report.lane_chunks)} chunk file(s), {report.records:,} "
-        f"intact record(s), {report.pending:,} pending{dead}"
+        f"{report.path}: {lanes}{len(report.lane_chunks)} chunk file(s) (dead letters' not "
+        f"counted: {len(report.dead_chunks)} in dead/), {report.records:,} intact record(s), "
+        f"{report.pending:,} pending{dead}"
     )
     for w in report.warnings:
         out.print(f"[yellow]warning:[/] {w}")
@@ -89,24 +119,39 @@ def _print_fsck(report: insp.FsckReport, fixed: _repair.RepairReport | None) -> 
         for n, pid in fixed.skipped:
             out.print(f"skipped lane {n}: in use by pid {pid or '?'}")
     if report.ok:
-        out.print("[green]ok:[/] every checksum verified")
+        out.print("[green]ok:[/] every checksum verified, no record missing")
         return
-    _print_damage(out, report)
+    if report.damage:
+        _print_damage(out, report)
+    for r in report.lost:
+        out.print(f"[red]lost:[/] {r.describe()}")
     if fixed is None:
-        out.print(
-            f"[red]damaged:[/] {len(report.damage)} region(s), {report.damaged_bytes:,} "
-            "byte(s); `spoolkit fsck --repair` keeps every intact record"
-        )
+        if report.damage:
+            out.print(
+                f"[red]damaged:[/] {len(report.damage)} region(s), {report.damaged_bytes:,} "
+                "byte(s); `spoolkit fsck --repair` keeps every intact record"
+            )
+        if report.lost:
+            out.print(
+                "[red]records lost:[/] no repair brings them back; they stay reported until "
+                "the records before them are delivered"
+            )
         return
     out.print(
         f"repaired {len(fixed.rewritten)} chunk file(s): kept {fixed.kept_records:,} "
         f"record(s) ({fixed.kept_pending:,} pending), dropped {fixed.dropped_bytes:,} "
         "damaged byte(s)"
     )
+    for n, why in fixed.refused:
+        out.print(f"[red]not repaired:[/] lane {n}: {why}")
+    for n, uid in fixed.new_uids:
+        out.print(f"[yellow]new uid:[/] lane {n} had no uid left anywhere: it is now {uid}")
     if fixed.after.ok:
         out.print("[green]ok:[/] every checksum verified after the repair")
-    else:
+    elif fixed.after.damage:
         out.print("[red]damage remains after the repair[/]")
+    else:
+        out.print("[red]records lost:[/] no repair brings them back (listed above)")
 
 
 def _print_damage(out: Console, report: insp.FsckReport) -> None:

@@ -52,7 +52,7 @@ def scan_chunk(buf: Buffer, index: int, max_length: int) -> ChunkScan:
         result.damage.append(Damage(0, CHUNK_HEADER_SIZE))
     for found in framing.scan(buf, index, CHUNK_HEADER_SIZE, len(buf), max_length):
         if isinstance(found, Frame):
-            facts.frame(found.record_id, found.acked or found.deliveries > 0)
+            facts.frame(found.record_id, found.acked or found.deliveries > 0, found.acked)
             result.frames += 1
             result.used += found.end - found.offset
             result.end = found.end
@@ -77,7 +77,16 @@ class FactsBuilder:
     """Builds a chunk's :class:`ChunkFacts` from its frames and damaged regions, met in file
     order, in one pass (an open reads millions of frames: no object per frame)."""
 
-    __slots__ = ("damage_seen", "first_id", "front", "handed", "inner", "lowest", "top")
+    __slots__ = (
+        "damage_seen",
+        "first_id",
+        "front",
+        "handed",
+        "inner",
+        "lowest",
+        "lowest_acked",
+        "top",
+    )
 
     def __init__(self, first_id: int | None) -> None:
         self.first_id = first_id
@@ -87,10 +96,13 @@ class FactsBuilder:
         self.damage_seen = False  # damage since the last frame (the header's aside)
         self.front = False
         self.handed = True
+        self.lowest_acked = False
 
-    def frame(self, record_id: int, handed_out: bool) -> None:
+    def frame(self, record_id: int, handed_out: bool, acked: bool) -> None:
         """An intact frame. One numbered below the highest so far is a requeued dead letter
-        (it keeps its old number): it breaks no sequence."""
+        (it keeps its old number): it breaks no sequence. Records missing right before an
+        acknowledged one were handed out before it (hand-out is in order): most likely
+        delivered too, they are not counted lost."""
         self.handed = self.handed and handed_out
         top = self.top
         if top is not None and record_id <= top:
@@ -98,7 +110,8 @@ class FactsBuilder:
         if self.lowest is None or top is None:
             self.lowest = record_id
             self.front = self.damage_seen
-        elif record_id > top + 1 and self.damage_seen:
+            self.lowest_acked = acked
+        elif record_id > top + 1 and self.damage_seen and not acked:
             self.inner.append((top + 1, record_id - 1))
         self.top = record_id
         self.damage_seen = False
@@ -123,6 +136,7 @@ class FactsBuilder:
             damaged_tail=self.damage_seen,
             damaged=damaged,
             handed=self.handed,
+            lowest_acked=self.lowest_acked,
         )
 
 
@@ -143,6 +157,8 @@ class ChunkFacts:
         damaged_tail: a damaged region lies after its last record.
         damaged: it has a damaged region (its header's included).
         handed: every record in it was handed out or acknowledged.
+        lowest_acked: its first record in sequence is acknowledged (records missing right
+            before it were handed out before it: not counted lost).
     """
 
     name: str
@@ -156,6 +172,7 @@ class ChunkFacts:
     damaged_tail: bool = False
     damaged: bool = False
     handed: bool = True
+    lowest_acked: bool = False
 
     @property
     def cut(self) -> bool:
@@ -238,7 +255,8 @@ def find_losses(chunks: list[ChunkFacts]) -> list[LostRange]:
       record: the records after that one, how many unknown.
 
     Not detectable from the files alone: the oldest chunk file removed whole (the same as one
-    fully delivered), and the newest one cut exactly at a page boundary after its last record.
+    fully delivered), the newest one removed whole (the same as a full chunk before the next
+    record comes), and the newest one cut exactly at a page boundary after its last record.
     """
     losses: list[LostRange] = []
     prev_end: int | None = None  # one past the highest record number so far
@@ -254,6 +272,8 @@ def find_losses(chunks: list[ChunkFacts]) -> list[LostRange]:
             if unknown.first is None or start > unknown.first:
                 losses.append(LostRange(unknown.chunk, unknown.first, start - 1, unknown.reason))
             unknown = None
+        elif c.lowest_acked:
+            pass  # what is missing before an acknowledged record was handed out before it
         elif unknown is None and start is not None and prev is not None and prev_end is not None:
             if start > prev_end and c.index == prev.index + 1:
                 losses.append(
@@ -277,7 +297,8 @@ def find_losses(chunks: list[ChunkFacts]) -> list[LostRange]:
         elif start is not None and prev is None and c.first_id is None and c.damaged_front:
             losses.append(LostRange(c.name, None, start - 1, "a damaged region held them"))
         lowest, first_id = c.lowest, c.first_id
-        if lowest is not None and first_id is not None and c.damaged_front and lowest > first_id:
+        front = c.damaged_front and not c.lowest_acked
+        if lowest is not None and first_id is not None and front and lowest > first_id:
             losses.append(LostRange(c.name, first_id, lowest - 1, "a damaged region held them"))
         losses.extend(LostRange(c.name, a, b, "a damaged region held them") for a, b in c.inner)
         if c.highest is None:
