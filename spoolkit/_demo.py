@@ -157,7 +157,7 @@ class Collector:
         self.changed = threading.Event()
         self._lock = threading.Lock()
         self._rng = random.Random(seed)  # noqa: S311 - which requests fail, not cryptography
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server = _Server(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="spoolkit-demo-collector", daemon=True
@@ -216,6 +216,16 @@ class Collector:
         """The record numbers under ``below`` never received."""
         with self._lock:
             return [i for i, c in enumerate(self.counts[:below]) if not c]
+
+
+class _Server(ThreadingHTTPServer):
+    """The collector's server: quiet about a client that went away mid-answer (the demo kills
+    its app with SIGKILL, or Ctrl-C ends it, while a batch is being answered)."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 def _seq(record: Any) -> int | None:

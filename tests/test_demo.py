@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -12,6 +17,9 @@ from click.testing import CliRunner
 
 from spoolkit import _demo
 from spoolkit import _inspect as insp
+from spoolkit._cli.common import command_name
+from spoolkit._cli.demo_cmd import EXIT_INTERRUPTED
+from spoolkit._demo_app import read_counter
 from spoolkit.cli import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, cli
 
 
@@ -112,3 +120,55 @@ def test_demo_refuses_a_directory_holding_something_else(tmp_path: Path) -> None
 def test_demo_rejects_bad_options(args: list[str]) -> None:
     """Out-of-range options exit 2."""
     assert CliRunner().invoke(cli, ["demo", *args]).exit_code == EXIT_USAGE
+
+
+def test_an_interrupted_demo_says_what_is_on_disk_and_how_to_go_on(tmp_path: Path) -> None:
+    """SIGINT to `spoolkit demo` in a real process once the app has logged records: exit 130,
+    the records waiting and dead letters on disk, the spool path and the commands to go on; no
+    traceback, no bare "Aborted!"."""
+    directory = tmp_path / "demo"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spoolkit", "demo", "--records", "2000000", "--dir", str(directory)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        # the progress marker: the app's counter of records logged
+        while read_counter(str(directory / "counter")) < 1000:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the demo app logged nothing in 60 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == EXIT_INTERRUPTED, err
+    spool = directory / "spool"
+    waiting = insp.inspect_spool(spool).backlog
+    assert "interrupted" in err
+    assert f"on disk in {spool}: {waiting:,} record(s) waiting, 0 dead letter(s)" in err
+    assert f"inspect {spool}" in err
+    assert f"drain {spool} --to" in err
+    assert "Traceback" not in err
+    assert "Aborted!" not in err
+
+
+def test_the_hint_names_a_spoolkit_that_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command the demo suggests is `spoolkit` when that is on PATH, else the path of
+    this installation's script (a .venv/bin/spoolkit that is not on PATH)."""
+    script = Path(sys.executable).parent / "spoolkit"
+    assert os.access(script, os.X_OK)
+    monkeypatch.chdir(script.parent.parent.parent)
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing there
+    shown = command_name()
+    assert shown == os.path.relpath(script)
+    done = subprocess.run([shown, "--version"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    monkeypatch.setenv("PATH", str(script.parent))
+    assert command_name() == "spoolkit"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import shutil
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -37,6 +40,7 @@ __all__ = [
     "json_safe",
     "progress",
     "checked_serializer",
+    "command_name",
     "serializer_option",
     "spool_serializer",
 ]
@@ -70,6 +74,20 @@ class Busy(Failure):
 def console() -> Console:
     """A console for results on stdout: no highlighting, no soft wrapping."""
     return Console(highlight=False, soft_wrap=False)
+
+
+def command_name() -> str:
+    """How to type ``spoolkit`` in the user's shell: ``spoolkit`` when that name runs this
+    installation's script, else the script's path (``.venv/bin/spoolkit`` from a clone whose
+    virtual environment is not activated), else ``<python> -m spoolkit``."""
+    script = os.path.join(os.path.dirname(sys.executable), "spoolkit")
+    found = shutil.which("spoolkit")
+    if not os.access(script, os.X_OK):
+        return "spoolkit" if found else f"{sys.executable} -m spoolkit"
+    if found and os.path.realpath(found) == os.path.realpath(script):
+        return "spoolkit"
+    relative = os.path.relpath(script)
+    return relative if not relative.startswith("..") else script
 
 
 def emit_json(data: Any) -> None:

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import signal
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from spoolkit import _demo
-from spoolkit._cli.common import Failure, console, emit_json, progress
+from spoolkit import _inspect as insp
+from spoolkit._cli.common import Failure, command_name, console, emit_json, progress
+from spoolkit.errors import PathError
 
-__all__ = ["demo"]
+__all__ = ["EXIT_INTERRUPTED", "demo"]
+
+EXIT_INTERRUPTED = 130
+"""The exit status after Ctrl-C, as a shell reports a process ended by SIGINT."""
 
 
 @click.command(
@@ -61,7 +68,8 @@ def demo(
 
     The app logs --records records through SpoolHandler; its spool delivers them to a local
     HTTP collector on 127.0.0.1 that refuses a share of requests. Half-way through, the app is
-    killed with SIGKILL and started again. Exits 1 if any record was lost.
+    killed with SIGKILL and started again. Exits 1 if any record was lost. Ctrl-C stops the
+    demo, says what is left on disk and how to go on, and exits 130.
     """
     options = _demo.DemoOptions(records, failure_rate, directory, kill_at, timeout, seed)
     err = Console(stderr=True)
@@ -73,7 +81,12 @@ def demo(
             bar.update(logged, completed=p.logged, description=f"logged ({p.phase})")
             bar.update(delivered, completed=p.delivered)
 
-        result = _demo.run(options, show)
+        try:
+            result = _demo.run(options, show)
+        except KeyboardInterrupt:
+            result = None
+    if result is None:
+        _interrupted(directory)
     if as_json:
         emit_json({**_demo_rows(result), "ok": result.ok, "spool": result.spool})
     else:
@@ -114,4 +127,33 @@ def _print_demo(r: _demo.DemoResult, err: Console) -> None:
     table.add_row("dead letters", f"{r.dead_letters:,}")
     table.add_row("records/s", f"{r.records_per_second:,.0f} ({r.seconds:.1f}s in all)")
     console().print(table)
-    console().print(f"the spool is left at {r.spool}: try `spoolkit inspect {r.spool}`")
+    console().print(f"the spool is left at {r.spool}: try `{command_name()} inspect {r.spool}`")
+
+
+def _interrupted(directory: str) -> NoReturn:
+    """After Ctrl-C (the app process is gone, the collector stopped): say what is on disk and
+    how to go on, then exit 130."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: let this finish printing
+    spool = os.path.join(os.path.abspath(directory), "spool")
+    name = command_name()
+    _say("interrupted: the demo stopped before the end")
+    try:
+        info = insp.inspect_spool(spool)
+    except PathError:
+        _say(f"no spool was created yet ({spool}); run `{name} demo` again")
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    _say(
+        f"on disk in {spool}: {info.backlog:,} record(s) waiting, {info.dead_letters:,} dead "
+        "letter(s); nothing logged is lost"
+    )
+    _say(f"  look at them:    {name} inspect {spool}")
+    _say(
+        f"  deliver them:    {name} drain {spool} --to jsonl://{os.path.abspath(directory)}/delivered.jsonl"
+    )
+    _say(f"  run it again:    {name} demo  (starts afresh: empties {spool} first)")
+    raise SystemExit(EXIT_INTERRUPTED)
+
+
+def _say(line: str) -> None:
+    """A plain line on stderr, never wrapped: paths and commands stay whole to copy."""
+    click.echo(line, err=True)
