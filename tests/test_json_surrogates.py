@@ -136,3 +136,39 @@ def test_redis_sink_adds_a_record_with_a_surrogate_as_its_json_escape(redis_url:
     finally:
         client.close()
     assert [JsonSerializer().loads(i) for i in items] == [{"file": NAME}, {"n": 1}]
+
+
+@pytest.mark.services
+def test_postgres_sink_stores_a_surrogate_as_backslash_text(postgres_dsn: str) -> None:
+    """PostgresSink: "caf\\udce9" (which PostgreSQL cannot store) is written as the text
+    "caf\\\\udce9", in jsonb and in a text column, with the rest of its batch."""
+    import psycopg
+    from psycopg import sql
+
+    from spoolkit.sinks.postgres import PostgresSink
+
+    table = f"sur_{uuid.uuid4().hex[:12]}"
+    batch = [Record("r0", {"file": NAME}, 1.0), Record("r1", {"file": "plain"}, 2.0)]
+    default = PostgresSink(postgres_dsn, table, create_table=True)
+    mapped = PostgresSink(postgres_dsn, f"{table}_t", to_row=lambda r: {"file": r.item["file"]})
+    with psycopg.connect(postgres_dsn, autocommit=True) as db:
+        db.execute(
+            sql.SQL("CREATE TABLE {} (id text PRIMARY KEY, file text)").format(
+                sql.Identifier(f"{table}_t")
+            )
+        )
+        try:
+            default.write(batch)
+            mapped.write(batch)
+        finally:
+            default.close()
+            mapped.close()
+        items = db.execute(
+            sql.SQL("SELECT item FROM {} ORDER BY id").format(sql.Identifier(table))
+        ).fetchall()
+        files = db.execute(
+            sql.SQL("SELECT file FROM {} ORDER BY id").format(sql.Identifier(f"{table}_t"))
+        ).fetchall()
+    shown = "caf\\udce9.txt"  # a backslash, then "udce9"
+    assert items == [({"file": shown},), ({"file": "plain"},)]
+    assert files == [(shown,), ("plain",)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from typing import Any
 
 from spoolkit._redact import carry_secrets, redact_text, redact_url, secrets_in_url
 from spoolkit.errors import ConfigError, PartialFailure, PermanentError, SinkError, TransientError
+from spoolkit.serializers import _SURROGATE
 from spoolkit.sinks._encode import dumps
 from spoolkit.typing import Record
 
@@ -64,6 +66,11 @@ class PostgresSink:
     a record to your own columns instead (``dict`` and ``list`` values are sent as ``jsonb``);
     the sink always adds ``id``. Give ``columns`` to fix the column list (missing keys insert
     NULL, unknown keys fail the record); without it each row's keys name its columns.
+
+    PostgreSQL stores no lone surrogate (``"caf\\udce9"``, a ``surrogateescape``d file name),
+    in ``text`` or in ``jsonb``, not even as a JSON escape: the sink writes each as the six
+    characters ``\\udce9`` (a backslash, ``u`` and four hex digits, as Python's
+    ``backslashreplace`` does), so the record is stored and the byte can still be read.
 
     Workers each borrow a connection from a small pool (one per concurrent ``write``); a
     connection found broken is dropped and the write is tried once more on a fresh one, since
@@ -329,8 +336,23 @@ def map_pg_error(exc: psycopg.Error, sink: str, secrets: Sequence[str] = ()) -> 
 
 def _jsonb(value: Any) -> Jsonb:
     """Wrap ``value`` as jsonb, encoding it now so a bad item fails its record, not the batch."""
-    return Jsonb(dumps(value), dumps=_identity)
+    text = dumps(value)
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate: in the JSON text, an escaped backslash + uXXXX
+        text = _SURROGATE.sub(_json_backslashreplace, text)
+    return Jsonb(text, dumps=_identity)
+
+
+def _json_backslashreplace(match: re.Match[str]) -> str:
+    return f"\\\\u{ord(match.group()):04x}"
 
 
 def _adapt(value: Any) -> Any:
+    if type(value) is str:
+        try:
+            value.encode()
+        except UnicodeEncodeError:  # a lone surrogate: stored as the text \\uXXXX
+            return value.encode("utf-8", "backslashreplace").decode()
+        return value
     return _jsonb(value) if isinstance(value, dict | list) else value
