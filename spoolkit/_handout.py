@@ -35,7 +35,8 @@ class Delivery:
     """One record handed out by :meth:`Queue.get_batch`, to :meth:`Queue.ack` or :meth:`Queue.nack`.
 
     Attributes:
-        id: the record's id: unique in its queue, the same on every delivery of the record.
+        seq: the record's sequence number in its queue: unique there, the same on every
+            delivery of the record (the number in :attr:`id`).
         item: the object that was put.
         enqueued_at: when it was put, in seconds since the epoch.
         deliveries: how many times the record has been handed out without being acknowledged,
@@ -43,7 +44,7 @@ class Delivery:
             means a consumer took it before and died, stalled or handed it back.
     """
 
-    __slots__ = ("_crc", "_off", "_seg", "_store", "deliveries", "enqueued_at", "id", "item")
+    __slots__ = ("_crc", "_off", "_seg", "_store", "deliveries", "enqueued_at", "item", "seq")
 
     def __init__(  # noqa: PLR0917 - built on the hot path, positional on purpose
         self,
@@ -60,14 +61,20 @@ class Delivery:
         self._seg = seg
         self._off = off
         self._crc = crc
-        self.id = rid
+        self.seq = rid
         self.enqueued_at = t
         self.item = item
         self.deliveries = deliveries
 
+    @property
+    def id(self) -> str:
+        """The record's id, ``"<queue uid>-<seq>"``: the form :attr:`spoolkit.Record.id`, dead
+        letters and the CLI use, unique across spool directories."""
+        return f"{self._store.uid.hex()}-{self.seq}"
+
     def __repr__(self) -> str:
         return (
-            f"Delivery(id={self.id}, enqueued_at={self.enqueued_at}, item={self.item!r}, "
+            f"Delivery(id={self.id!r}, enqueued_at={self.enqueued_at}, item={self.item!r}, "
             f"deliveries={self.deliveries})"
         )
 

@@ -23,6 +23,8 @@ def test_get_batch_returns_deliveries_with_ids_items_and_times(tmp_path: Path) -
         batch = q.get_batch(2)
         assert [d.item for d in batch] == ["a", "b"]
         assert batch[0].id != batch[1].id
+        assert [d.id for d in batch] == [f"{q.uid}-{d.seq}" for d in batch]
+        assert all(isinstance(d.seq, int) for d in batch)
         assert all(d.enqueued_at > 0 for d in batch)
         assert q.qsize() == 1
         assert q.unfinished_tasks == 3
@@ -358,3 +360,23 @@ def test_records_of_closed_chunks_are_redelivered_and_acked(tmp_path: Path) -> N
         assert q.unfinished_tasks == 0
     with Queue(tmp_path, serializer="raw", chunksize=5) as q:
         assert q.get_batch(1, timeout=0) == []  # every ack reached the disk
+
+
+def test_a_delivery_id_is_the_record_id_a_sink_and_the_dead_letters_see(tmp_path: Path) -> None:
+    """One id form: Delivery.id of a Queue equals the Record.id a Spool's sink gets for the
+    same record, and the id a dead letter keeps."""
+    from spoolkit import Spool
+    from spoolkit.testing import MemorySink
+
+    with Queue(tmp_path / "q", serializer="raw") as q:
+        q.put(b"x")
+        delivery = q.get_batch(1)[0]
+        assert delivery.id.startswith(q.uid + "-")
+        assert repr(delivery).startswith(f"Delivery(id={delivery.id!r}")
+    sink = MemorySink()
+    with Spool(tmp_path / "s", sink, serializer="raw") as spool:
+        spool.put(b"y")
+        assert spool.flush(30)
+    with Queue(tmp_path / "s", serializer="raw") as lane:
+        lane.put(b"z")
+        assert lane.get_batch(1)[0].id.split("-")[0] == sink.records[0].id.split("-")[0]

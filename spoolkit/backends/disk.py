@@ -194,13 +194,13 @@ class DiskBackend:
         return rest
 
     def record_id(self, message: Delivery) -> str:
-        """``"<uid>-<id>"``."""
-        return self._prefix + str(message.id)
+        """``"<uid>-<seq>"``, as :attr:`Delivery.id`."""
+        return self._prefix + str(message.seq)
 
     def record_ids(self, messages: Sequence[Delivery]) -> list[str]:
         """``record_id`` of each message."""
         prefix = self._prefix
-        return [prefix + str(m.id) for m in messages]
+        return [prefix + str(m.seq) for m in messages]
 
     def ack(self, *messages: Delivery) -> None:
         """``Queue.ack``."""
