@@ -356,7 +356,53 @@ def _zero_tail(seg: Segment, start: int) -> None:
             mm[pos:end] = bytes(end - pos)
 
 
+_SPOOL_NAMES = frozenset(
+    (meta.META, meta.LOCK, meta.IDLE_MARK, "dead", "lanes", "consumers.lock", migrate.BACKUP)
+)
+_IGNORED = frozenset(("lost+found",))  # a file system's own: a spool may be a mount point
+
+
+def _check_contents(path: str) -> None:
+    """Refuse a directory that holds files and nothing of a spool's (nor of a pqueue's).
+
+    A directory full of unrelated files is almost certainly a wrong path (a home directory,
+    a project): writing a spool into it would mix the two. Empty directories, spools, lanes,
+    dead-letter stores and pqueue directories (``info`` and ``qNNNNN`` files) are fine;
+    hidden entries alone do not make a directory unrelated.
+    """
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return  # unreadable: the open that follows says why
+    visible = [n for n in names if not n.startswith(".") and n not in _IGNORED]
+    if not visible:
+        return
+    if any(
+        n in _SPOOL_NAMES or n == migrate.INFO or parse_chunk_name(n) is not None for n in names
+    ):
+        return
+    shown = ", ".join(repr(n) for n in sorted(visible)[:3])
+    more = f" and {len(visible) - 3} more" if len(visible) > 3 else ""
+    raise PathError(
+        f"{path!r} holds files that are not a spool's ({shown}{more}): choose an empty or new "
+        "directory for the spool, or the path of an existing one",
+        path,
+    )
+
+
 def prepare_dir(path: str) -> str:
+    """Create (or check) a queue directory and return its resolved path.
+
+    Raises:
+        PathError: the path is empty, a file, not creatable or writable, or a directory of
+            unrelated files.
+    """
+    if not os.fspath(path):
+        raise PathError(
+            "the spool path is empty: give a directory for the spool, such as "
+            "'/var/spool/myapp' (an empty path would write into the current directory)",
+            "",
+        )
     path = os.path.abspath(os.fspath(path))
     if os.path.exists(path) and not os.path.isdir(path):
         raise PathError(f"spool path {path!r} is a file, not a directory; choose a directory", path)
@@ -366,6 +412,7 @@ def prepare_dir(path: str) -> str:
         raise PathError(f"cannot create spool directory {path!r}: {exc.strerror}", path) from exc
     if not os.access(path, os.W_OK | os.X_OK):
         raise PathError(f"spool directory {path!r} is not writable by this user", path)
+    _check_contents(path)
     return os.path.realpath(path)
 
 
