@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the servers the test suite starts by itself (redis-server, PostgreSQL) when missing.
+# Installs the servers the test suite starts by itself when missing: redis-server, PostgreSQL,
+# rsyslog, rabbitmq-server and nats-server (all from Debian's packages).
 # The suite starts its own throwaway instances on free loopback ports; nothing is left running:
 # the packages' own services are kept from starting during the install (policy-rc.d).
 set -euo pipefail
@@ -13,6 +14,9 @@ find_initdb() {
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 find_initdb >/dev/null || need+=(postgresql)
+command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || command -v rabbitmq-server >/dev/null 2>&1 || need+=(rabbitmq-server)
+command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
 
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
@@ -38,4 +42,9 @@ fi
 
 command -v redis-server >/dev/null 2>&1 || { echo "ensure-services: redis-server still missing" >&2; exit 1; }
 initdb=$(find_initdb) || { echo "ensure-services: initdb still missing" >&2; exit 1; }
-echo "ensure-services: redis-server $(redis-server --version | awk '{print $3}'), $("$initdb" --version)"
+for server in /usr/sbin/rsyslogd nats-server; do
+    command -v "$server" >/dev/null 2>&1 || { echo "ensure-services: $server still missing" >&2; exit 1; }
+done
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || command -v rabbitmq-server >/dev/null 2>&1 \
+    || { echo "ensure-services: rabbitmq-server still missing" >&2; exit 1; }
+echo "ensure-services: redis-server $(redis-server --version | awk '{print $3}'), $("$initdb" --version), $(/usr/sbin/rsyslogd -v | head -n 1 | awk '{print $1, $2}'), nats-server $(nats-server --version | awk '{print $NF}')"
