@@ -1,0 +1,1 @@
+"""Fixtures that start throwaway RabbitMQ and NATS servers on loopback ports (issue 20)."""
