@@ -20,7 +20,7 @@ from typing import Any
 from spoolkit.backends import Backend, DiskBackend, LanesBackend
 from spoolkit.errors import ClosedError
 
-__all__ = ["lane_key", "taken_over", "waiting_by_lane"]
+__all__ = ["closed_under", "lane_key", "waiting_by_lane"]
 
 
 def lane_key(backend: Backend) -> Callable[[Any], Any]:
@@ -48,22 +48,28 @@ def waiting_by_lane(backend: Backend) -> dict[Any, int]:
         return {None: 0}
 
 
-def taken_over(backend: Backend) -> bool:
-    """Whether a lane of ``backend`` was closed under it (a newer instance on its path in this
-    process took it over: that instance delivers its records now)."""
+def closed_under(backend: Backend) -> str:
+    """Why a lane of ``backend`` was closed under it (not by ``backend.close()``), or "".
+
+    "taken over" in the reason: a newer instance on its path in this process took it over
+    (that instance delivers its records now). Any other reason (its queue's own exit
+    finalizer, a fork): the records wait on disk for the next opener.
+    """
     if isinstance(backend, LanesBackend):
-        return not backend._closed and any(map(_taken, backend._lanes()))
-    if isinstance(backend, DiskBackend):
-        return _taken(backend)
-    return False
-
-
-def _taken(lane: DiskBackend) -> bool:
-    return lane.queue.closed and "taken over" in lane.queue._store.closed_reason
+        lanes = [] if backend._closed else backend._lanes()
+    elif isinstance(backend, DiskBackend):
+        lanes = [backend]
+    else:
+        return ""
+    reasons = [lane.queue._store.closed_reason for lane in lanes if lane.queue.closed]
+    return next((r for r in reasons if "taken over" not in r), reasons[0] if reasons else "")
 
 
 def _waiting(lane: DiskBackend) -> int:
-    return 0 if lane.queue.closed else lane.waiting()
+    """Records waiting in ``lane``; 0 if it was taken over (they are not this spool's now)."""
+    if lane.queue.closed and "taken over" in lane.queue._store.closed_reason:
+        return 0
+    return lane.waiting()
 
 
 def _store_of(message: Any) -> Any:

@@ -21,7 +21,7 @@ from spoolkit._deferred import (
 )
 from spoolkit._deferred import producer as _producer
 from spoolkit._interrupt import interrupted_stop
-from spoolkit._lanes_view import taken_over
+from spoolkit._lanes_view import closed_under
 from spoolkit._log import get_logger
 from spoolkit._pool import Pool
 from spoolkit._process import after_fork_in_child_of, running, watch_exit
@@ -276,22 +276,23 @@ class Spool:
         running(self, False)
         deadline = time.monotonic() + timeout
         cut = self._supervisor.cut
-        clean = True
-        taken = taken_over(self._backend)
-        if was_running and drain and not taken:
+        closed = closed_under(self._backend)
+        taken = "taken over" in closed
+        clean = not closed or taken  # closed under it otherwise: its records wait on disk
+        if was_running and drain and not closed:
             clean = self.flush(timeout)
         pool = self._pool
         pool.stopping.set()
         self._supervisor.stop()
         abandoned = 0
-        # taken over: what the workers hold is the newer instance's to deliver; hand it back
-        if was_running and (taken or not self._supervisor.wait_idle(deadline)):
-            clean = taken
+        # closed under it: nothing can be acknowledged any more, hand back what workers hold
+        if was_running and (closed or not self._supervisor.wait_idle(deadline)):
+            clean = clean and bool(closed)
             for slot in list(pool.slots):
                 running_call = slot.call_started is not None
                 if pool.abandon(slot) and running_call:
                     abandoned += 1
-        left = 0 if taken else _backlog(self._backend)
+        left = 0 if taken else _backlog(self._backend)  # a closed queue still answers
         try:
             self._backend.close()
         finally:
@@ -304,24 +305,25 @@ class Spool:
                     closer()
             finally:
                 self._dead.close()
-        self._stopped_log(clean, taken, left, abandoned, timeout)
+        self._stopped_log(clean, closed, left, abandoned, timeout)
         return clean
 
     def _stopped_log(
-        self, clean: bool, taken: bool, left: int, abandoned: int, timeout: float
+        self, clean: bool, closed: str, left: int, abandoned: int, timeout: float
     ) -> None:
         """Log ``spool_stopped``, with the reason when it did not finish."""
-        if taken:
+        if "taken over" in closed:
             self._log.info("spool_stopped", clean=clean, taken_over=True)
             return
         if clean:
             self._log.info("spool_stopped", clean=True)
             return
-        why = (
-            "cut short by a second Ctrl-C"
-            if self._supervisor.cut.is_set()
-            else f"the {timeout:g} s timeout passed"
-        )
+        if closed:
+            why = f"its store was {closed} before stop()"
+        elif self._supervisor.cut.is_set():
+            why = "cut short by a second Ctrl-C"
+        else:
+            why = f"the {timeout:g} s timeout passed"
         reason = f"{why}: {left} records not delivered stay on disk"
         if abandoned:
             reason += f"; {abandoned} sink calls still running were abandoned"
