@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from spoolkit.errors import TransientError
+from spoolkit.serializers import _json_utf8
 from spoolkit.sinks._encode import ToJson, encode_batch
 from spoolkit.typing import Record
 
@@ -52,7 +53,8 @@ class StdoutSink:
             return
         encoded = encode_batch(batch, self._to_json)
         encoded.raise_if_all_bad("stdout")
-        text = "".join(line + "\n" for _, line in encoded.ok)
+        # a lone surrogate (from a JSON spool) as its \uXXXX escape: any stream can encode it
+        text = _json_utf8("".join(line + "\n" for _, line in encoded.ok)).decode()
         stream = self._stream if self._stream is not None else sys.stdout
         with self._lock:
             try:
