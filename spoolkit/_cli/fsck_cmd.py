@@ -53,8 +53,8 @@ def fsck(path: str, repair: bool, new_uid: bool, as_json: bool) -> None:
         emit_json(_fsck_json(report, fixed))
     else:
         _print_fsck(report, fixed)
-    if final.ok:
-        return
+    if final.ok or (fixed is not None and not final.damage):
+        return  # after a repair, records lost (reported above) are past repairing: exit 0
     if fixed is not None and fixed.skipped_damage:
         raise Busy(f"damage is left in lanes a live process holds: {holders(fixed.skipped)}")
     sys.exit(EXIT_PROBLEM)
@@ -83,7 +83,8 @@ def _fsck_json(report: insp.FsckReport, fixed: _repair.RepairReport | None) -> d
             "kept_records": fixed.kept_records,
             "kept_pending": fixed.kept_pending,
             "dropped_bytes": fixed.dropped_bytes,
-            "ok_after": fixed.after.ok,
+            "ok_after": not fixed.after.damage,
+            "lost_after": fixed.after.lost_records,
             "skipped": [{"lane": n, "pid": pid} for n, pid in fixed.skipped],
             "refused": [{"lane": n, "why": why} for n, why in fixed.refused],
             "new_uids": [{"lane": n, "uid": uid} for n, uid in fixed.new_uids],
@@ -146,12 +147,15 @@ def _print_fsck(report: insp.FsckReport, fixed: _repair.RepairReport | None) -> 
         out.print(f"[red]not repaired:[/] lane {n}: {why}")
     for n, uid in fixed.new_uids:
         out.print(f"[yellow]new uid:[/] lane {n} had no uid left anywhere: it is now {uid}")
-    if fixed.after.ok:
-        out.print("[green]ok:[/] every checksum verified after the repair")
-    elif fixed.after.damage:
+    if fixed.after.damage:
         out.print("[red]damage remains after the repair[/]")
     else:
-        out.print("[red]records lost:[/] no repair brings them back (listed above)")
+        out.print("[green]ok:[/] every checksum verified after the repair")
+    if fixed.after.lost:
+        out.print(
+            "[yellow]records lost:[/] no repair brings them back (listed above); `fsck` keeps "
+            "reporting them until the records before them are delivered"
+        )
 
 
 def _print_damage(out: Console, report: insp.FsckReport) -> None:
