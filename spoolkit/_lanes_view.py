@@ -8,8 +8,10 @@ back, as many records of a lane as waited in it when ``flush`` was called, none 
 any more (see :meth:`spoolkit._supervisor.Supervisor.wait_delivered`).
 
 A backend may answer for itself with ``waiting_by_lane() -> dict`` and ``lane_of(message)``
-(any hashable lane key). The disk backends are read here; any other backend counts as one lane
-(a Redis stream hands its entries out in order too).
+(any hashable lane key). The disk backends are read here. Any other backend cannot be counted
+this way (a Redis stream's entries are also taken by other consumers, and reclaimed from dead
+ones): :func:`waiting_by_lane` returns None and ``flush`` falls back to the records' timestamps
+for it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from collections.abc import Callable
 from typing import Any
 
 from spoolkit.backends import Backend, DiskBackend, LanesBackend
-from spoolkit.errors import ClosedError
 
 __all__ = ["closed_under", "lane_key", "waiting_by_lane"]
 
@@ -33,8 +34,9 @@ def lane_key(backend: Backend) -> Callable[[Any], Any]:
     return _one_lane
 
 
-def waiting_by_lane(backend: Backend) -> dict[Any, int]:
-    """Records waiting in each lane of ``backend`` now (a lane closed under it counts 0)."""
+def waiting_by_lane(backend: Backend) -> dict[Any, int] | None:
+    """Records waiting in each lane of ``backend`` now (a lane taken over counts 0), or None
+    for a backend whose records cannot be counted by lane."""
     own = getattr(backend, "waiting_by_lane", None)
     if callable(own):
         return dict(own())
@@ -42,10 +44,7 @@ def waiting_by_lane(backend: Backend) -> dict[Any, int]:
         return {lane.queue._store: _waiting(lane) for lane in backend._lanes()}
     if isinstance(backend, DiskBackend):
         return {backend.queue._store: _waiting(backend)}
-    try:
-        return {None: backend.waiting()}
-    except ClosedError:
-        return {None: 0}
+    return None
 
 
 def closed_under(backend: Backend) -> str:

@@ -229,8 +229,9 @@ class Spool:
 
         "Now" includes the backlog recovered from disk and records in flight; records put
         after the call are not waited for (though a few may be, harmlessly). Costs nothing
-        to the producers. Decided by counting the records each lane hands out, never by
-        their timestamps: a wall clock stepped back does not end it early.
+        to the producers. With the disk lanes, decided by counting the records each lane
+        hands out, never by their timestamps: a wall clock stepped back does not end it early
+        (a Redis backend is still judged by timestamps).
 
         Args:
             timeout: the most seconds to wait; None waits as long as it takes.

@@ -193,8 +193,13 @@ class Supervisor:
         (taking a batch, counting it and noting it in the worker's slot happen under
         ``pool.take_lock``). Phase 2 waits for those rounds to end. A nack in the meantime (a
         crash, a stuck sink) puts records back: then it starts over, counting afresh.
+
+        A backend that cannot be counted by lane (Redis: other consumers take entries too)
+        falls back to timestamps: phase 1 waits until the next record to hand out was stored
+        after the call.
         """
         pool = self.pool
+        since = time.time()
         with pool.progress:
             pool.urgent += 1  # lingering workers hand over what they hold at once
         try:
@@ -205,7 +210,11 @@ class Supervisor:
                     taken, returned = dict(pool.taken), dict(pool.returned)
                 while True:
                     with pool.take_lock:
-                        if self._all_taken(base, taken, returned):
+                        if (
+                            self._all_taken(base, taken, returned)
+                            if base is not None
+                            else _none_older(pool, since)
+                        ):
                             need = [(s, s.rounds) for s in pool.slots]
                             break
                     with pool.progress:
@@ -234,7 +243,7 @@ class Supervisor:
             if net >= waited:
                 continue
             if now is None:
-                now = waiting_by_lane(pool.backend)
+                now = waiting_by_lane(pool.backend) or {}
             if now.get(lane, 0):
                 return False
         return True
@@ -255,3 +264,9 @@ class Supervisor:
             return False
         self.pool.progress.wait(min(remaining, _POLL / 5))
         return True
+
+
+def _none_older(pool: Pool, since: float) -> bool:
+    """Whether no record stored before ``since`` (wall clock) waits in ``pool``'s backend."""
+    oldest = pool.backend.oldest_enqueued_at()
+    return oldest is None or oldest > since
