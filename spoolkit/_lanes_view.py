@@ -21,7 +21,7 @@ from typing import Any
 
 from spoolkit.backends import Backend, DiskBackend, LanesBackend
 
-__all__ = ["closed_under", "lane_key", "waiting_by_lane"]
+__all__ = ["closed_under", "lane_key", "lost_records", "waiting_by_lane"]
 
 
 def lane_key(backend: Backend) -> Callable[[Any], Any]:
@@ -62,6 +62,18 @@ def closed_under(backend: Backend) -> str:
         return ""
     reasons = [lane.queue._store.closed_reason for lane in lanes if lane.queue.closed]
     return next((r for r in reasons if "taken over" not in r), reasons[0] if reasons else "")
+
+
+def lost_records(backend: Backend) -> int:
+    """Records found lost when the lanes ``backend`` holds were opened (a chunk file cut,
+    emptied or deleted: each range also logged as a ``records_lost`` warning)."""
+    if isinstance(backend, LanesBackend):
+        lanes = backend._final if backend._closed else backend._lanes()
+    elif isinstance(backend, DiskBackend):
+        lanes = [backend]
+    else:
+        return int(getattr(backend, "lost_records", 0))
+    return sum(int(getattr(lane.queue.recovery, "lost_records", 0)) for lane in lanes)
 
 
 def _waiting(lane: DiskBackend) -> int:

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from spoolkit._lanes_view import lost_records
 from spoolkit._redact import error_repr
 from spoolkit.errors import ClosedError
 
@@ -47,6 +48,9 @@ class SpoolStats:
         stuck_threads: threads inside a sink call past ``sink_timeout`` now (gauge): abandoned
             ones still running plus stuck workers no longer replaced because abandoned ones
             reached the limit (2 per configured worker; see the Supervision docs).
+        lost_records: records found lost when the lanes this process holds were opened (a
+            chunk file cut, emptied or deleted): see the ``records_lost`` warnings, or
+            ``spoolkit fsck``, for their ids.
     """
 
     enqueued: int
@@ -62,6 +66,7 @@ class SpoolStats:
     undecodable: int = 0
     stuck_calls: int = 0
     stuck_threads: int = 0
+    lost_records: int = 0
 
 
 class Counters:
@@ -168,4 +173,5 @@ def snapshot(counters: Counters, backend: Backend, dead_bytes: int, pool: Pool) 
             undecodable=getattr(backend, "undecodable", 0),
             stuck_calls=c.stuck_calls,
             stuck_threads=c.stuck_threads,
+            lost_records=lost_records(backend),
         )
