@@ -72,7 +72,9 @@ class Spool:
         fsync: ``"always"``, ``"interval"`` or ``"never"`` (see :class:`spoolkit.Queue`).
         serializer: ``"pickle"``, ``"json"``, ``"raw"`` or a serializer object.
         sink_timeout: seconds after which a running sink call counts as stuck and its batch is
-            handed to another worker; None never.
+            handed to another worker; None never. A stuck thread cannot be killed: at most 2
+            per worker are left running, then stuck workers are kept rather than replaced
+            (``stats().stuck_threads``, one ``sink_stuck_limit`` warning).
         backend: None (the disk lanes at ``path``, which any number of processes share:
             :class:`~spoolkit.backends.lanes.LanesBackend`), a
             ``redis://host/db?stream=...&group=...`` URL
