@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -92,6 +93,23 @@ def _fsck_json(report: insp.FsckReport, fixed: _repair.RepairReport | None) -> d
     return out
 
 
+def _in_use(pid: int | None) -> str:
+    """Who holds a lane's lock, truthfully: the pid in its lock file may be gone while a
+    process it forked (a helper, a daemon) still holds the lock."""
+    if not pid:
+        return "in use by another process (no pid in its lock file)"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return (
+            f"its lock is held, but pid {pid} (in its lock file) is not running: a process it "
+            "started holds the lock (find it with `fuser` on the lane's lock file)"
+        )
+    except PermissionError:
+        pass  # alive, another user's
+    return f"in use by pid {pid}"
+
+
 def _lost_json(r: insp.LostRecords) -> dict[str, Any]:
     """A loss in fsck's ``damage`` list: told apart from a damaged region by its ``lost`` key."""
     return {
@@ -118,7 +136,7 @@ def _print_fsck(report: insp.FsckReport, fixed: _repair.RepairReport | None) -> 
         out.print(f"[yellow]warning:[/] {w}")
     if fixed is not None:
         for n, pid in fixed.skipped:
-            out.print(f"skipped lane {n}: in use by pid {pid or '?'}")
+            out.print(f"skipped lane {n}: {_in_use(pid)}")
     if report.ok:
         out.print("[green]ok:[/] every checksum verified, no record missing")
         return
