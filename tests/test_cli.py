@@ -171,6 +171,23 @@ def test_json_safe_keeps_json_values_and_reprs_the_rest() -> None:
     assert json_safe({1: 2}) == "{1: 2}"
 
 
+def test_peek_n_0_is_a_usage_error(runner: CliRunner, spool: Path) -> None:
+    """peek -n 0 is a typo, never "no records waiting" on a backlog: exit 2 naming the range."""
+    result = runner.invoke(cli, ["peek", str(spool), "-n", "0"])
+    assert result.exit_code == EXIT_USAGE
+    assert "0 is not in the range x>=1" in result.output
+    assert "no records waiting" not in result.output
+
+
+def test_inspect_shows_records_lost(runner: CliRunner, spool: Path) -> None:
+    """A chunk file deleted between two others: inspect shows the records lost, as fsck does."""
+    (spool / "q00001").unlink()
+    data = json.loads(runner.invoke(cli, ["inspect", str(spool), "--json"]).output)
+    assert data["lost_records"] == 5
+    text = runner.invoke(cli, ["inspect", str(spool)]).output
+    assert "5 record(s) lost: run `spoolkit fsck`" in text
+
+
 def test_peek_of_an_empty_spool(runner: CliRunner, tmp_path: Path) -> None:
     """peek on a spool with nothing pending says so and exits 0."""
     with Queue(tmp_path / "e"):
@@ -194,7 +211,9 @@ def test_fsck_reports_the_damaged_region_and_exits_1(runner: CliRunner, spool: P
     assert result.exit_code == EXIT_PROBLEM
     data = json.loads(result.output)
     assert data["ok"] is False
-    assert data["damage"] == [{"chunk": "q00001", "start": victim.offset, "end": victim.end}]
+    damage = [d for d in data["damage"] if "lost" not in d]
+    assert damage == [{"chunk": "q00001", "start": victim.offset, "end": victim.end}]
+    assert [d["lost"]["count"] for d in data["damage"] if "lost" in d] == [1]
     text = runner.invoke(cli, ["fsck", str(spool)])
     assert text.exit_code == EXIT_PROBLEM
     assert f"q00001 │ {victim.offset}" in text.output
@@ -231,9 +250,10 @@ def test_fsck_repair_skips_a_lane_in_use_naming_its_pid(runner: CliRunner, locke
     damage anywhere that is a clean exit."""
     result = runner.invoke(cli, ["fsck", str(locked), "--repair"])
     assert result.exit_code == EXIT_OK, result.output
-    assert "skipped lane 0: in use by pid 4242" in result.output
+    # the lock is held, by this test process, under a pid that is not running: fsck says so
+    assert "skipped lane 0: its lock is held, but pid 4242" in result.output
     data = json.loads(runner.invoke(cli, ["fsck", str(locked), "--repair", "--json"]).output)
-    assert data["repair"]["skipped"] == [{"lane": 0, "pid": 4242}]
+    assert [s["lane"] for s in data["repair"]["skipped"]] == [0]
     assert data["live"] is True
 
 
@@ -577,7 +597,7 @@ def test_fsck_finds_damage_in_a_lane_and_counts_chunks_as_inspect(
     assert result.exit_code == EXIT_PROBLEM
     data = json.loads(result.output)
     found = {"chunk": "lanes/2/q00000", "start": victim.offset, "end": victim.end}
-    assert data["damage"] == [found]
+    assert [d for d in data["damage"] if "lost" not in d] == [found]
     info = json.loads(runner.invoke(cli, ["inspect", str(path), "--json"]).output)
     on_disk = [*path.glob("q*"), *path.glob("lanes/*/q*")]
     assert data["chunk_files"] == info["chunk_files"] == len(on_disk)

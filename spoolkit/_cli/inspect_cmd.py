@@ -94,6 +94,7 @@ def _summary_json(info: insp.SpoolInfo) -> dict[str, Any]:
         "locked": info.locked,
         "holder_pid": info.holder_pid,
         "damaged_regions": info.damaged_regions,
+        "lost_records": info.lost_records,
         "lanes": [lane_json(lane) for lane in info.lanes],
     }
 
@@ -113,6 +114,8 @@ def _summary_table(info: insp.SpoolInfo) -> Table:
     table.add_row("serializer", info.serializer or "?")
     if info.damaged_regions:
         table.add_row("damage", f"{info.damaged_regions} region(s): run `spoolkit fsck`")
+    if info.lost:
+        table.add_row("lost", f"{info.lost_records:,} record(s) lost: run `spoolkit fsck`")
     return table
 
 
@@ -149,7 +152,14 @@ Examples:
   spoolkit peek /var/spool/app --json | jq -r '.[].id'""",
 )
 @click.argument("path", type=SPOOL_PATH)
-@click.option("-n", "count", default=10, show_default=True, type=click.IntRange(min=0))
+@click.option(
+    "-n",
+    "count",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="How many records to show (at least 1).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
 @serializer_option
 def peek(path: str, count: int, as_json: bool, serializer_spec: str | None) -> None:
