@@ -76,6 +76,7 @@ def test_a_404_stops_the_drain_with_every_record_queued(
     assert f"{RECORDS} record(s) are still queued" in result.output
     assert "run drain again" in result.output
     assert "delivered 0, dead-lettered 0" in result.output
+    assert f" 0/{RECORDS} " in result.output  # the progress bar counts delivered records only
     _intact(backlog)
 
 
@@ -115,6 +116,7 @@ def test_a_server_that_breaks_midway_keeps_the_rest_queued(
     result = runner.invoke(cli, [*args, *flags, "--timeout", "20"])
     assert result.exit_code == EXIT_PROBLEM, result.output
     dead = len(insp.dead_letters(backlog))
+    assert f" 20/{RECORDS} " in result.output  # the progress bar counts delivered records only
     if dead_letter:
         assert "failed the same way" in result.output
         assert dead == (SAME_FAILURES - 1) * 10

@@ -118,22 +118,24 @@ def _run(spool: Spool, guard: Guard, deadline: float | None) -> bool:
     """Deliver until the spool is empty (True), the guard stops the drain or the deadline."""
     with progress() as bar:
         task = bar.add_task("delivered", total=spool.stats().backlog)
-        while guard.stopped is None:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return False
-            done = spool.flush(POLL if left is None else min(POLL, left))
+
+        def show() -> None:
             s = spool.stats()
             dead = f", {s.dead_lettered:,} dead-lettered" if s.dead_lettered else ""
-            bar.update(
-                task,
-                completed=s.delivered,
-                total=s.delivered + s.dead_lettered + s.backlog,
-                description=f"delivered{dead}",
-            )
-            if done:
-                return guard.stopped is None
-    return False
+            total = s.delivered + s.dead_lettered + s.backlog
+            bar.update(task, completed=s.delivered, total=total, description=f"delivered{dead}")
+
+        try:
+            while guard.stopped is None:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                if spool.flush(POLL if left is None else min(POLL, left)):
+                    return guard.stopped is None
+                show()
+            return False
+        finally:
+            show()
 
 
 def _stop_early(path: str, as_json: bool, why: str) -> None:

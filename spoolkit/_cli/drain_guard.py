@@ -106,6 +106,7 @@ class Guard:
         self._streak = 0
         self._last = ""
         self._lock = threading.Lock()
+        self._opened = False
         self.changed = threading.Event()
         """Set when :attr:`stopped` is."""
 
@@ -113,10 +114,13 @@ class Guard:
         return repr(self.sink)
 
     def open(self) -> None:
-        """Open the sink."""
+        """Open the sink, once (the drain opens it to check it, the Spool again at start)."""
+        if self._opened:
+            return
         opener = getattr(self.sink, "open", None)
         if callable(opener):
             opener()
+        self._opened = True
 
     def close(self) -> None:
         """Close the sink."""
