@@ -270,9 +270,10 @@ def test_repair_after_a_killed_writer_does_not_say_in_use(tmp_path: Path) -> Non
         [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "ready"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    with proc:
+        assert proc.stdout.readline().strip() == "ready"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
     chunk = spool / "q00000"
     data = bytearray(chunk.read_bytes())
     data[CHUNK_HEADER_SIZE + 40] ^= 0xFF

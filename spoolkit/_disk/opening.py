@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING
 from spoolkit._disk import framing, meta, migrate
 from spoolkit._disk.framing import CHUNK_HEADER_SIZE, ChunkHeader
 from spoolkit._disk.perms import make_private_dir
-from spoolkit._disk.recovery import ChunkFacts, LostRange, find_losses, scan_chunk
+from spoolkit._disk.recovery import (
+    MIN_CHUNK_FILE,
+    PAGE,
+    ChunkFacts,
+    LostRange,
+    find_losses,
+    scan_chunk,
+)
 from spoolkit._disk.segment import FREE_PREFIX, Segment, chunk_name, parse_chunk_name
 from spoolkit.errors import ConfigError, FormatError, PathError
 from spoolkit.serializers import BUILTIN_NAMES
@@ -267,8 +274,13 @@ def _report_losses(store: Store, facts: list[ChunkFacts]) -> None:
         )
     head = store._head
     if head is not None and facts and facts[-1].index == head.index and facts[-1].cut:
+        whole = max(MIN_CHUNK_FILE, -(-head.size // PAGE) * PAGE)
         try:
-            head.grow(head.size)
+            if whole > head.size:
+                assert head.mm is not None
+                os.posix_fallocate(head.fd, head.size, whole - head.size)  # zeros: free space
+                head.mm.resize(whole)
+                head.size = whole
         except OSError as exc:  # a full disk: the cut is reported again at the next open
             store._log.warning("chunk_regrow_failed", chunk=head.path, error=str(exc))
 
