@@ -145,3 +145,34 @@ def test_a_healthy_server_gets_everything(
     assert data["stopped"] is None
     assert sorted(received) == list(range(RECORDS))
     assert insp.inspect_spool(backlog).backlog == 0
+
+
+@pytest.mark.parametrize("max_attempts", [None, 1])
+def test_once_the_sink_works_the_retry_policy_decides(
+    runner: CliRunner, backlog: Path, httpserver: HTTPServer, max_attempts: int | None
+) -> None:
+    """One 500 after the sink proved itself: retried and delivered by default; with
+    --max-attempts 1 that batch is dead-lettered (exit 1, `dead list` named) and the rest
+    delivered."""
+    answered: list[int] = []
+
+    def handler(_request: Request) -> Response:
+        answered.append(1)
+        return Response(
+            "boom" if len(answered) == 3 else "ok", status=500 if len(answered) == 3 else 200
+        )
+
+    httpserver.expect_request("/ingest").respond_with_handler(handler)
+    url = httpserver.url_for("/ingest")
+    args = ["drain", str(backlog), "--to", url, "--batch-size", "10", "--workers", "1"]
+    extra = [] if max_attempts is None else ["--max-attempts", str(max_attempts)]
+    result = runner.invoke(cli, [*args, *extra, "--timeout", "30"])
+    dead = len(insp.dead_letters(backlog))
+    if max_attempts is None:
+        assert result.exit_code == EXIT_OK, result.output
+        assert dead == 0
+    else:
+        assert result.exit_code == EXIT_PROBLEM, result.output
+        assert "10 record(s) were dead-lettered: see `spoolkit dead list" in result.output
+        assert dead == 10
+    assert insp.inspect_spool(backlog).backlog == 0
