@@ -604,3 +604,33 @@ def test_dead_letters_are_shared_by_every_process_and_requeue_under_their_ids(
     assert wait_for(lambda: len(sink.inner.records) >= 40)
     assert {(r.id, r.item) for r in sink.inner.records} == {(d.id, d.record.item) for d in letters}
     assert len(spool.dead_letters) == 0
+
+
+def test_wait_does_not_spin_once_its_own_lane_was_taken_over(tmp_path: Path) -> None:
+    """A Queue in this process taking the backend's own lane over: wait() keeps its timeout and
+    waits instead of calling the closed lane again and again (it spun at 100% CPU before)."""
+    backend = LanesBackend(str(tmp_path / "s"))
+    try:
+        own = backend._own
+        assert own is not None
+        calls = 0
+        real = own.wait
+
+        def counting(timeout: float | None) -> bool:
+            nonlocal calls
+            calls += 1
+            return real(timeout)
+
+        own.wait = counting  # type: ignore[method-assign]
+        with Queue(own.path):  # takes the lane over: the backend's copy is closed
+            finished = threading.Event()
+            result: list[bool] = []
+            waiter = threading.Thread(
+                target=lambda: (result.append(backend.wait(0.3)), finished.set()), daemon=True
+            )
+            waiter.start()
+            assert finished.wait(30), "wait() ignored its timeout"
+        assert result == [False]
+        assert calls <= 3
+    finally:
+        backend.close()

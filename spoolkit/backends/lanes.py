@@ -366,7 +366,9 @@ class LanesBackend:
             except ClosedError:
                 if self._closed:
                     raise
-                continue  # the lane changed hands (a fork): wait on the new one
+                if lane is self._own:  # taken over by a newer instance in this process:
+                    self._stop.wait(step)  # nothing of its own to wait on; adopted lanes may
+                # else the lane changed hands (a fork): the next turn waits on the new one
             if deadline is not None and time.monotonic() >= deadline:
                 return False
 
