@@ -13,10 +13,17 @@ truncation and appended garbage:
   the documented ``FormatError``), never yields a record that was not put, keeps every intact
   pending record, and keeps the spool's uid while a chunk header is intact.
 - The dead-letter store (``dead/q00000``, ``dead/meta.json``) obeys the same rules.
+- Losses (issue 21): a chunk cut at a record boundary, emptied to 0 bytes, deleted, flipped, or a
+  ``meta.json`` of the wrong shape: every pending record that does not come back is in a range
+  both ``fsck`` and the open report (but the documented undetectable cases: the oldest or newest
+  chunk file deleted whole, or one deleted after every record before it was handed out, the
+  newest cut at a page boundary); the open raises nothing but a spoolkit error, and only where
+  ``fsck`` refuses too; untouched chunk files report no loss. 1,000 trials in the slow suite.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -141,7 +148,10 @@ def _check_fsck(  # noqa: PLR0917 - the one damaged chunk, described
     doc = json.loads(out.output)
     assert out.exit_code == (0 if report.ok else 1)
     assert doc["ok"] == report.ok
-    assert [(d["start"], d["end"]) for d in doc["damage"] if d["chunk"] == name] == regions
+    found = [
+        (d["start"], d["end"]) for d in doc["damage"] if d["chunk"] == name and "lost" not in d
+    ]
+    assert found == regions
 
 
 @FUZZ
@@ -327,7 +337,7 @@ WRONG_METAS = [
 loss_kinds = st.sampled_from(["cut_at_record", "empty", "delete", "flip", "meta"])
 
 
-def _loss_trial(  # noqa: PLR0917, PLR0914 - one trial, described by its drawn parameters
+def _loss_trial(  # noqa: PLR0917 - one trial, described by its drawn parameters
     kind: str, n: int, acked: float, chunksize: int, target: float, where: float, meta: int
 ) -> None:
     """Damage a spool one way; check fsck and the open report every lost record."""
@@ -367,11 +377,11 @@ def _loss_trial(  # noqa: PLR0917, PLR0914 - one trial, described by its drawn p
         else:
             Path(path, "meta.json").write_bytes(WRONG_METAS[meta % len(WRONG_METAS)])
         newer = kind == "meta" and WRONG_METAS[meta % len(WRONG_METAS)].endswith(b"890}")
-        try:
+        report = None
+        with contextlib.suppress(SpoolError):
             report = fsck(path)
-        except SpoolError as exc:
-            assert newer, f"fsck raised {exc!r}"
-            report = None
+        if report is None:
+            assert newer, "fsck refused a spool that is not of a newer format"
         else:
             out = CliRunner().invoke(cli, ["fsck", "--json", path])
             doc = json.loads(out.output)
@@ -380,16 +390,21 @@ def _loss_trial(  # noqa: PLR0917, PLR0914 - one trial, described by its drawn p
             assert sum("lost" in d for d in doc["damage"]) == len(report.lost)
         try:
             q = Queue(path, chunksize=chunksize, serializer="raw")
-        except SpoolError as exc:
-            assert newer == (report is None), f"fsck and open disagree: {exc!r}"
-            return
-        except Exception as exc:  # noqa: BLE001 - the property under test
+        except SpoolError:
+            q = None
+        except Exception as exc:
             pytest.fail(f"open raised {type(exc).__name__} (not a spoolkit error): {exc}")
-        assert report is not None, "fsck refused a spool that opens"
+        assert (q is None) == (report is None), "fsck and open disagree"
+        if q is None:
+            return
         with q:
             got = {getattr(d, "seq", d.id) for d in q.get_batch(1 << 20, timeout=0)}
             ranges = list(q.recovery.lost)
         lost = waiting - got
+        if kind == "meta":  # the chunk files are untouched: nothing is lost, nothing reported
+            assert not lost
+            assert not ranges
+            assert not report.lost
         if lost and detectable:
             for rid in lost:
                 assert any(r.covers(rid) for r in ranges), f"{kind}: lost {rid} not reported"
