@@ -216,12 +216,14 @@ def test_a_script_that_logs_and_ends_with_the_sink_down_exits_within_close_timeo
 # -- a plain Spool, no stop() ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", ["lanes", "disk"])
 def test_a_script_that_puts_and_ends_without_stop_delivers_within_exit_timeout(
-    tmp_path: Path, collector: Collector, run: Callable[..., App]
+    tmp_path: Path, collector: Collector, run: Callable[..., App], backend: str
 ) -> None:
     """A plain Spool (no handler) whose script ends without stop(): the exit hook delivers every
-    record within exit_timeout, exit 0, stderr empty."""
-    app = run("spool_and_end.py", tmp_path / "spool", collector.url, 500, 20)
+    record within exit_timeout, exit 0, stderr empty; also on an explicit DiskBackend, whose
+    queue the exit must not close before the spool drained it."""
+    app = run("spool_and_end.py", tmp_path / "spool", collector.url, 500, 20, backend)
     app.expect("PUT")
     assert app.finish(DEADLINE) == 0, app.stderr
     assert app.stderr == ""

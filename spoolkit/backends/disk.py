@@ -69,6 +69,9 @@ class DiskBackend:
         self.queue = Queue(
             path, chunksize=chunksize, serializer=serializer, fsync=fsync, max_bytes=max_bytes
         )
+        # closed by its Spool (or its caller), not by the queue's own exit hook: that one runs
+        # before the spool's, which drains the queue within exit_timeout first
+        self.queue._finalizer.atexit = False
         self.max_deliveries = max_deliveries
         self.dead_lettered = 0
         """Records this backend dead-lettered itself (over ``max_deliveries``)."""

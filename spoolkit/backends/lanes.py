@@ -125,8 +125,6 @@ class LanesBackend:
                 lane = DiskBackend(path, **self._options)
             except LockedError:
                 return None
-        # this backend closes its lanes (Spool.stop, or its exit hook), in its own order
-        lane.queue._finalizer.atexit = False
         if self._dead is not None:
             lane.bind_dead_letters(self._dead)
         self._by_store[lane.queue._store] = lane
