@@ -32,11 +32,14 @@ _COUNTERS = {
     "dropped": "Records discarded because the spool was full.",
     "worker_restarts": "Workers restarted after a crash or a stuck sink call.",
     "undecodable": "Stored records skipped because they could not be decoded (or authenticated).",
+    "stuck_calls": "Sink calls abandoned after running past sink_timeout.",
 }
 _GAUGES = {
     "backlog": "Records not yet acknowledged (waiting or in flight).",
     "bytes_on_disk": "Bytes the spool and its dead letters take on disk.",
     "oldest_age": "Seconds since the oldest undelivered record was put.",
+    "stuck_threads": "Threads inside a sink call past sink_timeout now.",
+    "lost_records": "Records found lost (written and gone) when the spool's lanes were opened.",
 }
 
 

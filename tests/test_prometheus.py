@@ -31,9 +31,12 @@ def test_collector_exports_the_stats(make_spool: Any) -> None:
         "dropped_total",
         "worker_restarts_total",
         "undecodable_total",
+        "stuck_calls_total",
         "backlog",
         "bytes_on_disk",
         "oldest_age_seconds",
+        "stuck_threads",
+        "lost_records",
     ):
         assert f"spoolkit_{name}{{" in text
 

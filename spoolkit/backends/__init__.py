@@ -139,8 +139,9 @@ def open_backend(
 
             return RedisBackend.from_url(backend, serializer=serializer)
         raise ConfigError(
-            f"unknown backend {backend.split('@')[-1]!r}; use None (the disk queue) or an "
-            "object implementing spoolkit.backends.Backend"
+            f"unknown backend {backend.split('@')[-1]!r}; use None or 'disk' (the disk lanes), "
+            "a redis://host/db?stream=S&group=G URL (the redis extra), or an object "
+            "implementing spoolkit.backends.Backend"
         )
     if not isinstance(backend, Backend):
         raise ConfigError(f"backend {backend!r} does not implement spoolkit.backends.Backend")
