@@ -350,3 +350,13 @@ def test_enqueued_counts_every_put_put_many_and_deferred_call(tmp_path: Path) ->
     again = Spool(tmp_path / "s", MemorySink(), workers=1)
     assert again.stats().enqueued == 0
     again.stop(drain=False)
+
+
+def test_an_unknown_backend_string_names_every_accepted_form(tmp_path: Path) -> None:
+    """A mistyped backend URL is a ConfigError listing None/'disk', redis:// URLs and objects."""
+    with pytest.raises(ConfigError) as info:
+        Spool(tmp_path, None, backend="redsi://localhost/0?stream=s&group=g")
+    message = str(info.value)
+    assert "'disk'" in message
+    assert "redis://" in message
+    assert "spoolkit.backends.Backend" in message
