@@ -10,6 +10,7 @@ from queue import Empty
 from typing import Any
 
 from spoolkit._disk.ioerrors import NOT_STORED, NOT_SYNCED, storage_error
+from spoolkit._disk.opening import RecoveryReport
 from spoolkit._disk.store import Store
 from spoolkit._handout import Delivery, Handout
 from spoolkit._log import get_logger
@@ -176,8 +177,12 @@ class Queue:
         return self._store.durability.errors
 
     @property
-    def recovery(self) -> Any:
-        """What opening found: ``.pending``, ``.damaged_regions``, ``.damaged_bytes``..."""
+    def recovery(self) -> RecoveryReport:
+        """What opening found: ``.pending`` (records waiting), ``.damaged_regions`` and
+        ``.damaged_bytes`` (damage skipped), ``.skipped_chunks`` (chunk files unreadable),
+        ``.lost`` (ranges of record numbers written and gone: a chunk file cut, emptied,
+        deleted or damaged), ``.lost_records`` (how many) and ``.lost_ids()`` (each range as
+        the ids a user sees, ``<uid>-<n>``, with where and why)."""
         return self._store.report
 
     # -- putting -------------------------------------------------------------------------------
