@@ -21,6 +21,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from spoolkit._lanes_view import waiting_by_lane
@@ -195,14 +196,19 @@ class Supervisor:
         crash, a stuck sink) puts records back: then it starts over, counting afresh.
 
         A backend that cannot be counted by lane (Redis: other consumers take entries too)
-        falls back to timestamps: phase 1 waits until the next record to hand out was stored
-        after the call.
+        offers a sequence mark instead (``flush_mark()``, ``settled_through(mark)``): it waits
+        until every entry up to the newest one at the call is settled. A third-party backend
+        with neither falls back to timestamps: phase 1 waits until the next record to hand out
+        was stored after the call.
         """
         pool = self.pool
         since = time.time()
         with pool.progress:
             pool.urgent += 1  # lingering workers hand over what they hold at once
         try:
+            marked = _marked(pool.backend)
+            if marked is not None:
+                return self._wait_settled(*marked, deadline)
             while True:
                 with pool.take_lock:
                     epoch = pool.nack_epoch
@@ -257,6 +263,16 @@ class Supervisor:
                     return False
         return True
 
+    def _wait_settled(
+        self, settled_through: Callable[[Any], bool], mark: Any, deadline: float
+    ) -> bool:
+        """Wait until ``settled_through(mark)`` (a None mark: nothing to wait for)."""
+        while mark is not None and not settled_through(mark):
+            with self.pool.progress:
+                if not self._wait_progress(deadline):
+                    return False
+        return True
+
     def _wait_progress(self, deadline: float) -> bool:
         """Wait (holding ``pool.progress``) for a worker's news, or a short while."""
         remaining = deadline - time.monotonic()
@@ -264,6 +280,15 @@ class Supervisor:
             return False
         self.pool.progress.wait(min(remaining, _POLL / 5))
         return True
+
+
+def _marked(backend: Any) -> tuple[Callable[[Any], bool], Any] | None:
+    """``(settled_through, mark)`` of a backend that offers a sequence mark, else None."""
+    mark_now = getattr(backend, "flush_mark", None)
+    settled = getattr(backend, "settled_through", None)
+    if not callable(mark_now) or not callable(settled):
+        return None
+    return settled, mark_now()
 
 
 def _none_older(pool: Pool, since: float) -> bool:

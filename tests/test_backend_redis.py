@@ -427,3 +427,39 @@ def test_import_spoolkit_backends_does_not_load_redis() -> None:
         "    raise AssertionError('no ImportError')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_flush_waits_for_every_entry_after_the_clock_stepped_back(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """flush() on a Redis-backed spool with records stamped an hour ahead (the wall clock
+    stepped back after them) returns True only once all of them reached the sink: it waits
+    for the stream's entries up to the newest at the call to be settled, not for timestamps."""
+    import datetime as dt
+    import threading
+
+    from freezegun import freeze_time
+
+    gate = threading.Semaphore(0)
+    delivered: list[Any] = []
+
+    def sink(batch: Any) -> None:
+        assert gate.acquire(timeout=30)
+        delivered.extend(r.item for r in batch)
+
+    url = f"{redis_url}?stream=flush-{uuid.uuid4().hex}&group=g"
+    with Spool(tmp_path / "s", sink, backend=url, workers=1, batch_size=1) as spool:
+        with freeze_time(dt.datetime.now(dt.UTC) + dt.timedelta(hours=1), tick=True):
+            spool.put_many(range(20))
+        result: list[tuple[bool, int]] = []
+        waiter = threading.Thread(target=lambda: result.append((spool.flush(30), len(delivered))))
+        waiter.start()
+        for n in range(1, 21):  # one record at a time: a flush that ends early is seen ending
+            gate.release()
+            deadline = time.monotonic() + 30
+            while len(delivered) < n and not result and time.monotonic() < deadline:
+                time.sleep(0.005)  # a poll of a predicate, not a wait for an outcome
+            if result:
+                break
+        waiter.join(30)
+        assert result == [(True, 20)]

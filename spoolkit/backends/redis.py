@@ -34,7 +34,7 @@ from spoolkit.typing import Serializer
 try:
     import redis
 
-    from spoolkit.backends._redis_entries import StreamMessage
+    from spoolkit.backends._redis_entries import StreamMessage, text
     from spoolkit.backends._redis_options import connect, default_consumer, split_url
     from spoolkit.backends._redis_reader import GroupReader
     from spoolkit.backends._redis_writer import StreamWriter
@@ -336,6 +336,29 @@ class RedisBackend:
             except PermanentError:  # no such key yet
                 return None
             return float(entries[0][1].get(b"t", 0.0)) if entries else None
+
+    def flush_mark(self) -> str | None:
+        """The newest entry's id now (None when the stream is empty): what ``flush`` waits to
+        see settled. Entry ids only grow (Redis never issues one below the last, whatever its
+        clock does), so this is a sequence mark, not a time."""
+
+        def newest() -> Any:
+            return self.client.xrevrange(self.stream, "+", "-", count=1)
+
+        try:
+            last = self._call(newest)
+        except PermanentError:  # no such key yet
+            return None
+        return text(last[0][0]) if last else None
+
+    def settled_through(self, mark: str) -> bool:
+        """Whether every entry up to ``mark`` was settled by some consumer of the group
+        (delivered or dead-lettered): acknowledged entries are deleted, so none is left."""
+        try:
+            left = self._call(lambda: self.client.xrange(self.stream, "-", mark, count=1))
+        except PermanentError:  # no such key: nothing left
+            return True
+        return not left
 
     def close(self) -> None:
         """Release the messages held here to other consumers at once; close an owned client.
