@@ -46,7 +46,8 @@ def test_handler_records_arrive_with_rfc5424_structure(
     sink = SyslogSink(
         "127.0.0.1", rsyslog_server.port, app_name="billing", msgid="PAY", facility="local3"
     )
-    handler = SpoolHandler(str(tmp_path / "spool"), sink=sink, spool_options={"batch_interval": 0})
+    options = {"batch_interval": 0, "workers": 1}  # one worker: the records arrive in order
+    handler = SpoolHandler(str(tmp_path / "spool"), sink=sink, spool_options=options)
     logger = logging.getLogger(f"test.syslog.{tag}")
     logger.propagate = False
     logger.setLevel(logging.DEBUG)

@@ -1,0 +1,1 @@
+"""spoolkit.otel: durable OpenTelemetry exporters (filled in below)."""
