@@ -1,0 +1,321 @@
+"""Durable wrappers for OpenTelemetry span and log exporters."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from spoolkit._spool import Spool, WhenFull
+from spoolkit.errors import ConfigError, PartialFailure, PermanentError, TransientError
+from spoolkit.otel._rebuild import logs_from_request, spans_from_request
+from spoolkit.retry import RetryPolicy
+from spoolkit.typing import Record
+
+__all__ = ["DurableLogExporter", "DurableSpanExporter", "default_retry", "durable"]
+
+_log = logging.getLogger("spoolkit.otel")
+
+T = TypeVar("T")  # the SDK's item: ReadableSpan or ReadableLogRecord
+
+
+def default_retry() -> RetryPolicy:
+    """The wrappers' retry policy: an exporter only says FAILURE, never why, so a batch is
+    retried (backoff up to 60 s) for a day, then dead-lettered (``spoolkit dead requeue``)."""
+    return RetryPolicy(max_age=86400.0, max_wait=60.0)
+
+
+class _ExporterSink(Generic[T]):
+    """Delivers stored OTLP requests through the wrapped exporter: one ``export`` call per
+    spool batch, with every stored request of the batch turned back into SDK objects."""
+
+    def __init__(
+        self,
+        exporter: Any,
+        decode: Callable[[bytes], list[T]],
+        success: Any,
+        description: str,
+    ) -> None:
+        self.exporter = exporter
+        self._decode = decode
+        self._success = success
+        self._description = description
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return self._description
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+
+    def write(self, batch: Sequence[Record]) -> None:
+        items: list[T] = []
+        bad: list[tuple[Record, Exception]] = []
+        for record in batch:
+            try:
+                items.extend(self._decode(record.item))
+            except Exception as exc:  # protobuf's DecodeError, or bytes that are not a request
+                bad.append((record, exc))
+        if bad and len(bad) == len(batch):
+            raise PermanentError(
+                f"stored batch {bad[0][0].id!r} is not an OTLP request: {bad[0][1]!r}",
+                sink=self._description,
+            ) from bad[0][1]
+        with self._lock:  # SDK exporters expect one export call at a time
+            try:
+                result = self.exporter.export(items)
+            except Exception as exc:
+                raise TransientError(
+                    f"{type(self.exporter).__name__}.export raised {exc!r}", sink=self._description
+                ) from exc
+        if result != self._success:
+            raise TransientError(
+                f"{type(self.exporter).__name__}.export returned {result!r}",
+                sink=self._description,
+            )
+        if bad:
+            raise PartialFailure(
+                [r.id for r, _ in bad],
+                "stored batch(es) are not OTLP requests",
+                cause=PermanentError(repr(bad[0][1])),
+                sink=self._description,
+            )
+
+
+class _Durable(Generic[T]):
+    """What both wrappers share: a Spool in front of the wrapped exporter."""
+
+    _kind = ""
+
+    def __init__(
+        self,
+        exporter: Any,
+        path: str | os.PathLike[str],
+        *,
+        retry: RetryPolicy | None = None,
+        batch_size: int = 16,
+        batch_interval: float = 0.2,
+        fsync: str = "interval",
+        max_bytes: int | None = None,
+        when_full: WhenFull = "block",
+        put_timeout: float = 1.0,
+        shutdown_timeout: float = 10.0,
+        encode: Callable[[Sequence[T]], Any],
+        decode: Callable[[bytes], list[T]],
+        success: Any,
+        failure: Any,
+    ) -> None:
+        if put_timeout < 0:
+            raise ConfigError(f"put_timeout must be >= 0 seconds, not {put_timeout!r}")
+        self.exporter = exporter
+        self._encode = encode
+        self._success = success
+        self._failure = failure
+        self.put_timeout = put_timeout
+        self.shutdown_timeout = shutdown_timeout
+        self.accepted = 0
+        """Items this exporter has stored and answered SUCCESS for (since it was made)."""
+        description = f"Durable{self._kind}Exporter({type(exporter).__name__})"
+        self._sink: _ExporterSink[T] = _ExporterSink(exporter, decode, success, description)
+        self.spool = Spool(
+            path,
+            self._sink,
+            workers=1,
+            batch_size=batch_size,
+            batch_interval=batch_interval,
+            retry=retry if retry is not None else default_retry(),
+            fsync=fsync,
+            max_bytes=max_bytes,
+            when_full=when_full,
+            serializer="raw",
+        )
+        """The spool holding what was exported and not yet delivered."""
+        self._count_lock = threading.Lock()
+        self._shutdown = False
+        self.spool.start()
+
+    def __repr__(self) -> str:
+        return f"Durable{self._kind}Exporter({self.exporter!r}, path={self.spool.path!r})"
+
+    def export(self, batch: Sequence[T]) -> Any:
+        """Store ``batch`` as one OTLP request; SUCCESS once it is in the spool.
+
+        FAILURE (the SDK then drops the batch, as it would for any exporter) only when the
+        exporter was shut down, the batch cannot be encoded, or the spool stays full for
+        ``put_timeout`` seconds.
+        """
+        if self._shutdown:
+            return self._failure
+        try:
+            data = self._encode(batch).SerializeToString()
+            self.spool.put(data, timeout=self.put_timeout)
+        except Exception:
+            _log.exception("otel_export_not_stored items=%d", len(batch))
+            return self._failure
+        with self._count_lock:
+            self.accepted += len(batch)
+        return self._success
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Wait up to ``timeout_millis`` for everything stored to be delivered; True if it was.
+
+        What is not delivered in time stays on disk, retried as the retry policy says.
+        """
+        return bool(self.spool.flush(timeout=timeout_millis / 1000))
+
+    def shutdown(self, timeout_millis: int | None = None) -> None:
+        """Refuse further batches, deliver what is stored for up to ``shutdown_timeout``
+        seconds (or ``timeout_millis``), then shut the wrapped exporter down. What is left
+        stays on disk: the next exporter opened on the same path delivers it."""
+        if self._shutdown:
+            return
+        self._shutdown = True
+        timeout = self.shutdown_timeout if timeout_millis is None else timeout_millis / 1000
+        try:
+            self.spool.stop(timeout=max(0.0, timeout))
+        finally:
+            self.exporter.shutdown()
+
+
+def _spans(data: bytes) -> list[ReadableSpan]:
+    return spans_from_request(ExportTraceServiceRequest.FromString(data))
+
+
+def _logs(data: bytes) -> list[ReadableLogRecord]:
+    return logs_from_request(ExportLogsServiceRequest.FromString(data))
+
+
+class DurableSpanExporter(_Durable[ReadableSpan], SpanExporter):
+    """A ``SpanExporter`` that stores each batch on disk and delivers it through ``exporter``.
+
+    Put it where the exporter went: ``BatchSpanProcessor(DurableSpanExporter(OTLPSpanExporter(),
+    "/var/spool/app-traces"))``. ``export`` encodes the batch as an OTLP
+    ``ExportTraceServiceRequest`` (the exporter package's own encoder), stores the bytes in a
+    :class:`~spoolkit.Spool` and answers SUCCESS; one worker thread turns stored requests
+    back into spans and calls ``exporter.export``, retrying a FAILURE (or an exception) with
+    ``retry`` and dead-lettering a batch that never goes through. A collector outage, a full
+    SDK queue downstream or a kill -9 loses nothing that was answered SUCCESS (after a kill
+    the next exporter opened on ``path`` delivers it; an OS crash can lose the last
+    ``fsync="interval"`` second: pass ``fsync="always"`` to rule that out).
+
+    Args:
+        exporter: any ``SpanExporter`` (OTLP/HTTP or gRPC, Zipkin, the console...). It should
+            fail fast: give it a short ``timeout``, spoolkit does the waiting.
+        path: the spool directory (dead letters in ``<path>/dead``).
+        retry: the retry policy (:func:`default_retry`: a day of retries, then a dead letter).
+        batch_size: the most stored SDK batches merged into one ``exporter.export`` call.
+        batch_interval: how long a delivery waits for more stored batches, in seconds.
+        fsync, max_bytes, when_full: as for :class:`~spoolkit.Spool`.
+        put_timeout: the most seconds ``export`` waits for room in a full spool before
+            answering FAILURE.
+        shutdown_timeout: seconds ``shutdown()`` spends delivering what is stored.
+    """
+
+    _kind = "Span"
+
+    def __init__(
+        self,
+        exporter: SpanExporter,
+        path: str | os.PathLike[str],
+        *,
+        retry: RetryPolicy | None = None,
+        batch_size: int = 16,
+        batch_interval: float = 0.2,
+        fsync: str = "interval",
+        max_bytes: int | None = None,
+        when_full: WhenFull = "block",
+        put_timeout: float = 1.0,
+        shutdown_timeout: float = 10.0,
+    ) -> None:
+        super().__init__(
+            exporter,
+            path,
+            retry=retry,
+            batch_size=batch_size,
+            batch_interval=batch_interval,
+            fsync=fsync,
+            max_bytes=max_bytes,
+            when_full=when_full,
+            put_timeout=put_timeout,
+            shutdown_timeout=shutdown_timeout,
+            encode=encode_spans,
+            decode=_spans,
+            success=SpanExportResult.SUCCESS,
+            failure=SpanExportResult.FAILURE,
+        )
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        result: SpanExportResult = super().export(spans)
+        return result
+
+
+class DurableLogExporter(_Durable[ReadableLogRecord], LogRecordExporter):
+    """A ``LogRecordExporter`` that stores each batch on disk and delivers it through
+    ``exporter``: :class:`DurableSpanExporter` for logs (``BatchLogRecordProcessor``), with
+    batches stored as OTLP ``ExportLogsServiceRequest`` bytes. The arguments are the same.
+    """
+
+    _kind = "Log"
+
+    def __init__(
+        self,
+        exporter: LogRecordExporter,
+        path: str | os.PathLike[str],
+        *,
+        retry: RetryPolicy | None = None,
+        batch_size: int = 16,
+        batch_interval: float = 0.2,
+        fsync: str = "interval",
+        max_bytes: int | None = None,
+        when_full: WhenFull = "block",
+        put_timeout: float = 1.0,
+        shutdown_timeout: float = 10.0,
+    ) -> None:
+        super().__init__(
+            exporter,
+            path,
+            retry=retry,
+            batch_size=batch_size,
+            batch_interval=batch_interval,
+            fsync=fsync,
+            max_bytes=max_bytes,
+            when_full=when_full,
+            put_timeout=put_timeout,
+            shutdown_timeout=shutdown_timeout,
+            encode=encode_logs,
+            decode=_logs,
+            success=LogRecordExportResult.SUCCESS,
+            failure=LogRecordExportResult.FAILURE,
+        )
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        result: LogRecordExportResult = super().export(batch)
+        return result
+
+
+def durable(
+    exporter: SpanExporter | LogRecordExporter, path: str | os.PathLike[str], **options: Any
+) -> DurableSpanExporter | DurableLogExporter:
+    """Wrap ``exporter`` in the durable exporter of its kind (spans or logs).
+
+    Raises:
+        ConfigError: ``exporter`` is neither a ``SpanExporter`` nor a ``LogRecordExporter``.
+    """
+    if isinstance(exporter, SpanExporter):
+        return DurableSpanExporter(exporter, path, **options)
+    if isinstance(exporter, LogRecordExporter):
+        return DurableLogExporter(exporter, path, **options)
+    raise ConfigError(
+        f"durable() wraps a SpanExporter or a LogRecordExporter, not {type(exporter).__name__}"
+    )
