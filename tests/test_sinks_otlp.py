@@ -181,3 +181,18 @@ def test_url_builds_the_endpoint_and_checks_options() -> None:
         from_parsed_url("otlp+http://c", {"gzip": "maybe"}, "s")
     with pytest.raises(ConfigError, match="http:// or https://"):
         OtlpLogSink("ftp://c")
+
+
+def test_sinks_package_exports_the_new_sinks_lazily() -> None:
+    """spoolkit.sinks exports OtlpLogSink and SyslogSink without importing OpenTelemetry."""
+    from tests.helpers import python_stdout
+
+    code = (
+        "import sys, spoolkit.sinks as s\n"
+        "print(sorted(m for m in ('opentelemetry', 'google.protobuf') if m in sys.modules))\n"
+        "print(s.OtlpLogSink.__module__, s.SyslogSink.__module__)\n"
+    )
+    before, after = python_stdout(code).strip().splitlines()
+    assert "opentelemetry" not in before
+    assert "google.protobuf" not in before
+    assert after == "spoolkit.sinks.otlp spoolkit.sinks.syslog"

@@ -9,8 +9,10 @@ with Spool("/var/spool/app", from_url("https://logs.example.com/ingest?format=nd
 ```
 
 Importing this package loads no optional dependency: ``HttpSink`` (httpx),
-``PostgresSink`` (psycopg) and ``RedisStreamSink`` (redis) import their driver the first time
-they are used, and raise ``ImportError`` naming the extra to install when it is missing.
+``PostgresSink`` (psycopg), ``RedisStreamSink`` (redis) and ``OtlpLogSink``
+(opentelemetry-proto and httpx) import their driver the first time they are used, and raise
+``ImportError`` naming the extra to install when it is missing. ``SyslogSink`` needs only the
+standard library (it is loaded on first use too, with ``ssl``).
 """
 
 from __future__ import annotations
@@ -24,23 +26,29 @@ from spoolkit.sinks.stdout import StdoutSink
 
 if TYPE_CHECKING:
     from spoolkit.sinks.http import HttpSink
+    from spoolkit.sinks.otlp import OtlpLogSink
     from spoolkit.sinks.postgres import PostgresSink
     from spoolkit.sinks.redis import RedisStreamSink
+    from spoolkit.sinks.syslog import SyslogSink
 
 __all__ = [
     "HttpSink",
     "JsonlSink",
+    "OtlpLogSink",
     "PostgresSink",
     "RedisStreamSink",
     "StdoutSink",
+    "SyslogSink",
     "from_url",
 ]
 
 # Sinks whose module imports an optional driver: loaded on first attribute access.
 _LAZY = {
     "HttpSink": "spoolkit.sinks.http",
+    "OtlpLogSink": "spoolkit.sinks.otlp",
     "PostgresSink": "spoolkit.sinks.postgres",
     "RedisStreamSink": "spoolkit.sinks.redis",
+    "SyslogSink": "spoolkit.sinks.syslog",
 }
 
 
