@@ -41,6 +41,7 @@ from opentelemetry.trace.span import TraceState
 from spoolkit import RetryPolicy
 from spoolkit.errors import ConfigError
 from spoolkit.otel import DurableLogExporter, DurableSpanExporter, durable
+from spoolkit.otel._exporters import raw_sender
 from spoolkit.otel._rebuild import logs_from_request, spans_from_request
 from tests.services.otlp_receiver import OtlpReceiver, start_receiver
 
@@ -138,21 +139,65 @@ def test_logs_round_trip_through_the_stored_protobuf_exactly() -> None:
     assert rebuilt[1].log_record.trace_id == 0
 
 
+def _flat(request: Any) -> list[tuple[bytes, bytes, str, str, bytes]]:
+    """Every span of a request with its resource and scope (two requests holding the same
+    spans split differently into ResourceSpans compare equal)."""
+    return [
+        (
+            rs.resource.SerializeToString(deterministic=True),
+            ss.scope.SerializeToString(deterministic=True),
+            rs.schema_url,
+            ss.schema_url,
+            span.SerializeToString(deterministic=True),
+        )
+        for rs in request.resource_spans
+        for ss in rs.scope_spans
+        for span in ss.spans
+    ]
+
+
+class _SubclassedExporter(OTLPSpanExporter):
+    """A subclass may change export: the wrapper must call its export, not post raw bytes."""
+
+
+@pytest.mark.parametrize("kind", [OTLPSpanExporter, _SubclassedExporter])
 def test_durable_span_exporter_sends_what_the_bare_exporter_sends(
-    receiver: OtlpReceiver, tmp_path: Path
+    receiver: OtlpReceiver, tmp_path: Path, kind: type[OTLPSpanExporter]
 ) -> None:
-    """Through the durable wrapper the collector receives the same request as without it."""
+    """Through the wrapper the collector receives the same request as from the bare exporter,
+    whether the stored bytes are posted as they are or rebuilt into spans first."""
     spans = _rich_spans()
     endpoint = f"{receiver.endpoint}/v1/traces"
     bare = OTLPSpanExporter(endpoint=endpoint, timeout=5)
     assert bare.export(spans) == SpanExportResult.SUCCESS
-    wrapped = DurableSpanExporter(OTLPSpanExporter(endpoint=endpoint, timeout=5), tmp_path / "s")
-    assert wrapped.export(spans) == SpanExportResult.SUCCESS
+    wrapped = DurableSpanExporter(kind(endpoint=endpoint, timeout=5), tmp_path / "s")
+    assert (raw_sender(wrapped.exporter) is None) == (kind is _SubclassedExporter)
+    assert wrapped.export(spans[:2]) == SpanExportResult.SUCCESS
+    assert wrapped.export(spans[2:]) == SpanExportResult.SUCCESS
     assert wrapped.force_flush(10_000)
     wrapped.shutdown()
     bare.shutdown()
-    assert len(receiver.traces) == 2
-    assert receiver.traces[0] == receiver.traces[1]
+    assert len(receiver.traces) == 2  # the two stored batches went out as one request
+    assert _flat(receiver.traces[0]) == _flat(receiver.traces[1])
+
+
+def test_a_status_otlp_forbids_retrying_is_dead_lettered_at_once(
+    receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    """A 400 from the collector dead-letters the stored batch at once; a 503 is retried."""
+    receiver.status = 400
+    exporter = OTLPSpanExporter(endpoint=f"{receiver.endpoint}/v1/traces", timeout=2)
+    wrapped = DurableSpanExporter(exporter, tmp_path / "s", retry=FAST)
+    assert wrapped.export(_rich_spans()) == SpanExportResult.SUCCESS
+    _wait(lambda: wrapped.spool.stats().dead_lettered == 1)
+    assert "HTTP 400" in wrapped.spool.dead_letters.list()[0].error.message
+    receiver.status = 503
+    assert wrapped.export(_rich_spans()) == SpanExportResult.SUCCESS
+    _wait(lambda: wrapped.spool.stats().retried > 0)
+    receiver.status = 200
+    assert wrapped.force_flush(10_000)
+    assert wrapped.spool.stats().dead_lettered == 1
+    wrapped.shutdown()
 
 
 def test_collector_outage_loses_no_span(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from spoolkit.otel._rebuild import logs_from_request, spans_from_request
 from spoolkit.retry import RetryPolicy
 from spoolkit.typing import Record
 
-__all__ = ["DurableLogExporter", "DurableSpanExporter", "default_retry", "durable"]
+__all__ = ["DurableLogExporter", "DurableSpanExporter", "default_retry", "durable", "raw_sender"]
 
 _log = logging.getLogger("spoolkit.otel")
 
@@ -36,9 +36,40 @@ def default_retry() -> RetryPolicy:
     return RetryPolicy(max_age=86400.0, max_wait=60.0)
 
 
+# OTLP/HTTP statuses worth another try (the specification's list); other 4xx/5xx are not.
+_RETRYABLE = frozenset({429, 502, 503, 504})
+
+RawSend = Callable[[bytes], Any]
+
+
+def raw_sender(exporter: Any) -> RawSend | None:
+    """For the OTLP/HTTP exporters of ``opentelemetry-exporter-otlp-proto-http``: the
+    exporter's own HTTP client (its endpoint, headers, TLS, compression and retries), to post
+    stored requests as they are, without rebuilding SDK objects and encoding them again.
+
+    None for any other exporter (a subclass too: it may change ``export``), and for a release
+    whose client does not look as expected: those go through ``exporter.export``.
+    """
+    try:
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import (  # noqa: PLC0415
+            OTLPLogExporter,
+        )
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+            OTLPSpanExporter,
+        )
+    except ImportError:  # pragma: no cover - the extra installs it
+        return None
+    if type(exporter) not in (OTLPSpanExporter, OTLPLogExporter):
+        return None
+    send = getattr(getattr(exporter, "_client", None), "export", None)
+    return send if callable(send) else None
+
+
 class _ExporterSink(Generic[T]):
-    """Delivers stored OTLP requests through the wrapped exporter: one ``export`` call per
-    spool batch, with every stored request of the batch turned back into SDK objects."""
+    """Delivers stored OTLP requests through the wrapped exporter, one request per spool
+    batch: the stored bytes as they are for the OTLP/HTTP exporters (protobuf messages
+    concatenated are one message with the repeated fields of all), otherwise every stored
+    request turned back into SDK objects and handed to ``exporter.export``."""
 
     def __init__(
         self,
@@ -48,6 +79,7 @@ class _ExporterSink(Generic[T]):
         description: str,
     ) -> None:
         self.exporter = exporter
+        self.raw = raw_sender(exporter)
         self._decode = decode
         self._success = success
         self._description = description
@@ -60,6 +92,9 @@ class _ExporterSink(Generic[T]):
         self._lock = threading.Lock()
 
     def write(self, batch: Sequence[Record]) -> None:
+        if self.raw is not None:
+            self._post(b"".join(record.item for record in batch))
+            return
         items: list[T] = []
         bad: list[tuple[Record, Exception]] = []
         for record in batch:
@@ -72,18 +107,16 @@ class _ExporterSink(Generic[T]):
                 f"stored batch {bad[0][0].id!r} is not an OTLP request: {bad[0][1]!r}",
                 sink=self._description,
             ) from bad[0][1]
+        name = type(self.exporter).__name__
         with self._lock:  # SDK exporters expect one export call at a time
             try:
                 result = self.exporter.export(items)
             except Exception as exc:
                 raise TransientError(
-                    f"{type(self.exporter).__name__}.export raised {exc!r}", sink=self._description
+                    f"{name}.export raised {exc!r}", sink=self._description
                 ) from exc
         if result != self._success:
-            raise TransientError(
-                f"{type(self.exporter).__name__}.export returned {result!r}",
-                sink=self._description,
-            )
+            raise TransientError(f"{name}.export returned {result!r}", sink=self._description)
         if bad:
             raise PartialFailure(
                 [r.id for r, _ in bad],
@@ -91,6 +124,26 @@ class _ExporterSink(Generic[T]):
                 cause=PermanentError(repr(bad[0][1])),
                 sink=self._description,
             )
+
+    def _post(self, data: bytes) -> None:
+        assert self.raw is not None
+        with self._lock:
+            try:
+                result = self.raw(data)
+            except Exception as exc:
+                raise TransientError(f"OTLP export raised {exc!r}", sink=self._description) from exc
+        if getattr(result, "success", False) is True:
+            return
+        status = getattr(result, "status_code", None)
+        detail = getattr(result, "reason", None) or getattr(result, "error", None) or "no answer"
+        message = (
+            f"OTLP export failed: HTTP {status}: {detail}"
+            if status
+            else f"OTLP export failed: {detail}"
+        )
+        if isinstance(status, int) and status >= 400 and status not in _RETRYABLE:
+            raise PermanentError(message, sink=self._description)
+        raise TransientError(message, sink=self._description)
 
 
 class _Durable(Generic[T]):
@@ -202,9 +255,14 @@ class DurableSpanExporter(_Durable[ReadableSpan], SpanExporter):
     Put it where the exporter went: ``BatchSpanProcessor(DurableSpanExporter(OTLPSpanExporter(),
     "/var/spool/app-traces"))``. ``export`` encodes the batch as an OTLP
     ``ExportTraceServiceRequest`` (the exporter package's own encoder), stores the bytes in a
-    :class:`~spoolkit.Spool` and answers SUCCESS; one worker thread turns stored requests
-    back into spans and calls ``exporter.export``, retrying a FAILURE (or an exception) with
-    ``retry`` and dead-lettering a batch that never goes through. A collector outage, a full
+    :class:`~spoolkit.Spool` and answers SUCCESS. One worker thread delivers what is stored,
+    merging up to ``batch_size`` stored requests per call: for the OTLP/HTTP exporters of
+    ``opentelemetry-exporter-otlp-proto-http`` it posts the stored protobuf as it is through
+    the exporter's own HTTP client (its endpoint, headers, TLS, compression); for any other
+    exporter it turns the stored requests back into spans, identical field for field, and
+    calls ``exporter.export``. A FAILURE (or an exception) is retried with ``retry``; a batch
+    that never goes through is dead-lettered, and at once when the collector answers a
+    status OTLP forbids retrying (400, 401, 403, 404, 413, 500...). A collector outage, a full
     SDK queue downstream or a kill -9 loses nothing that was answered SUCCESS (after a kill
     the next exporter opened on ``path`` delivers it; an OS crash can lose the last
     ``fsync="interval"`` second: pass ``fsync="always"`` to rule that out).
