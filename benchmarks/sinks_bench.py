@@ -303,7 +303,19 @@ def main() -> None:
             ],
         )
     )
-    print(save("sinks_bench", {"records": n, "runs": runs, "rates": rates, "otel": cost}))
+    command = "python benchmarks/sinks_bench.py" + (" --quick" if args.quick else "")
+    print(
+        save(
+            "sinks_bench",
+            {
+                "command": command,
+                "records": n,
+                "runs": runs,
+                "records_per_s": rates,
+                "otel_us_per_512_span_batch": cost,
+            },
+        )
+    )
 
 
 if __name__ == "__main__":
