@@ -274,7 +274,9 @@ class DurableSpanExporter(_Durable[ReadableSpan], SpanExporter):
         retry: the retry policy (:func:`default_retry`: a day of retries, then a dead letter).
         batch_size: the most stored SDK batches merged into one ``exporter.export`` call.
         batch_interval: how long a delivery waits for more stored batches, in seconds.
-        fsync, max_bytes, when_full: as for :class:`~spoolkit.Spool`.
+        fsync: as for :class:`~spoolkit.Spool` (``"always"`` to survive power loss too).
+        max_bytes: as for :class:`~spoolkit.Spool`: the spool's cap on disk.
+        when_full: as for :class:`~spoolkit.Spool`: what ``export`` does at ``max_bytes``.
         put_timeout: the most seconds ``export`` waits for room in a full spool before
             answering FAILURE.
         shutdown_timeout: seconds ``shutdown()`` spends delivering what is stored.

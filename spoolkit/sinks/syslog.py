@@ -135,8 +135,10 @@ def format_rfc5424(
     Args:
         record: the record.
         facility: the facility code (0 to 23).
-        hostname, app_name, procid, msgid: header fields; None for the defaults (this host's
-            name, the program name, the item's ``process`` or this process's id, NILVALUE).
+        hostname: HOSTNAME; None for this host's name.
+        app_name: APP-NAME; None for NILVALUE.
+        procid: PROCID; None for the item's ``process``, else this process's id.
+        msgid: MSGID; None for NILVALUE.
         sd_id: the SD-ID of the structured data element.
         to_message: maps the record to MSG instead.
 
