@@ -343,14 +343,18 @@ def test_failure_is_retried_then_dead_lettered(tmp_path: Path) -> None:
 
 
 def test_shutdown_refuses_new_batches_and_durable_picks_the_kind(tmp_path: Path) -> None:
-    """After shutdown export answers FAILURE; durable() wraps by kind and refuses others."""
+    """An empty batch stores nothing; after shutdown export answers FAILURE and force_flush
+    False; durable() wraps by kind and refuses others."""
     spans = durable(InMemorySpanExporter(), tmp_path / "s")
     logs = durable(InMemoryLogRecordExporter(), tmp_path / "l")
     assert isinstance(spans, DurableSpanExporter)
     assert isinstance(logs, DurableLogExporter)
+    assert spans.export([]) == SpanExportResult.SUCCESS  # nothing to store
+    assert spans.spool.stats().enqueued == 0
     spans.shutdown()
     logs.shutdown()
-    assert spans.export([]) == SpanExportResult.FAILURE
+    assert spans.export(_rich_spans()) == SpanExportResult.FAILURE
     assert logs.export([]) == LogRecordExportResult.FAILURE
+    assert not spans.force_flush(1000)
     with pytest.raises(ConfigError, match="SpanExporter or a LogRecordExporter"):
         durable(object(), tmp_path / "x")  # type: ignore[arg-type]

@@ -210,6 +210,8 @@ class _Durable(Generic[T]):
         """
         if self._shutdown:
             return self._failure
+        if not batch:
+            return self._success
         try:
             data = self._encode(batch).SerializeToString()
             self.spool.put(data, timeout=self.put_timeout)
@@ -223,8 +225,11 @@ class _Durable(Generic[T]):
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Wait up to ``timeout_millis`` for everything stored to be delivered; True if it was.
 
-        What is not delivered in time stays on disk, retried as the retry policy says.
+        What is not delivered in time stays on disk, retried as the retry policy says. False
+        after ``shutdown()``.
         """
+        if self._shutdown:
+            return False
         return bool(self.spool.flush(timeout=timeout_millis / 1000))
 
     def shutdown(self, timeout_millis: int | None = None) -> None:
