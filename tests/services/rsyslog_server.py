@@ -3,8 +3,9 @@
 rsyslogd runs in the foreground (``-n``) with its own config (``-f``), pid file (``-i``) and
 work directory, all in a private temp directory: no system-wide state is read or written. The
 config loads ``imtcp`` only (no ``/dev/log``, no kernel log) and writes one JSON object per
-message (``option.jsonf``) holding the raw message and the fields rsyslog parsed from it, so a
-test can check both what went over the wire and how a real syslog server understood it.
+message received over TCP (``option.jsonf``; rsyslog's own messages go to another ruleset)
+holding the raw message and the fields rsyslog parsed from it, so a test can check both what
+went over the wire and how a real syslog server understood it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ global(
   parser.dropTrailingLFOnReception="off"
 )
 module(load="imtcp" maxSessions="200")
-input(type="imtcp" address="127.0.0.1" port="{port}" supportOctetCountedFraming="on")
+input(type="imtcp" address="127.0.0.1" port="{port}" supportOctetCountedFraming="on"
+      ruleset="capture")
 template(name="capture" type="list" option.jsonf="on") {{
   property(outname="raw" name="rawmsg" format="jsonf")
   property(outname="pri" name="pri" format="jsonf")
@@ -44,7 +46,9 @@ template(name="capture" type="list" option.jsonf="on") {{
   property(outname="structured_data" name="structured-data" format="jsonf")
   property(outname="msg" name="msg" format="jsonf")
 }}
-action(type="omfile" file="{base}/messages.jsonl" template="capture" flushOnTXEnd="on")
+ruleset(name="capture") {{
+  action(type="omfile" file="{base}/messages.jsonl" template="capture" flushOnTXEnd="on")
+}}
 """
 
 
