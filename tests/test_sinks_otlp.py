@@ -181,6 +181,7 @@ def test_url_builds_the_endpoint_and_checks_options() -> None:
         from_parsed_url("otlp+http://c", {"gzip": "maybe"}, "s")
     with pytest.raises(ConfigError, match="http:// or https://"):
         OtlpLogSink("ftp://c")
+    assert "s3cret" not in repr(OtlpLogSink("http://user:s3cret@c:4318?token=s3cret"))
 
 
 def test_sinks_package_exports_the_new_sinks_lazily() -> None:
