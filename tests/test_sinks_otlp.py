@@ -197,3 +197,26 @@ def test_sinks_package_exports_the_new_sinks_lazily() -> None:
     assert "opentelemetry" not in before
     assert "google.protobuf" not in before
     assert after == "spoolkit.sinks.otlp spoolkit.sinks.syslog"
+
+
+@pytest.mark.parametrize(
+    ("value", "back"),
+    [
+        ("é", "é"),
+        (True, True),
+        (-(2**63), -(2**63)),
+        (2**64, str(2**64)),  # beyond int64: kept as text
+        (1.5, 1.5),
+        (b"\x00", b"\x00"),
+        ([], ()),
+        ({}, {}),
+        ([1, [None, "x"], {"k": [True]}], (1, (None, "x"), {"k": (True,)})),
+        (None, None),
+        (object, str(object)),
+    ],
+)
+def test_values_become_any_values_and_back(value: Any, back: Any) -> None:
+    """Every JSON-ish value maps to an AnyValue and back (empty lists and dicts keep their kind)."""
+    from spoolkit.otel._values import to_any_value
+
+    assert from_any_value(to_any_value(value)) == back

@@ -5,45 +5,75 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from opentelemetry.proto.common.v1.common_pb2 import (
-    AnyValue,
-    ArrayValue,
-    KeyValue,
-    KeyValueList,
-)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-__all__ = ["from_any_value", "key_values", "to_any_value"]
+__all__ = [
+    "add_key_values",
+    "from_any_value",
+    "key_values",
+    "set_any_value",
+    "to_any_value",
+]
 
 _INT64 = (-(2**63), 2**63 - 1)
 
 
-def to_any_value(value: Any) -> AnyValue:  # noqa: PLR0911 - one return per type
-    """``value`` as an ``AnyValue``: str, bool, int (int64; larger as text), float, bytes,
-    lists/tuples (arrays), mappings (key-value lists, keys as text), None (empty); anything
-    else as its ``str``."""
+def set_any_value(target: AnyValue, value: Any) -> None:  # noqa: PLR0911 - one return per type
+    """Write ``value`` into the ``AnyValue`` ``target`` in place (cheaper than building one and
+    copying it): str, bool, int (int64; larger as text), float, bytes, lists/tuples (arrays),
+    mappings (key-value lists, keys as text), None (left empty); anything else as its ``str``."""
     if value is None:
-        return AnyValue()
+        return
     if isinstance(value, str):
-        return AnyValue(string_value=value)
+        target.string_value = value
+        return
     if isinstance(value, bool):
-        return AnyValue(bool_value=value)
+        target.bool_value = value
+        return
     if isinstance(value, int):
         if _INT64[0] <= value <= _INT64[1]:
-            return AnyValue(int_value=value)
-        return AnyValue(string_value=str(value))
+            target.int_value = value
+        else:
+            target.string_value = str(value)
+        return
     if isinstance(value, float):
-        return AnyValue(double_value=value)
+        target.double_value = value
+        return
     if isinstance(value, bytes | bytearray):
-        return AnyValue(bytes_value=bytes(value))
+        target.bytes_value = bytes(value)
+        return
     if isinstance(value, list | tuple):
-        return AnyValue(array_value=ArrayValue(values=[to_any_value(v) for v in value]))
+        array = target.array_value
+        array.SetInParent()  # an empty list is still an array
+        for item in value:
+            set_any_value(array.values.add(), item)
+        return
     if isinstance(value, Mapping):
-        return AnyValue(kvlist_value=KeyValueList(values=key_values(value.items())))
-    return AnyValue(string_value=str(value))
+        kvlist = target.kvlist_value
+        kvlist.SetInParent()
+        add_key_values(kvlist.values, value.items())
+        return
+    target.string_value = str(value)
+
+
+def to_any_value(value: Any) -> AnyValue:
+    """``value`` as a new ``AnyValue`` (see :func:`set_any_value`)."""
+    out = AnyValue()
+    set_any_value(out, value)
+    return out
+
+
+def add_key_values(container: Any, pairs: Iterable[tuple[Any, Any]]) -> None:
+    """Append ``(key, value)`` pairs to a repeated ``KeyValue`` field (keys as text)."""
+    add = container.add
+    for key, value in pairs:
+        kv = add()
+        kv.key = str(key)
+        set_any_value(kv.value, value)
 
 
 def key_values(pairs: Iterable[tuple[Any, Any]]) -> list[KeyValue]:
-    """``(key, value)`` pairs as ``KeyValue`` protobufs (keys as text)."""
+    """``(key, value)`` pairs as new ``KeyValue`` protobufs (keys as text)."""
     return [KeyValue(key=str(k), value=to_any_value(v)) for k, v in pairs]
 
 

@@ -28,7 +28,7 @@ try:
     from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
     from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-    from spoolkit.otel._values import key_values, to_any_value
+    from spoolkit.otel._values import add_key_values, key_values, set_any_value
     from spoolkit.sinks.http import map_http_failure
 except ImportError as exc:  # pragma: no cover - exercised only without the extras installed
     raise ImportError(
@@ -144,7 +144,7 @@ def to_log_record(record: Record) -> tuple[str, LogRecord]:
             log.severity_number = _SEVERITY.get(level, 0)  # type: ignore[assignment]
         log.time_unix_nano = _nanos(data.get("timestamp")) or log.observed_time_unix_nano
         body = data.get("message", data.get("event"))
-        log.body.CopyFrom(to_any_value(body))
+        set_any_value(log.body, body)
         scope = str(data.get("logger") or "")
         std = {
             "code.function.name": data.get("function"),
@@ -168,8 +168,8 @@ def to_log_record(record: Record) -> tuple[str, LogRecord]:
         attributes.update(fields)
     else:
         log.time_unix_nano = log.observed_time_unix_nano
-        log.body.CopyFrom(to_any_value(item))
-    log.attributes.extend(key_values(attributes.items()))
+        set_any_value(log.body, item)
+    add_key_values(log.attributes, attributes.items())
     return scope, log
 
 
