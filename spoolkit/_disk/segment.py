@@ -142,7 +142,7 @@ class Segment:
         """
         path = os.path.join(directory, chunk_name(header.index))
         seg = cls(path, header.index)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             os.fchmod(fd, 0o600)
             size = _round_up(max(initial_bytes, CHUNK_HEADER_SIZE + PAGE))
@@ -206,7 +206,7 @@ class Segment:
         """Map an existing chunk file (read-write). Growing an empty file to hold a header."""
         if self.mm is not None:
             return
-        fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(self.path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             size = os.fstat(fd).st_size
             if size < CHUNK_HEADER_SIZE + PAGE:
@@ -292,7 +292,7 @@ class Segment:
         if self.deleted:
             return
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             return
         try:
