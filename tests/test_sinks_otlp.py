@@ -220,3 +220,24 @@ def test_values_become_any_values_and_back(value: Any, back: Any) -> None:
     from spoolkit.otel._values import to_any_value
 
     assert from_any_value(to_any_value(value)) == back
+
+
+def test_headers_come_from_the_otel_environment_variables(
+    receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without headers=, OTEL_EXPORTER_OTLP_LOGS_HEADERS (else _HEADERS) are sent, decoded."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-general=1")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_LOGS_HEADERS", "api-key=a%20b%3Dc, x-team=t")
+    sink = OtlpLogSink(receiver.endpoint)
+    sink.write([Record("a", "x", 0.0)])
+    sink.close()
+    sent = {k.lower(): v for k, v in receiver.headers[0].items()}
+    assert sent["api-key"] == "a b=c"
+    assert sent["x-team"] == "t"
+    assert "x-general" not in sent
+    receiver.status = 401
+    failing = OtlpLogSink(receiver.endpoint)
+    with pytest.raises(PermanentError) as info:
+        failing.write([Record("a", "x", 0.0)])
+    failing.close()
+    assert "a b=c" not in str(info.value)

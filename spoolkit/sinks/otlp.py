@@ -11,7 +11,7 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from spoolkit._redact import carry_secrets, redact_url, secrets_in_header, secrets_in_url
 from spoolkit.errors import ConfigError, PartialFailure, PermanentError, SinkError, TransientError
@@ -210,7 +210,9 @@ class OtlpLogSink:
         service_name: the resource's ``service.name``; ``OTEL_SERVICE_NAME`` or
             ``unknown_service`` by default.
         resource: more resource attributes.
-        headers: request headers (an API key); their values never appear in errors.
+        headers: request headers (an API key); their values never appear in errors. When
+            None, those of ``OTEL_EXPORTER_OTLP_LOGS_HEADERS`` or ``OTEL_EXPORTER_OTLP_HEADERS``
+            (``key=value,key2=value2``, values percent-decoded), as OTLP exporters do.
         gzip: compress requests (``Content-Encoding: gzip``).
         timeout: seconds allowed to connect, and between bytes sent or received.
         transport: an ``httpx`` transport to send through instead of the network.
@@ -244,11 +246,13 @@ class OtlpLogSink:
         self._resource = Resource(
             attributes=key_values({"service.name": name, **dict(resource or {})}.items())
         )
-        self._headers = {"Content-Type": "application/x-protobuf", **dict(headers or {})}
+        if headers is None:
+            headers = _env_headers()
+        self._headers = {"Content-Type": "application/x-protobuf", **dict(headers)}
         if gzip:
             self._headers["Content-Encoding"] = "gzip"
         self._secrets = secrets_in_url(endpoint)
-        for key, value in (headers or {}).items():
+        for key, value in headers.items():
             self._secrets += secrets_in_header(key, value)
         self._transport = transport
         self._description = f"OtlpLogSink({redact_url(self.endpoint)!r})"
@@ -359,6 +363,20 @@ class OtlpLogSink:
                 "otlp_warning sink=%s message=%r", self._description, partial.error_message
             )
         return partial.rejected_log_records, partial.error_message or "(no message)"
+
+
+def _env_headers() -> dict[str, str]:
+    """Headers from ``OTEL_EXPORTER_OTLP_LOGS_HEADERS`` (else ``OTEL_EXPORTER_OTLP_HEADERS``):
+    ``key=value`` pairs separated by commas, percent-decoded (the OpenTelemetry convention)."""
+    raw = os.environ.get("OTEL_EXPORTER_OTLP_LOGS_HEADERS") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_HEADERS", ""
+    )
+    found: dict[str, str] = {}
+    for pair in raw.split(","):
+        key, sep, value = pair.partition("=")
+        if sep and key.strip():
+            found[unquote(key.strip())] = unquote(value.strip())
+    return found
 
 
 def _by_otlp_rules(failure: SinkError, status: int, secrets: Sequence[str]) -> SinkError:
