@@ -301,3 +301,12 @@ def test_url_options_and_bad_values() -> None:
         SyslogSink("h", app_name="has space")
     with pytest.raises(ConfigError, match="at most 32"):
         SyslogSink("h", msgid="x" * 33)
+
+
+def test_lone_surrogates_are_sent_as_escapes_in_valid_utf8() -> None:
+    """A lone surrogate in the message or a field goes as its escape; the bytes stay UTF-8."""
+    rec = Record("r", {"message": "caf\udce9", "extra": {"path": "/tmp/\udcff"}}, 0.0)
+    out = format_rfc5424(rec, hostname="h", app_name="a", procid="1")
+    text = out.decode("utf-8")
+    assert text.endswith("\ufeffcaf\\udce9")
+    assert 'path="/tmp/\\udcff"' in text

@@ -173,7 +173,10 @@ def format_rfc5424(
         )
     )
     message = (to_message or _default_message)(record)
-    return header.encode() + b" " + _BOM + message.encode("utf-8", "surrogateescape")
+    # a lone surrogate ("caf\\udce9") goes as its escape, as the JSON sinks write it: the
+    # message stays valid UTF-8
+    encoded = message.encode("utf-8", "backslashreplace")
+    return header.encode("utf-8", "backslashreplace") + b" " + _BOM + encoded
 
 
 class SyslogSink:
