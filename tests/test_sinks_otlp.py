@@ -241,3 +241,11 @@ def test_headers_come_from_the_otel_environment_variables(
         failing.write([Record("a", "x", 0.0)])
     failing.close()
     assert "a b=c" not in str(info.value)
+
+
+def test_the_otlp_sink_does_not_need_the_sdk() -> None:
+    """OtlpLogSink needs opentelemetry-proto only: importing it loads no OpenTelemetry SDK."""
+    from tests.helpers import python_stdout
+
+    code = "import sys, spoolkit.sinks.otlp\nprint('opentelemetry.sdk' in sys.modules)\n"
+    assert python_stdout(code).strip() == "False"
