@@ -26,6 +26,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from spoolkit._disk.safe_open import check_not_symlink
 from spoolkit._log import get_logger
 from spoolkit._queue import Delivery, Queue
 from spoolkit._redact import redact_exception_text
@@ -206,7 +207,13 @@ class DeadLetters:
 
     @contextlib.contextmanager
     def _opened(self) -> Iterator[Queue]:
-        """The store, opened for one operation (every process of the spool shares it)."""
+        """The store, opened for one operation (every process of the spool shares it).
+
+        Raises:
+            PathError: ``dead`` is a symlink (a planted link would send dead letters
+                elsewhere).
+        """
+        check_not_symlink(self._path)
         q = Queue(
             self._path,
             chunksize=256,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 
 from spoolkit._disk.perms import DIR_MODE, make_private_dir
+from spoolkit._disk.safe_open import check_not_symlink, symlink_error
 
 __all__ = ["LANES", "lane_paths", "new_lane"]
 
@@ -22,12 +23,26 @@ LANES = "lanes"
 
 
 def lane_paths(root: str) -> list[str]:
-    """Every lane of the spool at ``root``: ``root`` itself first, then ``lanes/1``, ``2``..."""
+    """Every lane of the spool at ``root``: ``root`` itself first, then ``lanes/1``, ``2``...
+
+    Raises:
+        PathError: ``lanes`` or a lane in it is a symlink (spoolkit never follows one inside
+            a spool: a planted link would send a lane's files elsewhere).
+    """
+    parent = os.path.join(root, LANES)
+    check_not_symlink(parent)
     try:
-        names = os.listdir(os.path.join(root, LANES))
+        with os.scandir(parent) as entries:
+            found = [(e.name, e.is_symlink(), e.path) for e in entries]
     except FileNotFoundError:
-        names = []
-    numbers = sorted(int(n) for n in names if n.isdigit() and n[0] != "0")
+        found = []
+    numbers = []
+    for name, link, path in found:
+        if name.isdigit() and name[0] != "0":
+            if link:
+                raise symlink_error(path)
+            numbers.append(int(name))
+    numbers.sort()
     return [root, *(os.path.join(root, LANES, str(n)) for n in numbers)]
 
 
@@ -37,6 +52,7 @@ def new_lane(root: str) -> str:
     ``mkdir`` is atomic: two processes creating one at once get different numbers.
     """
     parent = os.path.join(root, LANES)
+    check_not_symlink(parent)
     make_private_dir(parent)
     n = len(lane_paths(root))
     while True:

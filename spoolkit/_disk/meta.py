@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import os
-import time
 from typing import Any
 
-from spoolkit.errors import LockedError
+from spoolkit._disk import locks
+from spoolkit._disk.safe_open import open_nofollow, refuse_planted_links
+from spoolkit.errors import PathError
 
 META = "meta.json"
 LOCK = "lock"
@@ -33,7 +32,10 @@ def replace_atomically(directory: str, name: str, data: bytes, tempdir: str | No
     A crash at any point leaves either the old file or the new one, never a mix.
     """
     tmp = os.path.join(tempdir or directory, f".{name}.{os.getpid()}{TMP_SUFFIX}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with contextlib.suppress(FileNotFoundError):  # a crashed run's (same pid), or a link
+        os.unlink(tmp)
+    # a name planted between the two calls is refused, never followed or written through
+    fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         try:
             os.fchmod(fd, 0o600)
@@ -52,9 +54,21 @@ def replace_atomically(directory: str, name: str, data: bytes, tempdir: str | No
 
 
 def read_meta(directory: str) -> dict[str, Any] | None:
-    """Return the parsed ``meta.json``, or None when it is missing or damaged."""
+    """Return the parsed ``meta.json``, or None when it is missing or damaged.
+
+    Raises:
+        PathError: ``meta.json`` is a symlink.
+    """
     try:
-        with open(os.path.join(directory, META), "rb") as f:
+        fd = open_nofollow(os.path.join(directory, META), os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    except PathError:
+        raise
+    except OSError:
+        return None
+    try:
+        with open(fd, "rb") as f:
             data = json.loads(f.read())
     except (OSError, ValueError):
         return None
@@ -67,73 +81,53 @@ def write_meta(directory: str, meta: dict[str, Any], tempdir: str | None = None)
 
 
 class DirLock:
-    """An exclusive ``flock`` on ``directory/lock`` holding the owner's pid.
+    """The exclusive lock on ``directory/lock``, which holds the owner's pid.
 
-    The kernel drops the lock when the process dies, however it dies.
+    A POSIX record lock (see :mod:`spoolkit._disk.locks` for why not ``flock``): the kernel
+    drops it when the process dies, however it dies, and no forked child ever holds it.
 
     Args:
         directory: the spool directory.
         wait: seconds to wait for another process to release it (polled every 5 ms) before
             :class:`~spoolkit.errors.LockedError`; 0 refuses at once.
+
+    Raises:
+        LockedError: another process holds it (its ``pid`` is the live holder's).
+        PathError: ``lock``, or another of the spool's own names in the directory (a chunk,
+            ``meta.json``, ``dead``, ``lanes``...), is a symlink.
     """
 
     def __init__(self, directory: str, wait: float = 0.0) -> None:
         self.path = os.path.join(directory, LOCK)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    os.close(fd)
-                    raise
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    raise LockedError(directory, holder_pid(directory)) from None
-            time.sleep(0.005)  # another process's short hold (dead letters): poll for it
-        # the pid is for error messages only: a full disk must not stop an open (to drain)
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-        self.fd = fd
+        self._held = locks.take(self.path, wait=wait, owner=directory)
+        try:  # a link planted in place of a chunk, meta.json, dead/... is refused at once
+            refuse_planted_links(directory)
+        except BaseException:
+            self._held.release()
+            raise
 
     def release(self) -> None:
         """Release the lock (idempotent)."""
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        self._held.release()
 
     def forget(self) -> None:
-        """In a forked child: close this process's copy of the descriptor.
-
-        ``flock`` locks belong to the open file, which parent and child share: closing the
-        child's copy leaves the parent holding the lock, and a child that outlives its parent
-        no longer keeps the directory locked.
-        """
-        self.release()
+        """In a forked child: nothing to release (the child never held the record lock, and
+        the fork hook of :mod:`spoolkit._disk.locks` closed its copy of the file)."""
+        self._held.release()
 
 
 def holder_pid(directory: str) -> int | None:
-    """The pid written in a spool's lock file, if any."""
-    try:
-        with open(os.path.join(directory, LOCK), "rb") as f:
-            return int(f.read().strip() or b"0") or None
-    except (OSError, ValueError):
-        return None
+    """The pid of the process holding a spool's lock, if any (the kernel's answer, else the
+    pid written in the lock file)."""
+    return locks.holder(os.path.join(directory, LOCK))[1]
 
 
 def is_locked(directory: str) -> bool:
     """Whether some process holds the directory's lock (checked without taking it)."""
-    try:
-        fd = os.open(os.path.join(directory, LOCK), os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    return locks.holder(os.path.join(directory, LOCK))[0]
+
+
+def is_held_live(directory: str) -> bool:
+    """Whether a live process holds the directory's lock: an ``flock`` a dead holder's forked
+    child inherited does not count (:class:`DirLock` takes such a directory)."""
+    return locks.holder(os.path.join(directory, LOCK), live_only=True)[0]

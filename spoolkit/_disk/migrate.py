@@ -23,9 +23,10 @@ import shutil
 
 from spoolkit._disk.meta import read_meta
 from spoolkit._disk.perms import make_private_dir
+from spoolkit._disk.safe_open import check_not_symlink, open_nofollow
 from spoolkit._disk.segment import parse_chunk_name
 from spoolkit._log import get_logger
-from spoolkit.errors import ConfigError
+from spoolkit.errors import ConfigError, PathError
 
 BACKUP = "pqueue-0.1"
 INFO = "info"
@@ -39,6 +40,7 @@ def pending_pqueue_items(path: str, serializer_name: str) -> list[bytes] | None:
     """
     backup = os.path.join(path, BACKUP)
     top_info = os.path.join(path, INFO)
+    check_not_symlink(backup)  # a planted link would send pqueue's files elsewhere
     fresh = os.path.exists(top_info) and not os.path.exists(os.path.join(path, "meta.json"))
     if not fresh and not os.path.isdir(backup):
         return None
@@ -63,10 +65,12 @@ def pending_pqueue_items(path: str, serializer_name: str) -> list[bytes] | None:
 def _read_pending(backup: str) -> list[bytes]:
     chunks = sorted(n for n in map(parse_chunk_name, os.listdir(backup)) if n is not None)
     try:
-        with open(os.path.join(backup, INFO), "rb") as f:
+        with open(open_nofollow(os.path.join(backup, INFO), os.O_RDONLY), "rb") as f:
             info = pickle.load(f)  # written by pqueue itself in this directory
         num, _tcnt, offset = info["tail"]
         size: float = int(info["size"])
+    except PathError:
+        raise
     except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as exc:
         get_logger(path=os.path.dirname(backup)).warning(
             "pqueue_info_unreadable", error=repr(exc), kept="every item in its chunk files"
@@ -76,7 +80,7 @@ def _read_pending(backup: str) -> list[bytes]:
     while len(items) < size and chunks and num <= chunks[-1]:
         chunk = os.path.join(backup, f"q{num:05d}")
         if os.path.exists(chunk):
-            with open(chunk, "rb") as f:
+            with open(open_nofollow(chunk, os.O_RDONLY), "rb") as f:
                 f.seek(offset)
                 data = f.read()
             items += _split_pickles(data, size - len(items))

@@ -19,8 +19,6 @@ are delivered side by side, so there is no order between processes.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import os
 import threading
 import time
@@ -28,8 +26,9 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from spoolkit._disk import locks
 from spoolkit._disk.lanes import lane_paths, new_lane
-from spoolkit._disk.meta import IDLE_MARK, LOCK, is_locked
+from spoolkit._disk.meta import IDLE_MARK, LOCK, is_held_live
 from spoolkit._disk.opening import is_open_here, prepare_dir
 from spoolkit._handout import Delivery
 from spoolkit._log import get_logger
@@ -109,7 +108,7 @@ class LanesBackend:
         self._let_go = {"puts": 0, "dead_lettered": 0, "undecodable": 0}
         self._next_scan = 0.0
         self._unreadable: set[str] = set()  # lanes this process cannot read: not tried again
-        self._consumer_fd = -1
+        self._consumer: locks.Held | None = None
         self._stop = threading.Event()
         self._handoff: threading.Thread | None = None
         self._pid = os.getpid()
@@ -141,7 +140,13 @@ class LanesBackend:
             self._let_go[key] += getattr(lane, key)
         if not lane.queue.closed and not lane.backlog():
             with contextlib.suppress(OSError):  # only a shortcut for the scans: not needed
-                os.close(os.open(os.path.join(lane.path, IDLE), os.O_CREAT | os.O_CLOEXEC, 0o600))
+                os.close(
+                    os.open(
+                        os.path.join(lane.path, IDLE),
+                        os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                        0o600,
+                    )
+                )
         lane.close()
 
     def _take_own(self) -> DiskBackend:
@@ -190,29 +195,14 @@ class LanesBackend:
     # -- consumers and producer-only handover --------------------------------------------------
 
     def _hold_consumer_lock(self) -> None:
-        if self._consumer_fd >= 0:
-            return
-        fd = os.open(
-            os.path.join(self.root, CONSUMERS), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
-        )
-        fcntl.flock(fd, fcntl.LOCK_SH)  # shared: never waits on another consumer
-        self._consumer_fd = fd
+        """A shared record lock on ``consumers.lock`` while this process consumes (see
+        :mod:`spoolkit._disk.locks`: no forked child holds it once this process is gone)."""
+        if self._consumer is None:
+            self._consumer = locks.take_shared(os.path.join(self.root, CONSUMERS))
 
     def consumer_alive(self) -> bool:
         """Whether some process consumes this spool (holds the consumers' lock)."""
-        try:
-            fd = os.open(os.path.join(self.root, CONSUMERS), os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                return True
-            raise
-        finally:
-            os.close(fd)
-        return False
+        return locks.consumer_alive(os.path.join(self.root, CONSUMERS))
 
     def _handoff_loop(self) -> None:
         stop = self._stop
@@ -328,7 +318,7 @@ class LanesBackend:
                     or path in self._unreadable
                     or not os.path.exists(os.path.join(path, LOCK))  # being created
                     or os.path.exists(os.path.join(path, IDLE))  # let go empty: nothing to do
-                    or is_locked(path)
+                    or is_held_live(path)
                 ):
                     continue
                 try:
@@ -529,21 +519,18 @@ class LanesBackend:
                 self._let_go_of(lane)
             except Exception as exc:  # close the others all the same
                 errors.append(exc)
-        if self._consumer_fd >= 0:
-            os.close(self._consumer_fd)
-            self._consumer_fd = -1
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            consumer.release()
         if errors:
             raise errors[0]
 
     def _after_fork_child(self) -> None:
-        """The child holds no lane (the store's fork handling let go of the files)."""
-        fd = self._consumer_fd
+        """The child holds no lane and no consumers' lock (the fork hooks of the stores and
+        of :mod:`spoolkit._disk.locks` closed the child's copies of the files)."""
         closed = self._closed
         self._reset()
         self._closed = closed
-        if fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(fd)  # the parent's shared lock stays with the parent
 
     def __repr__(self) -> str:
         return f"<LanesBackend {self.root!r} lanes={self.lanes_held()}>"
