@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 import warnings
 from pathlib import Path
 
-from spoolkit import Spool
+import pytest
+
+from spoolkit import Queue, Spool
 from spoolkit.backends import lanes
 from spoolkit.testing import MemorySink
+
+CHILD = Path(__file__).with_name("_fork_lock_child.py")
 
 
 def _child_puts_and_exits(spool: Spool) -> int:
@@ -62,3 +68,143 @@ def test_a_fork_while_a_thread_opens_a_lane_does_not_hang_the_child(tmp_path: Pa
         assert reopened.stats().backlog == 1  # the child's record, in a lane of its own
     finally:
         reopened.stop(drain=False)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _reopen(kind: str, path: Path) -> int:
+    """Open the spool in a new process; return its backlog (or fail with the error seen)."""
+    code = (
+        "import sys\n"
+        "from spoolkit import Queue, Spool\n"
+        "from spoolkit.testing import MemorySink\n"
+        f"path = {str(path)!r}\n"
+        "if sys.argv[1] == 'queue':\n"
+        "    with Queue(path) as q: print(q.qsize())\n"
+        "else:\n"
+        "    s = Spool(path, MemorySink()); print(s.stats().backlog); s.stop(drain=False)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, kind], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout)
+
+
+@pytest.mark.parametrize("kind", ["queue", "spool"])
+@pytest.mark.parametrize("how", ["os", "mp", "c"])
+def test_a_helper_forked_by_a_killed_holder_does_not_keep_the_spool(
+    tmp_path: Path, kind: str, how: str
+) -> None:
+    """A holder forks a helper (os.fork, a multiprocessing 'fork' child, or fork() from C) that
+    keeps running; the holder is killed -9: a third process opens the spool and finds its
+    records while the helper still lives."""
+    path = tmp_path / "s"
+    r, w = os.pipe()
+    holder = subprocess.Popen(
+        [sys.executable, str(CHILD), kind, str(path), how, str(r)],
+        pass_fds=(r,),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    os.close(r)
+    helper = 0
+    try:
+        assert holder.stdout is not None
+        helper = int(holder.stdout.readline())
+        holder.kill()  # SIGKILL
+        holder.wait(30)
+        assert _alive(helper)
+        assert _reopen(kind, path) == 3
+        assert _alive(helper)  # the open did not wait for the helper to go
+    finally:
+        os.close(w)  # the helper reads EOF and exits
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(30)
+        if holder.stdout is not None:
+            holder.stdout.close()
+        deadline = time.monotonic() + 30
+        while helper and _alive(helper) and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling the helper's exit (it is not our child to wait for)
+
+
+def test_a_dead_consumers_forked_helper_does_not_count_as_a_consumer(tmp_path: Path) -> None:
+    """A consuming process forks a helper from C and is killed -9: a producer-only process
+    sees no consumer (it does not hand its lanes over to nobody) while the helper lives."""
+    path = tmp_path / "s"
+    r, w = os.pipe()
+    holder = subprocess.Popen(
+        [sys.executable, str(CHILD), "spool", str(path), "c", str(r)],
+        pass_fds=(r,),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    os.close(r)
+    try:
+        assert holder.stdout is not None
+        helper = int(holder.stdout.readline())
+        producer = lanes.LanesBackend(path, consume=False)
+        try:
+            assert producer.consumer_alive()  # the holder consumes
+            holder.kill()
+            holder.wait(30)
+            assert _alive(helper)
+            assert not producer.consumer_alive()
+        finally:
+            producer.close()
+    finally:
+        os.close(w)
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(30)
+        if holder.stdout is not None:
+            holder.stdout.close()
+
+
+def test_a_consumer_in_this_process_is_seen_without_losing_its_lock(tmp_path: Path) -> None:
+    """Asking whether a consumer lives, from the consuming process itself, says yes and
+    leaves its lock held (a record lock would go with any descriptor of the file closed)."""
+    consumer = lanes.LanesBackend(tmp_path, consume=True)
+    producer = lanes.LanesBackend(tmp_path, consume=False)
+    try:
+        assert producer.consumer_alive()
+        assert producer.consumer_alive()
+        code = (
+            "from spoolkit.backends.lanes import LanesBackend\n"
+            f"b = LanesBackend({str(tmp_path)!r}, consume=False)\n"
+            "print(b.consumer_alive()); b.close()\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+        )
+        assert out.stdout.strip() == "True"
+    finally:
+        producer.close()
+        consumer.close()
+
+
+def test_asking_who_holds_a_queue_keeps_the_lock_held(tmp_path: Path) -> None:
+    """is_locked and holder_pid on a directory this process holds answer this pid and leave
+    the lock held: another process still gets LockedError naming this process."""
+    from spoolkit._disk import meta
+
+    with Queue(tmp_path) as q:
+        assert meta.is_locked(q.path)
+        assert meta.holder_pid(q.path) == os.getpid()
+        code = (
+            "from spoolkit import Queue\n"
+            "from spoolkit.errors import LockedError\n"
+            f"try: Queue({str(tmp_path)!r})\n"
+            "except LockedError as e: print(e.pid)\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+        )
+        assert out.stdout.strip() == str(os.getpid())
