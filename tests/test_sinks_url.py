@@ -214,3 +214,19 @@ def test_sink_reprs_never_show_passwords(url: str) -> None:
     assert "pw-SECRET" not in repr(sink)
     assert "***" in repr(sink)
     getattr(sink, "close", lambda: None)()
+
+
+def test_syslog_and_otlp_urls_build_their_sinks() -> None:
+    """syslog+tcp:// and otlp+http:// URLs give a SyslogSink and an OtlpLogSink with the
+    given port and the OTLP logs endpoint; an unknown syslog option is a ConfigError."""
+    from spoolkit.sinks.otlp import OtlpLogSink
+    from spoolkit.sinks.syslog import SyslogSink
+
+    syslog = from_url("syslog+tcp://h:1514?app_name=a")
+    assert isinstance(syslog, SyslogSink)
+    assert repr(syslog) == "SyslogSink('syslog+tcp://h:1514')"
+    otlp = from_url("otlp+http://c:4318")
+    assert isinstance(otlp, OtlpLogSink)
+    assert repr(otlp) == "OtlpLogSink('http://c:4318/v1/logs')"
+    with pytest.raises(ConfigError, match="app_name"):
+        from_url("syslog+tcp://h:1514?bogus=1")

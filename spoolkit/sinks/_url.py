@@ -18,11 +18,15 @@ SCHEMES: dict[str, str] = {
     "http": "http(s)://host/path?format=json|ndjson&gzip=true&timeout=10",
     "https": "http(s)://host/path?format=json|ndjson&gzip=true&timeout=10",
     "jsonl": "jsonl:///abs/path/file.jsonl?max_bytes=N&keep=5",
+    "otlp+http": "otlp+http(s)://host:4318[/v1/logs]?gzip=true&timeout=10&service_name=S",
+    "otlp+https": "otlp+http(s)://host:4318[/v1/logs]?gzip=true&timeout=10&service_name=S",
     "postgresql": "postgresql://user:pass@host:5432/db?table=T&create_table=true",
     "postgres": "postgresql://user:pass@host:5432/db?table=T&create_table=true",
     "redis": "redis://host:6379/0?stream=S&maxlen=N&approximate=true",
     "rediss": "rediss://host:6380/0?stream=S&maxlen=N&approximate=true",
     "stdout": "stdout://",
+    "syslog+tcp": "syslog+tcp://host:514?app_name=A&msgid=M&facility=user&hostname=H&procid=P",
+    "syslog+tls": "syslog+tls://host:6514?app_name=A&ca_file=/path/ca.pem&verify=true",
 }
 """Every scheme ``from_url`` accepts, with the shape of its URL."""
 
@@ -37,9 +41,11 @@ def from_url(url: str) -> Sink:
     |---|---|
     | ``http(s)://host/path?format=ndjson`` | `HttpSink` |
     | ``jsonl:///var/log/app.jsonl?max_bytes=N`` | `JsonlSink` |
+    | ``otlp+http://collector:4318?service_name=api`` | `OtlpLogSink` |
     | ``postgresql://u:p@host/db?table=events`` | `PostgresSink` |
     | ``redis://host:6379/0?stream=events`` | `RedisStreamSink` |
     | ``stdout://`` | `StdoutSink` |
+    | ``syslog+tcp://logs:514?app_name=api`` (``syslog+tls://``) | `SyslogSink` |
 
     Sink options travel in the query string. For ``http(s)`` the options are ``format``,
     ``gzip`` and ``timeout``; every other query parameter is part of the target URL and is
@@ -48,7 +54,11 @@ def from_url(url: str) -> Sink:
     connection parameters (``sslmode``, ``connect_timeout``...). For ``redis`` the options are
     ``stream`` (required), ``maxlen`` and ``approximate``; other parameters must be redis-py
     URL options (``socket_timeout``...). ``jsonl`` takes ``max_bytes`` and ``keep`` and an
-    absolute path (three slashes). Booleans are ``true/false``, ``1/0``, ``yes/no``, ``on/off``.
+    absolute path (three slashes). For ``otlp+http(s)`` the options are ``gzip`` (default
+    true), ``timeout`` and ``service_name``; other query parameters stay in the endpoint URL.
+    For ``syslog+tcp``/``syslog+tls`` the options are ``app_name``, ``hostname``, ``procid``,
+    ``msgid``, ``facility``, ``sd_id``, ``timeout`` and, for TLS, ``ca_file`` and ``verify``.
+    Booleans are ``true/false``, ``1/0``, ``yes/no``, ``on/off``.
 
     Only the chosen sink's driver is imported.
 
@@ -251,13 +261,32 @@ def _stdout(url: str, scheme: str, query: _Query, shown: str) -> Sink:
     return StdoutSink()
 
 
+def _otlp(url: str, scheme: str, query: _Query, shown: str) -> Sink:
+    from spoolkit.sinks.otlp import URL_OPTIONS, from_parsed_url  # noqa: PLC0415 - lazy driver
+
+    options = query.take(URL_OPTIONS)
+    return from_parsed_url(url, options, shown)  # other query parameters stay in the endpoint
+
+
+def _syslog(url: str, scheme: str, query: _Query, shown: str) -> Sink:
+    from spoolkit.sinks.syslog import URL_OPTIONS, from_parsed_url  # noqa: PLC0415 - lazy
+
+    options = query.take(URL_OPTIONS)
+    query.reject_unknown((), ", ".join(URL_OPTIONS))
+    return from_parsed_url(url, options, shown)
+
+
 _BUILDERS: dict[str, Callable[[str, str, _Query, str], Sink]] = {
     "http": _http,
     "https": _http,
     "jsonl": _jsonl,
+    "otlp+http": _otlp,
+    "otlp+https": _otlp,
     "postgresql": _postgres,
     "postgres": _postgres,
     "redis": _redis,
     "rediss": _redis,
     "stdout": _stdout,
+    "syslog+tcp": _syslog,
+    "syslog+tls": _syslog,
 }

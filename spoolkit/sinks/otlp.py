@@ -32,7 +32,7 @@ try:
     from spoolkit.sinks.http import map_http_failure
 except ImportError as exc:  # pragma: no cover - exercised only without the extras installed
     raise ImportError(
-        "OtlpLogSink needs opentelemetry-proto and httpx: pip install 'spoolkit[otel,http]'"
+        "OtlpLogSink needs opentelemetry-proto and httpx: pip install 'spoolkit[otel]'"
     ) from exc
 
 __all__ = ["URL_OPTIONS", "OtlpLogSink", "from_parsed_url", "to_log_record"]
