@@ -317,11 +317,13 @@ class Pool:
             except PartialFailure as exc:
                 failed = set(map(str, exc.failed))
                 ok = [i for i in current if ids[i] not in failed]
-                if len(ok) < len(current):
-                    self._delivered(slot, [msgs[i] for i in ok], [ids[i] for i in ok])
-                    current[:] = [i for i in current if ids[i] in failed]
-                    self._failed(current, ids, tried, exc)
+                if len(ok) == len(current):  # names no record of this batch: a sink bug,
+                    self._failed(current, ids, tried, exc)  # so the whole batch failed
                     raise
+                self._delivered(slot, [msgs[i] for i in ok], [ids[i] for i in ok])
+                current[:] = [i for i in current if ids[i] in failed]
+                self._failed(current, ids, tried, exc)
+                raise
             except Exception as exc:
                 self._failed(current, ids, tried, exc)
                 raise

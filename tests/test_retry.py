@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import tenacity
 
-from spoolkit import Record, RetryPolicy
+from spoolkit import Record, RetryPolicy, Spool
 from spoolkit.errors import ConfigError, PartialFailure, PermanentError, TransientError
 from spoolkit.retry import Clock, SystemClock, to_retrying
 from spoolkit.testing import FakeClock, FlakySink
@@ -227,3 +227,25 @@ def test_stop_never_waits_out_a_backoff(make_spool: Any, tmp_path: Path) -> None
     again = make_spool(lambda batch: None)
     assert again.stats().backlog == 1
     assert len(again.dead_letters) == 0
+
+
+def test_a_partial_failure_naming_no_record_of_the_batch_fails_the_whole_batch(
+    tmp_path: Path,
+) -> None:
+    """A sink raising PartialFailure with ids not in its batch (a sink bug) does not get the
+    batch acknowledged silently: it counts as an error and the batch is retried."""
+    calls: list[int] = []
+
+    def sink(batch: Sequence[Record]) -> None:
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise PartialFailure(["not-an-id-of-this-batch"])
+
+    with Spool(tmp_path, sink, batch_interval=0, clock=FakeClock()) as spool:
+        spool.put("x")
+        assert spool.flush(30)
+        stats = spool.stats()
+    assert calls == [1, 1]
+    assert stats.delivered == 1
+    assert stats.retried == 1
+    assert stats.last_error is not None
