@@ -14,6 +14,7 @@ import pytest
 
 from spoolkit import Queue, Spool
 from spoolkit.backends import lanes
+from spoolkit.errors import LockedError
 from spoolkit.testing import MemorySink
 
 CHILD = Path(__file__).with_name("_fork_lock_child.py")
@@ -208,3 +209,92 @@ def test_asking_who_holds_a_queue_keeps_the_lock_held(tmp_path: Path) -> None:
             [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
         )
         assert out.stdout.strip() == str(os.getpid())
+
+
+STAMPEDE = """
+import os, sys
+from spoolkit import Queue
+from spoolkit.errors import LockedError
+
+path, n = sys.argv[1], int(sys.argv[2])
+go_r, go_w = os.pipe()
+end_r, end_w = os.pipe()
+pids = []
+for _ in range(n):
+    pid = os.fork()
+    if pid == 0:
+        os.close(go_w)
+        os.close(end_w)
+        os.read(go_r, 1)  # every child starts at once: when the parent closes go_w
+        try:
+            q = Queue(path)
+        except LockedError as exc:
+            os.write(1, f"lost {exc.pid} {exc}\\n".encode())
+            os._exit(0)
+        os.write(1, f"won {os.getpid()}\\n".encode())
+        os.read(end_r, 1)  # holds the queue until every other child has tried
+        q.close()
+        os._exit(0)
+    pids.append(pid)
+os.close(go_w)
+for _ in range(n - 1):
+    os.waitpid(-1, 0)  # the n - 1 losers exit at once; the winner waits for end_w
+os.close(end_w)
+os.waitpid(-1, 0)
+"""
+
+
+def test_every_loser_of_simultaneous_opens_names_the_winner(tmp_path: Path) -> None:
+    """50 processes open one queue at once, 3 times over: every loser's LockedError names the
+    winner's pid (never no pid: the winner may not have written it into the file yet)."""
+    for round_ in range(3):
+        out = subprocess.run(
+            [sys.executable, "-c", STAMPEDE, str(tmp_path / str(round_)), "50"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout.splitlines()
+        won = [int(line.split()[1]) for line in out if line.startswith("won ")]
+        lost = [line for line in out if line.startswith("lost ")]
+        assert len(won) == 1, out
+        assert len(lost) == 49, out
+        for line in lost:
+            assert line.split()[1] == str(won[0]), line
+            assert f"in use by process {won[0]};" in line, line
+
+
+CAUGHT_WRITING = """
+import os, sys
+from spoolkit import Queue
+
+def stop_before_writing_the_pid(fd, length):
+    print("locked", flush=True)  # the lock is taken, the file still empty
+    sys.stdin.read()
+
+os.ftruncate = stop_before_writing_the_pid
+Queue(sys.argv[1])
+"""
+
+
+def test_a_holder_that_has_not_written_its_pid_yet_is_named(tmp_path: Path) -> None:
+    """The holder took the lock and has not written its pid yet (empty lock file): the loser's
+    LockedError still names it (the kernel's answer, not the file's)."""
+    with subprocess.Popen(
+        [sys.executable, "-c", CAUGHT_WRITING, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as holder:
+        assert holder.stdout is not None
+        assert holder.stdin is not None
+        try:
+            assert holder.stdout.readline().strip() == "locked"
+            assert (tmp_path / "lock").read_bytes() == b""
+            with pytest.raises(LockedError) as caught:
+                Queue(tmp_path)
+            assert caught.value.pid == holder.pid
+            assert f"in use by process {holder.pid};" in str(caught.value)
+        finally:
+            holder.stdin.close()
+            holder.wait(30)
