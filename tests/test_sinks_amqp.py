@@ -187,3 +187,15 @@ def test_bad_urls_are_config_errors(url: str) -> None:
     with pytest.raises(ConfigError) as info:
         build(url)
     assert ":p@" not in str(info.value)
+
+
+def test_lone_surrogates_go_as_json_escapes(
+    rabbitmq_server: RabbitServer, channel, queue: str
+) -> None:
+    """Text with a lone surrogate is sent as valid UTF-8 JSON, its \\udce9 escaped."""
+    sink = AmqpSink(rabbitmq_server.url, routing_key=queue)
+    sink.write([Record("s", "caf\udce9", 0.0)])
+    sink.close()
+    body = drain(channel, queue)[0][1]
+    assert b"\\udce9" in body
+    assert json.loads(body.decode("utf-8"))["item"] == "caf\udce9"

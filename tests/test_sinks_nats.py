@@ -166,3 +166,19 @@ def test_bad_urls_are_config_errors(url: str) -> None:
     """No subject, an unknown, repeated or bad option, another scheme or a bad port: ConfigError."""
     with pytest.raises(ConfigError):
         from_sink_url(url)
+
+
+def test_lone_surrogates_go_as_json_escapes(nats_server: NatsServer) -> None:
+    """Text with a lone surrogate is sent as valid UTF-8 JSON, its \\udce9 escaped."""
+    stream, subject = make_stream(nats_server.url)
+    sink = NatsSink(nats_server.url, subject, stream=stream)
+    sink.write([Record("s", "caf\udce9", 0.0)])
+    sink.close()
+
+    async def first(js: Any) -> bytes:
+        data: bytes = (await js.get_msg(stream, 1)).data
+        return data
+
+    raw = admin(nats_server.url, first)
+    assert b"\\udce9" in raw
+    assert json.loads(raw.decode("utf-8"))["item"] == "caf\udce9"

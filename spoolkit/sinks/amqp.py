@@ -16,6 +16,7 @@ from spoolkit.errors import (
     SinkError,
     TransientError,
 )
+from spoolkit.serializers import _json_utf8
 from spoolkit.sinks._encode import ToJson, encode_batch
 from spoolkit.typing import Record
 
@@ -187,7 +188,7 @@ class AmqpSink:
                     chan.channel.basic_publish(
                         self.exchange,
                         self._key(record),
-                        body.encode("utf-8", "surrogatepass"),
+                        _json_utf8(body),
                         self._properties(record),
                         mandatory=self.mandatory,
                     )

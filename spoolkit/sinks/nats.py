@@ -12,6 +12,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from spoolkit._redact import MASK, carry_secrets, redact_text, redact_url, secrets_in_url
 from spoolkit.errors import ConfigError, PartialFailure, PermanentError, SinkError, TransientError
+from spoolkit.serializers import _json_utf8
 from spoolkit.sinks._encode import ToJson, encode_batch
 from spoolkit.typing import Record
 
@@ -250,7 +251,7 @@ class NatsSink:
             return
         encoded = encode_batch(batch, self.to_json)
         encoded.raise_if_all_bad(self._description)
-        messages = [(r, body.encode("utf-8", "surrogatepass")) for r, body in encoded.ok]
+        messages = [(r, _json_utf8(body)) for r, body in encoded.ok]
         # one deadline for the batch: connecting plus the acknowledgements, plus a margin
         try:
             outcomes = self._loop.call(lambda: self._publish(messages), self.timeout * 2 + 5)
