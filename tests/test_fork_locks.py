@@ -99,7 +99,10 @@ def _reopen(kind: str, path: Path) -> int:
 
 
 @pytest.mark.parametrize("kind", ["queue", "spool"])
-@pytest.mark.parametrize("how", ["os", "mp", "c"])
+@pytest.mark.parametrize(
+    "how",
+    [pytest.param("os", marks=pytest.mark.slow), "mp", "c"],  # os.fork is what mp does
+)
 def test_a_helper_forked_by_a_killed_holder_does_not_keep_the_spool(
     tmp_path: Path, kind: str, how: str
 ) -> None:
