@@ -189,3 +189,19 @@ def test_the_spool_root_may_be_a_link_made_by_the_operator(tmp_path: Path) -> No
     finally:
         spool.stop(drain=False)
     assert (real / "meta.json").is_file()
+
+
+def test_a_lane_planted_while_consuming_is_not_adopted(tmp_path: Path, outside_dir: Path) -> None:
+    """A link planted as ``lanes/<n>`` while a consumer runs: its scan adopts nothing through
+    it (and does not fail), and nothing is written in the outside directory."""
+    (outside_dir / "lock").touch()  # it looks like a lane nobody holds
+    backend = LanesBackend(tmp_path / "spool")
+    try:
+        (tmp_path / "spool" / "lanes").mkdir(exist_ok=True)
+        (tmp_path / "spool" / "lanes" / "5").symlink_to(outside_dir, target_is_directory=True)
+        backend.adopt()
+        assert backend.lanes_held() == [str(tmp_path / "spool")]
+    finally:
+        backend.close()
+    assert [p.name for p in outside_dir.iterdir()] == ["lock"]
+    assert (outside_dir / "lock").read_bytes() == b""

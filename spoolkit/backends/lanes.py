@@ -34,7 +34,7 @@ from spoolkit._handout import Delivery
 from spoolkit._log import get_logger
 from spoolkit.backends.disk import DiskBackend
 from spoolkit.deadletter import DeadLetters
-from spoolkit.errors import ClosedError, ConfigError, FormatError, LockedError
+from spoolkit.errors import ClosedError, ConfigError, FormatError, LockedError, PathError
 from spoolkit.typing import Serializer
 
 __all__ = ["LanesBackend"]
@@ -312,7 +312,12 @@ class LanesBackend:
                 return
             self._let_go_of_drained()
             held = {lane.path for lane in self._lanes()}
-            for path in lane_paths(self.root):
+            try:
+                paths = lane_paths(self.root)
+            except PathError as exc:  # a link planted among the lanes: adopt none until removed
+                self._log.warning("lane_scan_refused", error=str(exc))
+                return
+            for path in paths:
                 if (
                     path in held
                     or path in self._unreadable
