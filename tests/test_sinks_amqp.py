@@ -97,6 +97,22 @@ def test_partly_unroutable_batch_names_only_the_returned(
     sink.close()
 
 
+def test_nacked_records_are_transient_and_named(rabbitmq_server: RabbitServer, channel) -> None:
+    """A full reject-publish queue nacks the overflow: a PartialFailure naming it, transient."""
+    name = f"full-{uuid.uuid4().hex[:8]}"
+    channel.queue_declare(name, arguments={"x-max-length": 2, "x-overflow": "reject-publish"})
+    sink = AmqpSink(rabbitmq_server.url, routing_key=name)
+    with pytest.raises(PartialFailure) as info:
+        sink.write(records(5))
+    assert info.value.failed == ["r2", "r3", "r4"]
+    assert isinstance(info.value.cause, TransientError)
+    assert "nacked" in str(info.value)
+    assert [p.message_id for p, _ in drain(channel, name)] == ["r0", "r1"]
+    sink.write(records(5)[2:4])  # room again: the retried records are confirmed
+    assert [p.message_id for p, _ in drain(channel, name)] == ["r2", "r3"]
+    sink.close()
+
+
 def test_missing_exchange_is_permanent(rabbitmq_server: RabbitServer) -> None:
     """Publishing to an exchange that does not exist (404) dead-letters: PermanentError."""
     sink = AmqpSink(rabbitmq_server.url, exchange="no-such-exchange", routing_key="k")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -28,7 +29,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 __all__ = ["URL_OPTIONS", "AmqpSink", "from_sink_url", "map_amqp_error"]
 
-URL_OPTIONS = ("exchange", "routing_key", "mandatory", "persistent")
+URL_OPTIONS = ("exchange", "routing_key", "mandatory", "persistent", "confirm_timeout")
 """The sink's own query options in an ``amqp://`` URL; the others go to pika."""
 
 # Connection options the sink sets unless the URL says otherwise: fail fast and let the
@@ -47,26 +48,89 @@ _REFUSED_CODES = frozenset({403, 404, 406, 312, 313, 530, 540})
 
 
 class _Channel:
-    """One connection with one confirming channel, used by one write at a time."""
+    """One connection with one channel in confirm mode, used by one write at a time.
+
+    pika's ``BlockingChannel`` waits for each message's confirm before publishing the next (a
+    round trip, and for a persistent message an fsync, per record). To publish a whole batch
+    and then wait once for all its confirms, this drives the channel's asynchronous core
+    (``BlockingChannel._impl``, a ``pika.channel.Channel``) directly: the confirm and return
+    callbacks are registered there, and ``BlockingChannel._flush_output`` runs the I/O loop
+    until they arrived. Both are pika 1.x internals, stable since pika 1.0; the test suite
+    exercises them against a real broker.
+    """
 
     def __init__(self, params: Any) -> None:
         self.connection = pika.BlockingConnection(params)
+        self.outstanding: dict[int, Record] = {}  # delivery tag -> record not yet confirmed
+        self.nacked: list[Record] = []
+        self.returned: dict[str, int] = {}  # message_id -> reply code
+        self.tag = 0
         try:
             self.channel = self.connection.channel()
-            self.channel.confirm_delivery()
+            self.core = self.channel._impl  # see the class docstring
+            self.core.add_on_return_callback(self._on_return)
+            selected: list[object] = []
+            self.core.confirm_delivery(ack_nack_callback=self._on_confirm, callback=selected.append)
+            self.channel._flush_output(lambda: bool(selected))
         except BaseException:
             self.discard()
             raise
 
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        tag = int(method.delivery_tag)
+        tags = [t for t in self.outstanding if t <= tag] if method.multiple else [tag]
+        nack = isinstance(method, pika.spec.Basic.Nack)
+        for t in tags:
+            record = self.outstanding.pop(t, None)
+            if nack and record is not None:
+                self.nacked.append(record)
+
+    def _on_return(self, _channel: Any, method: Any, properties: Any, _body: bytes) -> None:
+        self.returned[str(properties.message_id)] = int(method.reply_code)
+
+    def publish(
+        self, record: Record, body: bytes, *, exchange: str, key: str, props: Any, mandatory: bool
+    ) -> None:
+        """Send one message (buffered: nothing is awaited)."""
+        self.core.basic_publish(exchange, key, body, props, mandatory)
+        self.tag += 1
+        self.outstanding[self.tag] = record
+
+    def wait(self, timeout: float) -> bool:
+        """Run the I/O loop until every message is confirmed; False after ``timeout`` s.
+
+        Raises:
+            pika.exceptions.AMQPError: the channel or the connection closed meanwhile.
+        """
+        deadline = time.monotonic() + timeout
+        timer = self.connection.call_later(timeout, _nothing)  # wakes the loop at the deadline
+        try:
+            self.channel._flush_output(  # see the class docstring
+                lambda: not self.outstanding or time.monotonic() >= deadline
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                self.connection.remove_timeout(timer)
+        return not self.outstanding
+
+    def reset(self) -> None:
+        self.nacked = []
+        self.returned = {}
+
     @property
     def usable(self) -> bool:
-        return bool(self.connection.is_open and self.channel.is_open)
+        return bool(self.connection.is_open and self.channel.is_open and not self.outstanding)
 
     def discard(self) -> None:
         # closing a broken connection may fail in any way: it is being dropped anyway
         with contextlib.suppress(Exception):
             if self.connection.is_open:
                 self.connection.close()
+
+
+def _nothing() -> None:
+    return None
 
 
 class AmqpSink:
@@ -107,6 +171,8 @@ class AmqpSink:
         routing_key: the routing key, or a function of the record returning it.
         mandatory: ask the broker to return unroutable messages (else it drops them).
         persistent: ``delivery_mode=2``.
+        confirm_timeout: seconds to wait for the broker's confirms of a batch; the records
+            not confirmed by then fail with :class:`TransientError` (and are published again).
         to_json: maps a record to the JSON-safe body; default ``{"id", "enqueued_at", "item"}``.
 
     Raises:
@@ -121,6 +187,7 @@ class AmqpSink:
         routing_key: str | Callable[[Record], str] = "",
         mandatory: bool = True,
         persistent: bool = True,
+        confirm_timeout: float = 30.0,
         to_json: ToJson | None = None,
     ) -> None:
         if not isinstance(url, str):
@@ -129,6 +196,15 @@ class AmqpSink:
             raise ConfigError('exchange must be a string ("" is the default exchange)')
         if not (isinstance(routing_key, str) or callable(routing_key)):
             raise ConfigError("routing_key must be a string or a function of the record")
+        if (
+            isinstance(confirm_timeout, bool)
+            or not isinstance(confirm_timeout, int | float)
+            or not 0 < confirm_timeout < float("inf")
+        ):
+            raise ConfigError(
+                f"confirm_timeout must be a positive number of seconds, not {confirm_timeout!r}"
+            )
+        self.timeout = float(confirm_timeout)
         self.exchange = exchange
         self.routing_key = routing_key
         self.mandatory = mandatory
@@ -178,32 +254,44 @@ class AmqpSink:
             return
         encoded = encode_batch(batch, self.to_json)
         encoded.raise_if_all_bad(self._description)
-        failed: list[tuple[Record, SinkError]] = []
+        errors: dict[str, SinkError] = {}  # record id -> why it was not confirmed
         chan: _Channel | None = None
         sent = 0
         try:
             chan = self._borrow()
+            chan.reset()
             for record, body in encoded.ok:
-                try:
-                    chan.channel.basic_publish(
-                        self.exchange,
-                        self._key(record),
-                        _json_utf8(body),
-                        self._properties(record),
-                        mandatory=self.mandatory,
-                    )
-                except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
-                    failed.append((record, self._map(exc)))
+                chan.publish(
+                    record,
+                    _json_utf8(body),
+                    exchange=self.exchange,
+                    key=self._key(record),
+                    props=self._properties(record),
+                    mandatory=self.mandatory,
+                )
                 sent += 1
+            if not chan.wait(self.timeout):
+                raise TimeoutError(
+                    f"the broker confirmed {sent - len(chan.outstanding)} of {sent} "
+                    f"message(s) within {self.timeout:g} s"
+                )
         except Exception as exc:
-            if chan is not None:
-                chan.discard()
-                chan = None
+            # not confirmed: what was in flight, and what was never sent
             error = self._map(exc)
-            failed.extend((record, error) for record, _ in encoded.ok[sent:])
-        finally:
+            unsent = [record for record, _ in encoded.ok[sent:]]
+            in_flight = list(chan.outstanding.values()) if chan is not None else []
+            errors.update((record.id, error) for record in (*in_flight, *unsent))
             if chan is not None:
-                self._give_back(chan)
+                chan.outstanding.clear()
+                chan.discard()
+        if chan is not None:
+            nack = pika.exceptions.NackError([])
+            errors.update((record.id, self._map(nack)) for record in chan.nacked)
+            for record_id, code in chan.returned.items():
+                errors[record_id] = self._map(pika.exceptions.UnroutableError([]), code)
+            chan.reset()
+            self._give_back(chan)
+        failed = [(record, errors[record.id]) for record, _ in encoded.ok if record.id in errors]
         self._raise(failed, len(encoded.ok))
         encoded.raise_if_some_bad(self._description)
 
@@ -253,11 +341,13 @@ class AmqpSink:
                 return
         chan.discard()
 
-    def _map(self, exc: BaseException) -> SinkError:
-        return map_amqp_error(exc, self._description, self._secrets)
+    def _map(self, exc: BaseException, reply_code: int | None = None) -> SinkError:
+        return map_amqp_error(exc, self._description, self._secrets, reply_code)
 
 
-def map_amqp_error(exc: BaseException, sink: str, secrets: Sequence[str] = ()) -> SinkError:
+def map_amqp_error(
+    exc: BaseException, sink: str, secrets: Sequence[str] = (), reply_code: int | None = None
+) -> SinkError:
     """Turn a pika error into a spoolkit error: the one place AmqpSink decides.
 
     - ``UnroutableError`` (the broker returned a mandatory message: no queue bound):
@@ -272,6 +362,7 @@ def map_amqp_error(exc: BaseException, sink: str, secrets: Sequence[str] = ()) -
         exc: the pika (or socket) error.
         sink: the sink's redacted description.
         secrets: values to mask if the message echoes them.
+        reply_code: the reply code of a returned message (``312`` NO_ROUTE).
 
     Returns:
         The spoolkit error to raise (chained to ``exc`` through ``__cause__``).
@@ -281,6 +372,8 @@ def map_amqp_error(exc: BaseException, sink: str, secrets: Sequence[str] = ()) -
     if isinstance(exc, pika.exceptions.UnroutableError):
         detail = "the broker returned the message: no queue is bound for its routing key"
         codes = {m.method.reply_code for m in getattr(exc, "messages", ()) if m.method}
+        if reply_code is not None:
+            codes.add(reply_code)
         if codes:
             detail += f" (reply code {', '.join(map(str, sorted(codes)))})"
         detail += "; bind a queue to the exchange for this routing key, then requeue"
@@ -328,7 +421,8 @@ def _parameters(url: str, shown: str, secrets: Sequence[str]) -> Any:
 def from_sink_url(url: str) -> AmqpSink:
     """Build an :class:`AmqpSink` from ``amqp://user:pass@host/vhost?exchange=E&routing_key=K``.
 
-    ``exchange``, ``routing_key``, ``mandatory`` and ``persistent`` are the sink's options;
+    ``exchange``, ``routing_key``, ``mandatory``, ``persistent`` and ``confirm_timeout`` are
+    the sink's options;
     every other query parameter is a pika URL option and stays in the connection URL.
 
     Raises:
@@ -355,7 +449,15 @@ def from_sink_url(url: str) -> AmqpSink:
         routing_key=options.get("routing_key", ""),
         mandatory=_flag("mandatory", options.get("mandatory", "true")),
         persistent=_flag("persistent", options.get("persistent", "true")),
+        confirm_timeout=_seconds(options.get("confirm_timeout", "30")),
     )
+
+
+def _seconds(value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"option confirm_timeout={value!r} must be a number of seconds") from None
 
 
 def _flag(name: str, value: str) -> bool:
