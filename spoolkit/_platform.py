@@ -1,6 +1,6 @@
 """What spoolkit runs on: Linux, or a POSIX system with the same calls; checked on import.
 
-The disk queue locks its directory with ``fcntl.flock``, reserves chunk space with
+The disk queue locks its directory with POSIX record locks (``fcntl``), reserves chunk space with
 ``os.posix_fallocate`` and writes with ``os.pwrite``; it opens directories (``O_DIRECTORY``) to
 fsync them. Windows lacks ``fcntl``, macOS ``os.posix_fallocate``. Importing this module (the
 first thing ``import spoolkit`` does) raises :class:`~spoolkit.errors.UnsupportedPlatformError`

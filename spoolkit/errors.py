@@ -70,7 +70,8 @@ class ConfigError(SpoolError, ValueError):
 
 
 class PathError(ConfigError, OSError):
-    """The spool path cannot be used (it is a file, or not writable).
+    """The spool path cannot be used: empty, a file, not writable, a directory of unrelated
+    files, or a name inside the spool replaced by a symlink (planted files are never followed).
 
     Attributes:
         path: the offending path.
