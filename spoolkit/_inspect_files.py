@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from spoolkit._disk import framing, meta
 from spoolkit._disk.framing import CHUNK_HEADER_SIZE, FRAME_HEADER_SIZE, ChunkHeader, Frame
 from spoolkit._disk.recovery import ChunkFacts, FactsBuilder, LostRange, find_losses
+from spoolkit._disk.safe_open import open_nofollow
 from spoolkit._disk.segment import parse_chunk_name
 from spoolkit._inspect_reports import ChunkInfo, DamagedRegion, LostRecords
 from spoolkit.errors import FormatError, PathError
@@ -111,12 +112,17 @@ def chunk_names(path: str) -> list[str]:
 
 
 def read_file(path: str) -> bytes | None:
-    """The bytes of a file, or None when it vanished (its owner removed it)."""
+    """The bytes of a file, or None when it vanished (its owner removed it).
+
+    Raises:
+        PathError: ``path`` is a symlink (planted in the spool: never followed, even to read).
+    """
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        fd = open_nofollow(path, os.O_RDONLY)
     except FileNotFoundError:
         return None
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
 
 
 def scan_chunk(data: bytes, name: str) -> Scan:

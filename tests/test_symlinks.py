@@ -205,3 +205,19 @@ def test_a_lane_planted_while_consuming_is_not_adopted(tmp_path: Path, outside_d
         backend.close()
     assert [p.name for p in outside_dir.iterdir()] == ["lock"]
     assert (outside_dir / "lock").read_bytes() == b""
+
+
+def test_the_inspector_never_reads_through_a_planted_chunk_link(tmp_path: Path) -> None:
+    """A chunk name planted as a link to an outside file: inspect and fsck refuse it with
+    PathError instead of reading (and printing) the outside file."""
+    from spoolkit._inspect import fsck, inspect_spool
+
+    spool = tmp_path / "q"
+    with Queue(spool, serializer="raw") as q:
+        q.put(b"x")
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"not for the spool's readers")
+    (spool / "q00007").symlink_to(secret)
+    for look in (inspect_spool, fsck):
+        with pytest.raises(PathError, match="symbolic link"):
+            look(str(spool))
