@@ -147,9 +147,18 @@ class _ExporterSink(Generic[T]):
 
 
 class _Durable(Generic[T]):
-    """What both wrappers share: a Spool in front of the wrapped exporter."""
+    """What both wrappers share: a Spool in front of the wrapped exporter.
+
+    A wrapper names its signal in class attributes: ``_kind`` ("Span", "Log"), ``_encode``
+    (SDK items to an OTLP request), ``_decode`` (stored bytes back to SDK items) and the
+    export results ``_success``/``_failure``.
+    """
 
     _kind = ""
+    _encode: Callable[[Sequence[T]], Any]
+    _decode: Callable[[bytes], list[T]]
+    _success: Any
+    _failure: Any
 
     def __init__(
         self,
@@ -164,23 +173,18 @@ class _Durable(Generic[T]):
         when_full: WhenFull = "block",
         put_timeout: float = 1.0,
         shutdown_timeout: float = 10.0,
-        encode: Callable[[Sequence[T]], Any],
-        decode: Callable[[bytes], list[T]],
-        success: Any,
-        failure: Any,
     ) -> None:
         if put_timeout < 0:
             raise ConfigError(f"put_timeout must be >= 0 seconds, not {put_timeout!r}")
         self.exporter = exporter
-        self._encode = encode
-        self._success = success
-        self._failure = failure
         self.put_timeout = put_timeout
         self.shutdown_timeout = shutdown_timeout
         self.accepted = 0
         """Items this exporter has stored and answered SUCCESS for (since it was made)."""
         description = f"Durable{self._kind}Exporter({type(exporter).__name__})"
-        self._sink: _ExporterSink[T] = _ExporterSink(exporter, decode, success, description)
+        self._sink: _ExporterSink[T] = _ExporterSink(
+            exporter, self._decode, self._success, description
+        )
         self.spool = Spool(
             path,
             self._sink,
@@ -289,36 +293,10 @@ class DurableSpanExporter(_Durable[ReadableSpan], SpanExporter):
 
     _kind = "Span"
 
-    def __init__(
-        self,
-        exporter: SpanExporter,
-        path: str | os.PathLike[str],
-        *,
-        retry: RetryPolicy | None = None,
-        batch_size: int = 16,
-        batch_interval: float = 0.2,
-        fsync: str = "interval",
-        max_bytes: int | None = None,
-        when_full: WhenFull = "block",
-        put_timeout: float = 1.0,
-        shutdown_timeout: float = 10.0,
-    ) -> None:
-        super().__init__(
-            exporter,
-            path,
-            retry=retry,
-            batch_size=batch_size,
-            batch_interval=batch_interval,
-            fsync=fsync,
-            max_bytes=max_bytes,
-            when_full=when_full,
-            put_timeout=put_timeout,
-            shutdown_timeout=shutdown_timeout,
-            encode=encode_spans,
-            decode=_spans,
-            success=SpanExportResult.SUCCESS,
-            failure=SpanExportResult.FAILURE,
-        )
+    _encode = staticmethod(encode_spans)
+    _decode = staticmethod(_spans)
+    _success = SpanExportResult.SUCCESS
+    _failure = SpanExportResult.FAILURE
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         result: SpanExportResult = super().export(spans)
@@ -333,36 +311,10 @@ class DurableLogExporter(_Durable[ReadableLogRecord], LogRecordExporter):
 
     _kind = "Log"
 
-    def __init__(
-        self,
-        exporter: LogRecordExporter,
-        path: str | os.PathLike[str],
-        *,
-        retry: RetryPolicy | None = None,
-        batch_size: int = 16,
-        batch_interval: float = 0.2,
-        fsync: str = "interval",
-        max_bytes: int | None = None,
-        when_full: WhenFull = "block",
-        put_timeout: float = 1.0,
-        shutdown_timeout: float = 10.0,
-    ) -> None:
-        super().__init__(
-            exporter,
-            path,
-            retry=retry,
-            batch_size=batch_size,
-            batch_interval=batch_interval,
-            fsync=fsync,
-            max_bytes=max_bytes,
-            when_full=when_full,
-            put_timeout=put_timeout,
-            shutdown_timeout=shutdown_timeout,
-            encode=encode_logs,
-            decode=_logs,
-            success=LogRecordExportResult.SUCCESS,
-            failure=LogRecordExportResult.FAILURE,
-        )
+    _encode = staticmethod(encode_logs)
+    _decode = staticmethod(_logs)
+    _success = LogRecordExportResult.SUCCESS
+    _failure = LogRecordExportResult.FAILURE
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         result: LogRecordExportResult = super().export(batch)
