@@ -7,6 +7,7 @@ owner: skipped), and scan it into intact frames and damaged regions.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -162,7 +163,7 @@ def losses(found: list[tuple[str, bytes, Scan]], uid: str | None) -> tuple[LostR
     """The records written and gone from one queue directory, from its chunk files as
     :func:`walk` returned them (see :func:`spoolkit._disk.recovery.find_losses`)."""
     ranges: list[LostRange] = find_losses([s.facts(n, len(d)) for n, d, s in found])
-    return tuple(LostRecords(r.chunk, r.first, r.last, r.reason, uid) for r in ranges)
+    return tuple(dataclasses.replace(r, uid=uid) for r in ranges)
 
 
 def header_uid(found: list[tuple[str, bytes, Scan]], directory: str) -> str | None:

@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from spoolkit._disk.recovery import LostRange
+
 __all__ = [
     "ChunkInfo",
     "DamagedRegion",
@@ -46,68 +48,10 @@ class DamagedRegion:
         return self.end - self.start
 
 
-@dataclass(frozen=True, slots=True)
-class LostRecords:
-    """Records that were written to a lane and are gone: a chunk file cut at a record
-    boundary, emptied, deleted, or damaged between records (see
-    :func:`spoolkit._disk.recovery.find_losses` for what shows a loss).
-
-    Attributes:
-        chunk: the chunk file that held them, or should have (named from the spool).
-        first: the first lost record number; None when it cannot be known.
-        last: the last one; None when every record after ``first`` may be lost (the newest
-            chunk file was cut: how many it held is written nowhere else).
-        reason: what showed the loss.
-        uid: the lane's uid (the first part of the ids), if known.
-    """
-
-    chunk: str
-    first: int | None
-    last: int | None
-    reason: str
-    uid: str | None = None
-
-    def _id(self, n: int | None) -> str | None:
-        if n is None:
-            return None
-        return f"{self.uid}-{n}" if self.uid else str(n)
-
-    @property
-    def first_id(self) -> str | None:
-        """The first lost record's id as a sink saw it (``<uid>-<n>``), if known."""
-        return self._id(self.first)
-
-    @property
-    def last_id(self) -> str | None:
-        """The last lost record's id (``<uid>-<n>``), if known."""
-        return self._id(self.last)
-
-    @property
-    def count(self) -> int | None:
-        """How many records were lost, when both ends are known."""
-        if self.first is None or self.last is None:
-            return None
-        return self.last - self.first + 1
-
-    def covers(self, number: int) -> bool:
-        """Whether record number ``number`` of the lane is in this range."""
-        if self.first is not None and number < self.first:
-            return False
-        return self.last is None or number <= self.last
-
-    def describe(self) -> str:
-        """One line: which ids, where, why."""
-        if self.first is None and self.last is None:
-            ids = "records of unknown ids"
-        elif self.first is None:
-            ids = f"records up to {self.last_id}"
-        elif self.last is None:
-            ids = f"records from {self.first_id} on (how many is unknown)"
-        elif self.first == self.last:
-            ids = f"1 record: {self.first_id}"
-        else:
-            ids = f"{self.count:,} records: {self.first_id} to {self.last_id}"
-        return f"{self.chunk}: {ids} lost ({self.reason})"
+LostRecords = LostRange
+"""Records that were written to a lane and are gone, with the lane's uid: see
+:class:`spoolkit._disk.recovery.LostRange` (and :func:`~spoolkit._disk.recovery.find_losses`
+for what shows a loss)."""
 
 
 @dataclass(frozen=True, slots=True)

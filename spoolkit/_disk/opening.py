@@ -8,6 +8,7 @@ opening half, kept apart from the put/take/ack half.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 import time
@@ -136,7 +137,7 @@ class RecoveryReport:
 
     def lost_ids(self) -> list[str]:
         """Each lost range in the ids a user sees (``<uid>-<n>``), with where and why."""
-        return [r.describe(self.uid) for r in self.lost]
+        return [r.describe() for r in self.lost]
 
 
 def open_store(store: Store, serializer_name: str) -> None:
@@ -257,18 +258,18 @@ def _report_losses(store: Store, facts: list[ChunkFacts]) -> None:
     same cut is reported once (its missing records' numbers are never issued again: the next
     record is numbered past the chunk's capacity).
     """
-    lost = find_losses(facts)
+    uid = store.uid.hex()
+    lost = [dataclasses.replace(r, uid=uid) for r in find_losses(facts)]
     if not lost:
         return
     store.report.lost = lost
-    uid = store.uid.hex()
     for r in lost:
         store._log.warning(
             "records_lost",
             chunk=r.chunk,
-            ids=r.ids(uid),
-            first=f"{uid}-{r.first}" if r.first is not None else None,
-            last=f"{uid}-{r.last}" if r.last is not None else None,
+            ids=r.ids(),
+            first=r.first_id,
+            last=r.last_id,
             count=r.count,
             reason=r.reason,
         )

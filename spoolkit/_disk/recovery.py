@@ -190,12 +190,29 @@ class LostRange:
         last: the last one; None when every record after ``first`` may be lost (the newest
             chunk file was cut: how many records it held is not written anywhere else).
         reason: what showed the loss.
+        uid: the lane's uid (the first part of the ids a user sees), if known.
     """
 
     chunk: str
     first: int | None
     last: int | None
     reason: str
+    uid: str | None = None
+
+    def _id(self, n: int | None) -> str | None:
+        if n is None:
+            return None
+        return f"{self.uid}-{n}" if self.uid else str(n)
+
+    @property
+    def first_id(self) -> str | None:
+        """The first lost record's id as a sink saw it (``<uid>-<n>``), if known."""
+        return self._id(self.first)
+
+    @property
+    def last_id(self) -> str | None:
+        """The last lost record's id (``<uid>-<n>``), if known."""
+        return self._id(self.last)
 
     @property
     def count(self) -> int | None:
@@ -210,26 +227,21 @@ class LostRange:
             return False
         return self.last is None or number <= self.last
 
-    def ids(self, uid: str | None) -> str:
+    def ids(self) -> str:
         """The range in the ids a user sees (``<uid>-<n>``), with its count."""
-
-        def rid(n: int) -> str:
-            return f"{uid}-{n}" if uid else str(n)
-
         if self.first is None and self.last is None:
             return "records of unknown ids"
         if self.first is None:
-            assert self.last is not None
-            return f"records up to {rid(self.last)}"
+            return f"records up to {self.last_id}"
         if self.last is None:
-            return f"records from {rid(self.first)} on (how many is unknown)"
+            return f"records from {self.first_id} on (how many is unknown)"
         if self.first == self.last:
-            return f"1 record: {rid(self.first)}"
-        return f"{self.count:,} records: {rid(self.first)} to {rid(self.last)}"
+            return f"1 record: {self.first_id}"
+        return f"{self.count:,} records: {self.first_id} to {self.last_id}"
 
-    def describe(self, uid: str | None) -> str:
+    def describe(self) -> str:
         """One line for a log or a report: where, which ids, why."""
-        return f"{self.chunk}: {self.ids(uid)} lost ({self.reason})"
+        return f"{self.chunk}: {self.ids()} lost ({self.reason})"
 
 
 def _files(first: int, last: int) -> str:
