@@ -237,6 +237,31 @@ class DiskBackend:
         """``Queue.oldest_enqueued_at``."""
         return self.queue.oldest_enqueued_at()
 
+    # -- what flush and stats read (see spoolkit._lanes_view) ---------------------------------
+
+    @staticmethod
+    def lane_of(message: Delivery) -> str:
+        """The lane a delivered record came from: its queue's uid (the id's first part)."""
+        return message.id.rpartition("-")[0]
+
+    def waiting_by_lane(self) -> dict[str, int]:
+        """Records waiting, keyed as :meth:`lane_of` keys them; 0 once a newer instance in
+        this process took the queue over (its records are that instance's now)."""
+        return {self.uid: 0 if self.taken_over() else self.waiting()}
+
+    def taken_over(self) -> bool:
+        """Whether a newer instance on this directory in this process took the queue over."""
+        return self.queue.closed and "taken over" in self.queue._store.closed_reason
+
+    def closed_under(self) -> str:
+        """Why the queue was closed under this backend (not by :meth:`close`), or ""."""
+        return self.queue._store.closed_reason if self.queue.closed else ""
+
+    @property
+    def lost_records(self) -> int:
+        """Records found lost when the queue was opened (``Queue.recovery.lost_records``)."""
+        return self.queue.recovery.lost_records
+
     def close(self) -> None:
         """``Queue.close``."""
         self.queue.close()

@@ -505,6 +505,30 @@ class LanesBackend:
         times = [t for t in (lane.oldest_enqueued_at() for lane in self._lanes()) if t is not None]
         return min(times, default=None)
 
+    # -- what flush and stats read (see spoolkit._lanes_view) ---------------------------------
+
+    lane_of = staticmethod(DiskBackend.lane_of)
+
+    def waiting_by_lane(self) -> dict[str, int]:
+        """Records waiting in each lane held, keyed by lane uid (a lane taken over counts 0)."""
+        found: dict[str, int] = {}
+        for lane in self._lanes():
+            found.update(lane.waiting_by_lane())
+        return found
+
+    def closed_under(self) -> str:
+        """Why a lane held was closed under this backend (a fork, its queue's own exit hook,
+        a takeover), or "": a reason other than a takeover first."""
+        if self._closed:
+            return ""
+        reasons = [r for r in (lane.closed_under() for lane in self._lanes()) if r]
+        return next((r for r in reasons if "taken over" not in r), reasons[0] if reasons else "")
+
+    @property
+    def lost_records(self) -> int:
+        """Records found lost when the lanes held (or held at close) were opened."""
+        return sum(lane.lost_records for lane in self._counted())
+
     def lanes_held(self) -> list[str]:
         """The lanes this process holds: its own first, then those it adopted."""
         return [lane.path for lane in self._lanes()]
