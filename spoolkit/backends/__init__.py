@@ -1,7 +1,8 @@
 """Where a :class:`~spoolkit.Spool` keeps its records: the ``Backend`` protocol.
 
 The Spool talks to its storage only through :class:`Backend`, so another store (a Redis
-Streams backend, ``Spool(..., backend="redis://...")``) plugs in without changing the Spool.
+Streams backend, ``Spool(..., backend="redis://...")``, or a NATS JetStream one,
+``backend="nats://..."``) plugs in without changing the Spool.
 The default is :class:`spoolkit.backends.disk.DiskBackend`, the local disk queue.
 
 A backend hands out *messages*: opaque objects with ``.item`` and ``.enqueued_at`` that go back
@@ -18,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 from spoolkit.backends._redis_url import check_url
 from spoolkit.backends.disk import DiskBackend
 from spoolkit.backends.lanes import LanesBackend
+from spoolkit.backends.nats_url import split_url as nats_split_url
 from spoolkit.errors import ConfigError
 from spoolkit.typing import Serializer
 
@@ -103,7 +105,8 @@ def open_backend(
     """Open the backend ``backend`` names (``None`` or ``"disk"``: the lanes of the spool
     directory ``path``, :class:`spoolkit.backends.lanes.LanesBackend`, which any number of
     processes share; ``"redis://...?stream=S&group=G"``:
-    :class:`spoolkit.backends.redis.RedisBackend`).
+    :class:`spoolkit.backends.redis.RedisBackend`; ``"nats://...?stream=S"``:
+    :class:`spoolkit.backends.nats.NatsBackend`).
 
     The disk lanes use chunk files of 1000 records, or with ``max_bytes`` about
     ``max_bytes / 8 KiB`` records (8 to 1000): space on disk is freed a whole chunk file at a
@@ -114,8 +117,10 @@ def open_backend(
     Raises:
         ConfigError: an unknown backend name or URL, ``consume=False`` with another backend
             than the disk lanes, or a Redis URL without ``stream`` and
-            ``group`` or with a bad option (checked before the ``redis`` extra is imported).
-        ImportError: a good Redis URL without the ``redis`` extra installed.
+            ``group`` or with a bad option (checked before the ``redis`` extra is imported),
+            or a NATS URL without ``stream`` or with an unknown option (checked before the
+            ``nats`` extra is imported).
+        ImportError: a good Redis (NATS) URL without the ``redis`` (``nats``) extra installed.
     """
     if backend is None or backend == "disk":
         chunksize = 1000 if max_bytes is None else max(8, min(1000, max_bytes // 8192))
@@ -138,9 +143,17 @@ def open_backend(
             from spoolkit.backends.redis import RedisBackend  # noqa: PLC0415 - redis is an extra
 
             return RedisBackend.from_url(backend, serializer=serializer)
+        if scheme == "nats":
+            if max_bytes is not None:
+                raise ConfigError("max_bytes caps the disk backend; cap a JetStream stream itself")
+            nats_split_url(backend)  # before the import: a bad URL is a ConfigError without nats-py
+            from spoolkit.backends.nats import NatsBackend  # noqa: PLC0415 - nats-py is an extra
+
+            return NatsBackend.from_url(backend, serializer=serializer)
         raise ConfigError(
             f"unknown backend {backend.split('@')[-1]!r}; use None or 'disk' (the disk lanes), "
-            "a redis://host/db?stream=S&group=G URL (the redis extra), or an object "
+            "a redis://host/db?stream=S&group=G URL (the redis extra), a "
+            "nats://host:4222?stream=S URL (the nats extra), or an object "
             "implementing spoolkit.backends.Backend"
         )
     if not isinstance(backend, Backend):

@@ -79,11 +79,11 @@ class EventLoopThread:
             return await make()
 
         future = asyncio.run_coroutine_threadsafe(run(), loop)
-        try:
-            return future.result(timeout)
-        except concurrent.futures.TimeoutError:
+        done, _ = concurrent.futures.wait([future], timeout)
+        if not done:
             future.cancel()
-            raise TimeoutError(f"no answer within {timeout:g} s") from None
+            raise TimeoutError(f"no answer within {timeout:g} s")
+        return future.result()
 
     def forget(self) -> None:
         """In a forked child: the parent's loop thread does not exist here; start afresh."""
@@ -97,6 +97,16 @@ class EventLoopThread:
             self._loop = self._thread = None
         if loop is None or thread is None:
             return
+
+        async def cancel_the_rest() -> None:  # calls in flight end now, each closing its sockets
+            current = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks() if t is not current]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(cancel_the_rest(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         if not thread.is_alive():
@@ -132,14 +142,21 @@ async def connect(servers: list[str], timeout: float) -> Client:
     async def quiet(_: Exception) -> None:  # errors surface through the calls that fail
         return None
 
-    return await nats.connect(
-        servers=servers,
-        connect_timeout=timeout,
-        allow_reconnect=True,
-        max_reconnect_attempts=2,
-        reconnect_time_wait=0.5,
-        error_cb=quiet,
-    )
+    nc = Client()
+    try:
+        await nc.connect(
+            servers=servers,
+            connect_timeout=timeout,  # type: ignore[arg-type]  # nats-py says int, means seconds
+            allow_reconnect=True,
+            max_reconnect_attempts=2,
+            reconnect_time_wait=0.5,  # type: ignore[arg-type]  # same
+            error_cb=quiet,
+        )
+    except BaseException:  # failed or cancelled half way: no socket may stay open
+        with contextlib.suppress(Exception):
+            await asyncio.shield(nc.close())
+        raise
+    return nc
 
 
 class NatsSink:
