@@ -5,18 +5,26 @@ fill), hands the data records to the sink and each deferred call to its function
 failures in place with tenacity, and acknowledges a record only once its sink returned or it
 was dead-lettered. Crashes and stuck sink calls are the supervisor's business
 (:mod:`spoolkit._supervisor`).
+
+A sink whose ``write`` is ``async def`` runs on the pool's event loop
+(:mod:`spoolkit._async_sink`): the worker hands its batch to the loop and waits for the answer,
+so everything above holds unchanged; a call given up on (stuck, or abandoned by ``stop``) is
+cancelled there. A sync sink is called directly, as it always was.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import tenacity
 
+from spoolkit._async_sink import AsyncRunner, concurrency_of, is_async_callable
 from spoolkit._current import delivering
 from spoolkit._deferred import CALL_MARK, DeferredCall, Registered, as_call
 from spoolkit._guard import guard, spoolkit_thread
@@ -25,7 +33,7 @@ from spoolkit._redact import error_repr
 from spoolkit._stats import Counters
 from spoolkit.backends import Backend
 from spoolkit.deadletter import DeadEntry, DeadLetters
-from spoolkit.errors import ClosedError, PartialFailure, UnknownDeferredError
+from spoolkit.errors import ClosedError, PartialFailure, TransientError, UnknownDeferredError
 from spoolkit.retry import (
     Clock,
     RetryPolicy,
@@ -40,6 +48,7 @@ from spoolkit.typing import Record
 __all__ = ["Pool", "Slot"]
 
 _LINGER_SLICE = 0.05  # how often a lingering worker looks at stop/flush requests
+_CLOSE_WAIT = 30.0  # the most seconds an async sink's close() may take
 
 
 class Interrupted(BaseException):
@@ -61,11 +70,13 @@ class Slot:
         "abandoned",
         "call_started",
         "finished",
+        "future",
         "index",
         "inflight",
         "lock",
         "rounds",
         "thread",
+        "write",
     )
 
     def __init__(self, index: int) -> None:
@@ -77,6 +88,9 @@ class Slot:
         self.rounds = 0  # batches taken (under Pool.take_lock)
         self.finished = 0  # rounds settled (under Pool.progress)
         self.thread: threading.Thread | None = None
+        self.write: SinkCall | None = None  # what this worker calls with a batch of records
+        # an async sink's call running on the pool's loop: cancelled when the batch is abandoned
+        self.future: concurrent.futures.Future[None] | None = None
 
 
 SinkCall = Callable[[Sequence[Record]], None]
@@ -123,12 +137,83 @@ class Pool:
         self.on_crash: Callable[[Slot, BaseException, list[Any]], None] = lambda *_: None
         self._attempts: dict[str, int] = {}
         self._real_clock = isinstance(clock, SystemClock)
+        self.workers = 1  # set by the supervisor (size_for): an async sink's default concurrency
+        self.is_async = is_async_callable(sink)
+        self.runner: AsyncRunner | None = None  # an async sink's loop, started on first use
+        self._runner_lock = threading.Lock()
+
+    def size_for(self, workers: int) -> None:
+        """Note the pool's size; check an async sink's ``concurrency`` now (a ConfigError at
+        construction rather than in a worker)."""
+        self.workers = workers
+        if self.is_async:
+            concurrency_of(_sink_object(self.sink), workers)
+
+    # -- async sinks ---------------------------------------------------------------------------
+
+    def loop(self) -> AsyncRunner:
+        """The pool's event loop for async sink calls, started on first use (and again after
+        ``close_sink`` closed it, for a sink closed twice)."""
+        runner = self.runner
+        if runner is None or runner.loop.is_closed():
+            with self._runner_lock:
+                if self.runner is None or self.runner.loop.is_closed():  # closed: close_sink ran
+                    concurrency = concurrency_of(_sink_object(self.sink), self.workers)
+                    self.runner = AsyncRunner(concurrency)
+                    # a pool dropped without close_sink (its spool never stopped) stops its loop;
+                    # not at exit, where spools still deliver through it
+                    weakref.finalize(self, self.runner.stop).atexit = False
+                runner = self.runner
+        return runner
+
+    def open_sink(self, sink: Any) -> None:
+        """Call ``sink.open()`` if it has one: awaited on the pool's loop if ``async def``."""
+        opener = getattr(sink, "open", None)
+        if callable(opener):
+            if is_async_callable(opener):
+                self.loop().run(opener, None)
+            else:
+                opener()
+
+    def close_sink(self, sink: Any, opened: bool = True) -> None:
+        """Call ``sink.close()`` if it has one and was opened (awaited on the pool's loop if
+        ``async def``, for up to 30 s); then stop and close the pool's loop, if it has one."""
+        try:
+            closer = getattr(sink, "close", None)
+            if opened and callable(closer):
+                if is_async_callable(closer):
+                    self.loop().run(closer, _CLOSE_WAIT)
+                else:
+                    closer()
+        finally:
+            if self.runner is not None:
+                self.runner.stop()
+
+    def _async_call(self, slot: Slot) -> SinkCall:
+        """``slot``'s sink call for an async sink: run on the loop, waited for here."""
+        write = self.sink
+
+        def call(records: Sequence[Record]) -> None:
+            future = slot.future = self.loop().submit(write, records)  # type: ignore[arg-type]
+            try:
+                if slot.abandoned:  # abandoned before the future was noted: cancel it here
+                    future.cancel()
+                future.result()
+            except concurrent.futures.CancelledError:
+                if slot.abandoned:
+                    raise Abandoned from None
+                raise TransientError("the async sink call was cancelled") from None
+            finally:
+                slot.future = None
+
+        return call
 
     # -- threads -------------------------------------------------------------------------------
 
     def spawn(self, index: int) -> Slot:
         """Start worker ``index`` (replacing the slot of that index, if any)."""
         slot = Slot(index)
+        slot.write = self._async_call(slot) if self.is_async else self.sink
         slot.thread = threading.Thread(
             target=self._run, args=(slot,), name=f"spoolkit-worker-{index}", daemon=True
         )
@@ -182,6 +267,9 @@ class Pool:
             with self.take_lock:  # flush sees the slot abandoned only with its nack counted
                 slot.abandoned = True
                 self._hand_back(msgs)
+            future = slot.future
+            if future is not None:  # an async sink's call: cancel it on the loop
+                future.cancel()
         with self.progress:
             self.progress.notify_all()
         return msgs
@@ -257,7 +345,7 @@ class Pool:
             else:
                 calls.append((m, call))
         if data:
-            self._deliver(slot, data, self.sink, self.retry)
+            self._deliver(slot, data, slot.write or self.sink, self.retry)
         for m, call in calls:
             reg = self.registry.get(call.name)
             if reg is None:
@@ -435,6 +523,11 @@ class Pool:
         """``enqueued_at`` of the oldest record held by a worker."""
         times = [m.enqueued_at for s in list(self.slots) for m in list(s.inflight)]
         return min(times, default=None)
+
+
+def _sink_object(write: Any) -> Any:
+    """The sink a ``write`` callable belongs to (a bound method's object), else the callable."""
+    return getattr(write, "__self__", write)
 
 
 def _runner(reg: Registered, call: DeferredCall) -> SinkCall:

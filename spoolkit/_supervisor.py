@@ -80,6 +80,7 @@ class Supervisor:
         self.cut = threading.Event()
         """Set to end every wait for progress at once (a second Ctrl-C during ``stop``)."""
         pool.on_crash = self._crashed
+        pool.size_for(workers)
 
     def start(self) -> None:
         """Start the workers and the supervisor thread."""

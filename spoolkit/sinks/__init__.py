@@ -8,7 +8,7 @@ with Spool("/var/spool/app", from_url("https://logs.example.com/ingest?format=nd
     spool.put({"event": "signup", "user": 42})
 ```
 
-Importing this package loads no optional dependency: ``HttpSink`` (httpx),
+Importing this package loads no optional dependency: ``HttpSink`` and ``AsyncHttpSink`` (httpx),
 ``PostgresSink`` (psycopg), ``RedisStreamSink`` (redis) and ``OtlpLogSink``
 (opentelemetry-proto and httpx) import their driver the first time they are used, and raise
 ``ImportError`` naming the extra to install when it is missing. ``SyslogSink`` needs only the
@@ -26,12 +26,14 @@ from spoolkit.sinks.stdout import StdoutSink
 
 if TYPE_CHECKING:
     from spoolkit.sinks.http import HttpSink
+    from spoolkit.sinks.http_async import AsyncHttpSink
     from spoolkit.sinks.otlp import OtlpLogSink
     from spoolkit.sinks.postgres import PostgresSink
     from spoolkit.sinks.redis import RedisStreamSink
     from spoolkit.sinks.syslog import SyslogSink
 
 __all__ = [
+    "AsyncHttpSink",
     "HttpSink",
     "JsonlSink",
     "OtlpLogSink",
@@ -44,6 +46,7 @@ __all__ = [
 
 # Sinks whose module imports an optional driver: loaded on first attribute access.
 _LAZY = {
+    "AsyncHttpSink": "spoolkit.sinks.http_async",
     "HttpSink": "spoolkit.sinks.http",
     "OtlpLogSink": "spoolkit.sinks.otlp",
     "PostgresSink": "spoolkit.sinks.postgres",

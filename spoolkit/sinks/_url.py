@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 from spoolkit._redact import redact_url
 from spoolkit.errors import ConfigError
 
 if TYPE_CHECKING:
+    from spoolkit._async_sink import AsyncSink
     from spoolkit.typing import Sink
 
 __all__ = ["SCHEMES", "from_url"]
 
 SCHEMES: dict[str, str] = {
-    "http": "http(s)://host/path?format=json|ndjson&gzip=true&timeout=10",
-    "https": "http(s)://host/path?format=json|ndjson&gzip=true&timeout=10",
+    "http": "http(s)://host/path?format=json|ndjson&gzip=true&timeout=10"
+    "[&async=true&http2=true&concurrency=8]",
+    "https": "http(s)://host/path?format=json|ndjson&gzip=true&timeout=10"
+    "[&async=true&http2=true&concurrency=8]",
     "jsonl": "jsonl:///abs/path/file.jsonl?max_bytes=N&keep=5",
     "otlp+http": "otlp+http(s)://host:4318[/v1/logs]?gzip=true&timeout=10&service_name=S",
     "otlp+https": "otlp+http(s)://host:4318[/v1/logs]?gzip=true&timeout=10&service_name=S",
@@ -34,12 +37,13 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
 
-def from_url(url: str) -> Sink:
+def from_url(url: str) -> Sink | AsyncSink:
     """Build a sink from a URL.
 
     | URL | sink |
     |---|---|
     | ``http(s)://host/path?format=ndjson`` | `HttpSink` |
+    | ``http(s)://host/path?async=true&concurrency=8`` | `AsyncHttpSink` |
     | ``jsonl:///var/log/app.jsonl?max_bytes=N`` | `JsonlSink` |
     | ``otlp+http://collector:4318?service_name=api`` | `OtlpLogSink` |
     | ``postgresql://u:p@host/db?table=events`` | `PostgresSink` |
@@ -48,8 +52,10 @@ def from_url(url: str) -> Sink:
     | ``syslog+tcp://logs:514?app_name=api`` (``syslog+tls://``) | `SyslogSink` |
 
     Sink options travel in the query string. For ``http(s)`` the options are ``format``,
-    ``gzip`` and ``timeout``; every other query parameter is part of the target URL and is
-    sent to the server (so ``?token=...`` still reaches the API). For ``postgresql`` the
+    ``gzip``, ``timeout`` and ``async``; ``async=true`` picks `AsyncHttpSink` (the default,
+    ``false``, `HttpSink`), which also takes ``http2`` and ``concurrency`` (given without
+    ``async=true``, they are a ConfigError); every other query parameter is part of the target
+    URL and is sent to the server (so ``?token=...`` still reaches the API). For ``postgresql`` the
     options are ``table`` (required) and ``create_table``; other parameters must be libpq
     connection parameters (``sslmode``, ``connect_timeout``...). For ``redis`` the options are
     ``stream`` (required), ``maxlen`` and ``approximate``; other parameters must be redis-py
@@ -171,21 +177,37 @@ def _float(name: str, value: str) -> float:
     return number
 
 
-def _http(url: str, scheme: str, query: _Query, shown: str) -> Sink:
-    from spoolkit.sinks.http import HttpSink  # noqa: PLC0415 - import httpx only when asked
-
-    options = query.take(("format", "gzip", "timeout"))
+def _http(url: str, scheme: str, query: _Query, shown: str) -> Sink | AsyncSink:
+    options = query.take(("format", "gzip", "timeout", "async", "http2", "concurrency"))
     fmt = options.get("format", "json")
     if fmt not in ("json", "ndjson"):
         raise ConfigError(f"option format={fmt!r} must be json or ndjson")
     parts = urlsplit(url)
     target = urlunsplit((parts.scheme, parts.netloc, parts.path, query.raw(), parts.fragment))
-    return HttpSink(
-        target,
-        format="ndjson" if fmt == "ndjson" else "json",
-        gzip=_bool("gzip", options["gzip"]) if "gzip" in options else False,
-        timeout=_float("timeout", options["timeout"]) if "timeout" in options else 10.0,
-    )
+    fmt_option: Literal["json", "ndjson"] = "ndjson" if fmt == "ndjson" else "json"
+    gzip = _bool("gzip", options["gzip"]) if "gzip" in options else False
+    timeout = _float("timeout", options["timeout"]) if "timeout" in options else 10.0
+    if "async" in options and _bool("async", options["async"]):
+        from spoolkit.sinks.http_async import AsyncHttpSink  # noqa: PLC0415 - lazy httpx
+
+        return AsyncHttpSink(
+            target,
+            format=fmt_option,
+            gzip=gzip,
+            timeout=timeout,
+            http2=_bool("http2", options["http2"]) if "http2" in options else False,
+            concurrency=_int("concurrency", options["concurrency"], 1)
+            if "concurrency" in options
+            else None,
+        )
+    for name in ("http2", "concurrency"):
+        if name in options:
+            raise ConfigError(
+                f"option {name}= is for the async HTTP sink: add async=true to {shown!r}"
+            )
+    from spoolkit.sinks.http import HttpSink  # noqa: PLC0415 - import httpx only when asked
+
+    return HttpSink(target, format=fmt_option, gzip=gzip, timeout=timeout)
 
 
 def _jsonl(url: str, scheme: str, query: _Query, shown: str) -> Sink:
@@ -276,7 +298,7 @@ def _syslog(url: str, scheme: str, query: _Query, shown: str) -> Sink:
     return from_parsed_url(url, options, shown)
 
 
-_BUILDERS: dict[str, Callable[[str, str, _Query, str], Sink]] = {
+_BUILDERS: dict[str, Callable[[str, str, _Query, str], Sink | AsyncSink]] = {
     "http": _http,
     "https": _http,
     "jsonl": _jsonl,
