@@ -9,6 +9,10 @@ record) for:
 - NatsSink -> a real ``nats-server -js`` (one file-backed stream, ``Nats-Msg-Id`` per
   message; the clock stops when the stream holds every message).
 
+And the two distributed backends side by side: records/s through a Spool to a no-op sink with
+the queue in a Redis stream (redis-server, no persistence) and in a JetStream stream
+(nats-server, file storage), ``put`` one by one and ``put_many`` (``--backends``).
+
 The runs are interleaved and the median reported. Run:
 ``python benchmarks/brokers_bench.py`` (``--quick`` for a short run). Needs rabbitmq-server and
 nats-server (``make services``). Writes benchmarks/results/brokers_bench.json.
@@ -36,7 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import nats
 import pika
 
-from benchmarks._common import save, table
+from benchmarks._common import end_to_end, save, table
 from spoolkit import Spool
 from spoolkit.sinks.amqp import AmqpSink
 from spoolkit.sinks.http import HttpSink
@@ -44,6 +48,7 @@ from spoolkit.sinks.nats import NatsSink
 from tests.services._common import destroy
 from tests.services.nats_server import start_nats
 from tests.services.rabbitmq_server import start_rabbitmq
+from tests.services.redis_server import start_redis
 
 RECORD = {
     "timestamp": "2024-05-01T12:00:00.123456Z",
@@ -168,10 +173,31 @@ def sinks(n: int, runs: int, workers: int) -> dict[str, float]:
         destroy(nats_server)
 
 
+def backends(n: int, runs: int) -> dict[str, float]:
+    """Records/s to a no-op sink, 1 worker, on each distributed backend."""
+    redis = start_redis()
+    nats_server = start_nats()
+    try:
+        results: dict[str, list[float]] = {}
+        for _ in range(runs):
+            for name, url in (
+                ("redis", f"{redis.url}?stream=b{uuid.uuid4().hex[:8]}&group=g"),
+                ("nats", f"{nats_server.url}?stream=B{uuid.uuid4().hex[:8]}"),
+            ):
+                for mode, many in (("put", False), ("put_many", True)):
+                    rate = end_to_end(n, 1, many, backend=url)
+                    results.setdefault(f"{name} {mode}", []).append(rate)
+        return {k: statistics.median(v) for k, v in results.items()}
+    finally:
+        destroy(redis)
+        destroy(nats_server)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short run")
     parser.add_argument("--workers", type=int, default=2, help="spool workers (default 2)")
+    parser.add_argument("--backends", action="store_true", help="also the backends' figures")
     args = parser.parse_args()
     n, runs = (5_000, 1) if args.quick else (20_000, 3)
     rates = sinks(n, runs, args.workers)
@@ -202,15 +228,30 @@ def main() -> None:
             ],
         )
     )
-    path = save(
-        "brokers_bench",
-        {
-            "records": n,
-            "runs": runs,
-            "workers": args.workers,
-            "records_per_s": {k: round(v) for k, v in rates.items()},
-        },
-    )
+    data: dict[str, Any] = {
+        "records": n,
+        "runs": runs,
+        "workers": args.workers,
+        "records_per_s": {k: round(v) for k, v in rates.items()},
+    }
+    if args.backends:
+        per_backend = backends(n, runs)
+        print(
+            table(
+                f"Distributed backends to a no-op sink ({n:,} records, 1 worker)",
+                ["backend", "put records/s", "put_many records/s"],
+                [
+                    [
+                        name,
+                        f"{per_backend[name + ' put']:,.0f}",
+                        f"{per_backend[name + ' put_many']:,.0f}",
+                    ]
+                    for name in ("redis", "nats")
+                ],
+            )
+        )
+        data["backend_records_per_s"] = {k: round(v) for k, v in per_backend.items()}
+    path = save("brokers_bench", data)
     print(f"wrote {path}")
 
 
