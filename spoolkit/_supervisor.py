@@ -8,6 +8,8 @@ longer than ``sink_timeout`` is reported as stuck: its batch goes back to the qu
 worker, a replacement worker starts at once, and the stuck thread is left to finish on its own
 (whatever it returns is ignored). So the pool does not stay below its configured size while
 the sink hangs now and then.
+An async sink's stuck call (:mod:`spoolkit._async_sink`) is cancelled on the pool's event
+loop instead, so its worker thread ends at once and nothing is left running.
 
 A Python thread cannot be killed, so abandoned threads stay until their call returns. Against
 a sink that hangs on every call, at most :data:`STUCK_PER_WORKER` times ``workers`` of them
