@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from queue import Empty
 from typing import Any
 
+from spoolkit import _async
 from spoolkit._disk.ioerrors import NOT_STORED, NOT_SYNCED, storage_error
 from spoolkit._disk.opening import RecoveryReport
 from spoolkit._disk.store import Store
@@ -438,6 +439,45 @@ class Queue:
             while self._outstanding or self._store.pending_total:
                 self._store.check_open()
                 self._all_done.wait()
+
+    # -- asyncio -------------------------------------------------------------------------------
+
+    async def aput(self, item: Any, *, durable: bool = False, timeout: float | None = None) -> None:
+        """:meth:`put` without blocking the event loop on a wait for room or an fsync.
+
+        With room (or no bound), no ``fsync="always"`` and not ``durable``, the put runs on the
+        loop (it costs only memory); otherwise on a thread of the queue's own. A cancelled call
+        raises :class:`~spoolkit._async.PutCancelled` (an ``asyncio.CancelledError``) whose
+        ``stored`` says whether the record was stored.
+
+        Raises:
+            as :meth:`put` (``Full`` once ``timeout`` passed); ``PutCancelled`` when cancelled.
+        """
+        await _async.queue_aput(self, item, durable, timeout)
+
+    async def aget_batch(self, max_items: int, timeout: float | None = None) -> list[Delivery]:
+        """:meth:`get_batch` without blocking the event loop: the wait runs on a thread.
+
+        Records that are there already are taken on the loop. If the call is cancelled, records
+        its thread took meanwhile are handed back (:meth:`nack`): none is lost, and each is
+        delivered again. Records returned stay on disk until :meth:`aack` (at least once:
+        a consumer cancelled before acknowledging gets them again after a restart, or at
+        once if it calls :meth:`anack`).
+        """
+        return await _async.aget_batch(self, max_items, timeout)
+
+    async def aack(self, *deliveries: Delivery) -> None:
+        """:meth:`ack`; with ``fsync="always"`` the fsync runs on a thread, off the loop.
+
+        Cancelled while its fsync runs, it has acknowledged (it raises ``CancelledError``
+        all the same); cancelled before its thread started, it has not (the records are
+        delivered again after a restart).
+        """
+        await _async.aack(self, deliveries)
+
+    async def anack(self, *deliveries: Delivery) -> None:
+        """:meth:`nack` (memory only: it runs on the loop)."""
+        self.nack(*deliveries)
 
     # -- state ---------------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -11,6 +12,7 @@ from typing import Any, Literal, ParamSpec, Protocol, TypeVar, overload
 
 import tenacity
 
+from spoolkit import _async
 from spoolkit._deferred import (
     DeferredCall,
     DeferredFunction,
@@ -139,6 +141,8 @@ class Spool:
             backend, path, serializer=serializer, fsync=fsync, max_bytes=max_bytes, consume=consume
         )
         self.path = str(getattr(self._backend, "path", os.path.abspath(path)))
+        # aput stores on the event loop when a put costs only memory: the disk lanes, no fsync
+        self._fast_aput = fsync != "always" and hasattr(self._backend, "queue_put")
         try:
             self._dead = DeadLetters(
                 os.path.join(self.path, "dead"), self._backend.decode, self._backend.restore
@@ -345,6 +349,70 @@ class Spool:
             interrupted_stop(self, _STOP_TIMEOUT)
         else:
             self.stop(timeout=_STOP_TIMEOUT)
+
+    # -- asyncio -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Spool:
+        """``start()`` on a thread: opening a sink may connect, which must not block the loop."""
+        await asyncio.to_thread(self.start)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """``await astop()`` with the same timeout as a ``with`` block's end."""
+        await self.astop(timeout=_STOP_TIMEOUT)
+
+    async def aput(self, item: Any, *, durable: bool = False, timeout: float | None = None) -> None:
+        """Store ``item``, like :meth:`put`, without blocking the event loop on a wait.
+
+        When the put costs only memory (the disk lanes, room in the spool or no ``max_bytes``,
+        ``fsync`` not ``"always"``, not ``durable``) it runs right here on the loop: a few
+        microseconds, less than a thread hop. A wait for room, an fsync, or a network backend
+        runs on a thread of the spool's own; the loop goes on meanwhile.
+
+        Cancellation never loses or duplicates a record silently: a cancelled ``aput`` raises
+        :class:`~spoolkit._async.PutCancelled`, an ``asyncio.CancelledError`` whose
+        ``stored`` attribute says whether the record was stored (it will be delivered) or not
+        (putting it again does not duplicate it). A wait for room gives up within 50 ms of
+        the cancellation; an fsync under way is waited for.
+
+        Args:
+            item: any object the serializer accepts.
+            durable: return only once the record is fsynced, whatever ``fsync`` says.
+            timeout: with ``when_full="block"``, the most seconds to wait for room.
+
+        Raises:
+            as :meth:`put`; and ``PutCancelled`` when cancelled.
+        """
+        await _async.aput(self, item, durable, timeout)
+
+    async def aput_many(self, items: Iterable[Any]) -> None:
+        """Store every item, in order, like :meth:`put_many`, without blocking the loop on a
+        wait (see :meth:`aput`).
+
+        Without ``max_bytes`` (and ``fsync`` not ``"always"``) it is :meth:`put_many` on the
+        loop. Otherwise the items go in on a thread; a cancelled call raises ``PutCancelled``
+        whose ``stored`` is how many items, from the first, were stored (the rest were not).
+
+        Raises:
+            as :meth:`put_many`; and ``PutCancelled`` when cancelled.
+        """
+        await _async.aput_many(self, items if isinstance(items, Sequence) else list(items))
+
+    async def aflush(self, timeout: float | None = None) -> bool:
+        """:meth:`flush` on a thread: the loop goes on while the records are delivered.
+
+        Cancelling it stops the waiting only (delivery goes on); its thread ends at
+        ``timeout``, or once the records are delivered or the spool stopped.
+        """
+        return await asyncio.to_thread(self.flush, timeout)
+
+    async def astop(self, drain: bool = True, timeout: float = _STOP_TIMEOUT) -> bool:
+        """:meth:`stop` on a thread, which the loop does not wait on.
+
+        Cancelling it does not cancel the stop: the spool stops all the same (its thread
+        finishes the job within ``timeout``).
+        """
+        return await asyncio.to_thread(self.stop, drain, timeout)
 
     # -- putting -------------------------------------------------------------------------------
 
