@@ -149,3 +149,34 @@ def test_queue_aput_waits_for_room_and_cancels_cleanly(tmp_path: Path) -> None:
     assert asyncio.run(main()).stored is False
     assert [d.item for d in q.get_batch(10, 0)] == [1, 2]
     q.close()
+
+
+def test_records_taken_after_the_cancel_are_handed_back(tmp_path: Path) -> None:
+    """Records the waiting thread takes after the call was cancelled are nacked at once: the
+    next get_batch has them."""
+    q = Queue(tmp_path / "q")
+    real = q.get_batch
+    waiting, gate = threading.Event(), threading.Event()
+    main_thread = threading.current_thread()
+
+    def spy(max_items: int, timeout: float | None = None) -> list[Any]:
+        if threading.current_thread() is not main_thread:
+            waiting.set()
+            gate.wait(5)  # returns only after the test cancelled the call
+        return real(max_items, timeout)
+
+    q.get_batch = spy  # type: ignore[method-assign]
+
+    async def main() -> None:
+        task = asyncio.create_task(q.aget_batch(5, timeout=5))
+        await asyncio.to_thread(waiting.wait, 5)
+        for i in range(3):
+            q.put(i)
+        task.cancel()
+        gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert [d.item for d in real(10, 0)] == [0, 1, 2]
+    q.close()
