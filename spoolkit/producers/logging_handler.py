@@ -28,6 +28,7 @@ import os
 import queue
 import sys
 import time
+from asyncio import _get_running_loop
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -36,6 +37,7 @@ from spoolkit._guard import guard
 from spoolkit._imports import build_reference, is_reference, resolve_reference
 from spoolkit._process import exiting
 from spoolkit.errors import ClosedError, ConfigError, RecordTooLargeError
+from spoolkit.producers._loop import LoopSafePut
 from spoolkit.producers._record_json import record_json
 
 __all__ = ["SpoolHandler", "json_safe", "record_to_dict", "resolve_sink", "utc_iso"]
@@ -207,6 +209,24 @@ def resolve_sink(sink: Any) -> Any:
     return build_reference(sink, "write")
 
 
+def loop_safe_put(
+    spool: Any,
+    timeout: float,
+    dropped: Callable[[], None],
+    failed: Callable[[BaseException], None],
+) -> LoopSafePut:
+    """The put a producer uses on a thread running an event loop (see
+    :mod:`spoolkit.producers._loop`): no wait for room; a put that may wait on I/O (a spool
+    with ``fsync="always"`` or a network backend) handed to a thread of the producer's own."""
+    return LoopSafePut(
+        bounded_put(spool, timeout),
+        bounded_put(spool, 0.0),
+        offload=not getattr(spool, "_fast_aput", True),
+        dropped=dropped,
+        failed=failed,
+    )
+
+
 def bounded_put(spool: Any, timeout: float) -> Callable[[Any], None]:
     """``spool.put`` that waits at most ``timeout`` seconds for room, raising ``queue.Full``."""
     prepare = getattr(spool, "_putter", None)  # a spoolkit.Spool: ready for its configuration
@@ -250,6 +270,12 @@ class SpoolHandler(logging.Handler):
     Cost per record: building the dict plus ``spool.put`` (a serialization and one copy into
     the page cache). Durability follows the spool's ``fsync`` setting.
 
+    In a coroutine (a thread running an asyncio event loop) :meth:`emit` never blocks the
+    loop: it does not wait for room (a full spool drops the record at once, counted in
+    :attr:`dropped`), and a put that may wait on I/O (``fsync="always"``, a Redis or NATS
+    backend) is handed, in order, to a thread of the handler's own; :meth:`close` waits for
+    those. Elsewhere nothing changes.
+
     Args:
         spool_or_path: a spool (used as is, not started, not stopped), or a directory (a
             :class:`spoolkit.Spool` is created there with ``sink`` and ``spool_options``,
@@ -259,7 +285,7 @@ class SpoolHandler(logging.Handler):
         sink: with a path, the sink: an object, a URL (``spoolkit.sinks.from_url``) or
             ``"pkg.module:name"`` (see :func:`resolve_sink`).
         put_timeout: the most seconds :meth:`emit` waits for room in a full spool before
-            dropping the record.
+            dropping the record (0 on a thread running an event loop).
         include_spoolkit_logs: spool the ``spoolkit`` loggers' own records too. Off by default:
             a failing sink would otherwise feed records about itself back into the spool.
         own_spool: stop the spool on :meth:`close`; by default only a spool made from a path.
@@ -318,6 +344,7 @@ class SpoolHandler(logging.Handler):
         self.errors = 0
         self.skipped = 0
         self._put = bounded_put(spool, put_timeout)
+        self._loop_put = loop_safe_put(spool, put_timeout, self._drop_later, self._fail_later)
         # a spool storing JSON with the built-in serializer takes the record's JSON text as is
         self._json_text = getattr(spool, "_serializer_name", None) == "json"
 
@@ -363,11 +390,12 @@ class SpoolHandler(logging.Handler):
             else:
                 cut = False
                 item = record_json(data) if self._json_text else data
+            put = self._put if _get_running_loop() is None else self._loop_put
             try:
-                self._put(item)
+                put(item)
             except RecordTooLargeError as exc:
                 self.truncated += not cut  # a record cut already counts once
-                self._put(_shrink(data, min(limit, exc.limit)))
+                put(_shrink(data, min(limit, exc.limit)))
         except queue.Full:
             self.dropped += 1
         except ClosedError:
@@ -380,6 +408,18 @@ class SpoolHandler(logging.Handler):
             self.handleError(record)
         finally:
             g.active = False
+
+    def _drop_later(self) -> None:
+        self.dropped += 1  # a put handed off the event loop found no room in time
+
+    def _fail_later(self, exc: BaseException) -> None:
+        """A put handed off the event loop failed: counted, and reported on stderr."""
+        self.errors += 1
+        if isinstance(exc, ClosedError) and (self._closed or exiting()):
+            return
+        if logging.raiseExceptions and sys.stderr is not None:
+            with contextlib.suppress(Exception):
+                sys.stderr.write(f"spoolkit.SpoolHandler could not spool a record: {exc!r}\n")
 
     def handleError(self, record: logging.LogRecord) -> None:
         """Report a record that could not be spooled on stderr, briefly.
@@ -416,6 +456,8 @@ class SpoolHandler(logging.Handler):
             closing, self._closed = not self._closed, True
         finally:
             self.release()
+        if closing:
+            self._loop_put.close()  # the puts handed off an event loop go in first
         if closing and self.owns_spool:
             g = guard
             g.active = True  # the spool's shutdown logs must not come back in here

@@ -11,6 +11,7 @@ import contextlib
 import queue
 import sys
 import traceback
+from asyncio import _get_running_loop
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -19,7 +20,7 @@ import structlog
 from spoolkit._guard import guard
 from spoolkit._process import exiting
 from spoolkit.errors import ClosedError, ConfigError
-from spoolkit.producers.logging_handler import bounded_put, json_safe
+from spoolkit.producers.logging_handler import bounded_put, json_safe, loop_safe_put
 
 __all__ = ["SpoolProcessor"]
 
@@ -40,6 +41,13 @@ class SpoolProcessor:
     ``put_timeout``) counts in :attr:`dropped`; any other failure counts in :attr:`errors`,
     is kept in :attr:`last_error` and, like ``logging.Handler.handleError``, printed to stderr.
     An event that could not be spooled is still passed on (or dropped) as configured.
+
+    In a coroutine (a thread running an asyncio event loop) the processor never blocks the
+    loop: it does not wait for room (a full spool drops the event at once, counted in
+    :attr:`dropped`), and a put that may wait on I/O (``fsync="always"``, a Redis or NATS
+    backend) is handed, in order, to a thread of the processor's own (:meth:`close` waits
+    for those). structlog's ``await log.ainfo(...)`` runs the processors on a thread of the
+    loop's executor, where the put waits up to ``put_timeout`` as anywhere else.
 
     Args:
         spool: the :class:`spoolkit.Spool` (or anything with ``put``).
@@ -63,6 +71,7 @@ class SpoolProcessor:
         self.skipped = 0
         self.last_error: BaseException | None = None
         self._put = bounded_put(spool, put_timeout)
+        self._loop_put = loop_safe_put(spool, put_timeout, self._drop_later, self._fail_later)
 
     def __call__(
         self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
@@ -77,7 +86,8 @@ class SpoolProcessor:
                 event = event_dict
                 if "exc_info" in event:
                     event = _format_exc_info(logger, method_name, dict(event))
-                self._put(json_safe(event if type(event) is dict else dict(event)))
+                put = self._put if _get_running_loop() is None else self._loop_put
+                put(json_safe(event if type(event) is dict else dict(event)))
             except queue.Full:
                 self.dropped += 1
             except ClosedError as exc:
@@ -95,6 +105,20 @@ class SpoolProcessor:
         if self.drop:
             raise structlog.DropEvent
         return event_dict
+
+    def _drop_later(self) -> None:
+        self.dropped += 1  # a put handed off the event loop found no room in time
+
+    def _fail_later(self, exc: BaseException) -> None:
+        self.errors += 1
+        self.last_error = exc
+        if not (isinstance(exc, ClosedError) and exiting()):
+            _report(exc)
+
+    def close(self) -> None:
+        """Wait for the puts handed off an event loop (``fsync="always"`` spools); the spool
+        itself is not stopped."""
+        self._loop_put.close()
 
     def __repr__(self) -> str:
         return f"<SpoolProcessor drop={self.drop} spool={self.spool!r}>"
