@@ -456,8 +456,9 @@ class SpoolHandler(logging.Handler):
             closing, self._closed = not self._closed, True
         finally:
             self.release()
-        if closing:
-            self._loop_put.close()  # the puts handed off an event loop go in first
+        loop_put = getattr(self, "_loop_put", None)  # None in a half-built handler
+        if closing and loop_put is not None:
+            loop_put.close()  # the puts handed off an event loop go in first
         if closing and self.owns_spool:
             g = guard
             g.active = True  # the spool's shutdown logs must not come back in here
