@@ -18,6 +18,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
         ("structlog_pipeline.py", "every event reached the spool's sink"),
         ("outbound_api.py", "ok: every order reached the partner API"),
         ("etl_worker.py", "ok: one row per order, although one batch was written twice"),
+        ("fastapi_app.py", "ok: every accepted order's event reached the analytics endpoint"),
     ],
 )
 def test_example_runs(script: str, marker: str, tmp_path: Path) -> None:
