@@ -18,7 +18,8 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError as FutureCancelled
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
+from concurrent.futures.thread import ThreadPoolExecutor
 from queue import Full
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -38,6 +39,13 @@ T = TypeVar("T")
 SLICE = 0.05
 """Seconds a thread waits at a time (for room, for records) before looking for a cancel."""
 
+_EXITING = threading.Event()
+"""Set when the interpreter exits: waiting threads give up (see below)."""
+# concurrent.futures joins its threads at exit, before atexit hooks (which would stop the
+# spool and wake them) run: a put still waiting for room would hang the exit. Threading's own
+# exit hooks run in reverse order, so this one, registered after concurrent.futures', runs
+# first and tells the waits to end (their calls report stored=False, as if cancelled).
+threading._register_atexit(_EXITING.set)  # type: ignore[attr-defined]
 _WORKERS = 4  # threads per spool/queue: waits beyond that queue up (and cancel for free)
 
 
@@ -151,7 +159,7 @@ def _wait_put(
         try:
             put(max(0.0, min(SLICE, deadline - time.monotonic())))
         except full:
-            if cancel.is_set():
+            if cancel.is_set() or _EXITING.is_set():  # cancelled, or the interpreter exits
                 return False
             if time.monotonic() >= deadline:
                 raise
@@ -301,7 +309,7 @@ async def aget_batch(q: Queue, max_items: int, timeout: float | None) -> list[De
     def run(cancel: threading.Event) -> list[Delivery]:
         while True:
             got = q.get_batch(max_items, max(0.0, min(SLICE, deadline - time.monotonic())))
-            if got or cancel.is_set() or time.monotonic() >= deadline:
+            if got or cancel.is_set() or time.monotonic() >= deadline or _EXITING.is_set():
                 return got
 
     try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -271,3 +273,34 @@ def test_astop_returns_stop_result(make_spool: Any) -> None:
     assert asyncio.run(main()) is True
     assert spool._sink.items == ["x"]
     assert spool._state == "stopped"
+
+
+EXIT_WITH_A_WAITING_APUT = """
+import asyncio, sys
+from spoolkit import Spool
+from spoolkit.errors import SpoolFull
+spool = Spool(sys.argv[1], None, max_bytes=4096, consume=False)
+try:
+    while True:
+        spool.put("x" * 100, timeout=0)
+except SpoolFull:
+    pass
+loop = asyncio.new_event_loop()
+task = loop.create_task(spool.aput("y" * 100))
+loop.run_until_complete(asyncio.sleep(0.2))
+print("exiting with an aput waiting", flush=True)
+"""
+
+
+def test_interpreter_exits_with_an_aput_waiting(tmp_path: Path) -> None:
+    """An aput left waiting for room (its loop abandoned, never cancelled) does not keep the
+    interpreter from exiting: its thread gives up at exit."""
+    out = subprocess.run(
+        [sys.executable, "-c", EXIT_WITH_A_WAITING_APUT, str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "exiting with an aput waiting" in out.stdout
