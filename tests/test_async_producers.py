@@ -75,7 +75,7 @@ def test_handler_in_a_coroutine_does_not_wait_for_room(tmp_path: Path) -> None:
 
 def test_handler_hands_io_puts_off_the_loop_in_order(tmp_path: Path) -> None:
     """On a loop, a spool whose put may wait on I/O gets the records from the handler's own
-    thread, in order; close() waits for them."""
+    thread, in order; flush() (and close()) wait for them."""
     spool = ThreadSpool()
     handler = SpoolHandler(spool)
     log = _logger(handler, "test.async.offload")
@@ -85,9 +85,10 @@ def test_handler_hands_io_puts_off_the_loop_in_order(tmp_path: Path) -> None:
             log.info("m%d", i)
 
     asyncio.run(main())
+    handler.flush()  # waits for the puts handed off the loop
+    assert [r["message"] for r in spool.items] == [f"m{i}" for i in range(50)]
     handler.close()
     log.removeHandler(handler)
-    assert [r["message"] for r in spool.items] == [f"m{i}" for i in range(50)]
     assert set(spool.threads) == {t for t in spool.threads if t.startswith("spoolkit-producer")}
     log.info("off the loop")  # not a coroutine: the put runs on the caller's thread
 

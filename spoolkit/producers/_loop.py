@@ -17,6 +17,7 @@ put is the plain bounded put.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from asyncio import _get_running_loop
@@ -88,9 +89,20 @@ class LoopSafePut:
         except Exception as exc:
             self._failed(exc)
 
+    def drain(self) -> None:
+        """Wait until the puts handed off so far are done (one thread: they end in order)."""
+        pool = self._pool
+        if pool is not None:
+            with contextlib.suppress(RuntimeError):  # closed meanwhile: close() waited for them
+                pool.submit(_nothing).result()
+
     def close(self) -> None:
         """Wait for the puts handed off so far, then let the thread go."""
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)
+
+
+def _nothing() -> None:
+    """A marker job: once it ran, every put handed off before it is done."""

@@ -441,10 +441,15 @@ class SpoolHandler(logging.Handler):
             )
 
     def flush(self) -> None:
-        """Nothing to do: a record is in the spool once :meth:`emit` returns.
+        """Wait for the puts :meth:`emit` handed to its thread on an event loop (a spool with
+        ``fsync="always"`` or a network backend); otherwise nothing to do: a record is in the
+        spool once :meth:`emit` returns.
 
         Delivery is the spool's business: ``handler.spool.flush(timeout)`` waits for it.
         """
+        loop_put = getattr(self, "_loop_put", None)
+        if loop_put is not None:
+            loop_put.drain()
 
     def close(self) -> None:
         """Stop the spool if this handler owns it (draining for ``close_timeout`` seconds).
