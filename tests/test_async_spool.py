@@ -152,19 +152,28 @@ def test_aput_durable_stores_and_counts(make_spool: Any) -> None:
     assert _read_back(spool.path) == ["d"]
 
 
-def test_cancelled_aputs_report_what_is_on_disk(make_spool: Any, tmp_path: Path) -> None:
-    """Thousands of aputs on a full spool, cancelled at random points: every call's outcome
-    (returned, or PutCancelled.stored) matches what the spool holds, each record once."""
-    rng = random.Random(18)
+@pytest.mark.parametrize(
+    ("n", "durable"),
+    [
+        (3000, False),
+        (600, True),
+        pytest.param(30000, False, marks=pytest.mark.slow),
+        pytest.param(5000, True, marks=pytest.mark.slow),
+    ],
+)
+def test_cancelled_aputs_report_what_is_on_disk(make_spool: Any, n: int, durable: bool) -> None:
+    """Thousands of aputs (durable or not) on a full spool, cancelled at random points: every
+    call's outcome (returned, or PutCancelled.stored) matches what the spool holds, each
+    record once."""
+    rng = random.Random(18 + n)
     sink = SlowSink(0.002)
     spool = make_spool(sink, max_bytes=LIMIT, workers=1, batch_size=8)
     spool.start()
-    n = 3000
     started = [False] * n
 
     async def one(i: int) -> None:
         started[i] = True
-        await spool.aput(_item(i))
+        await spool.aput(_item(i), durable=durable)
 
     async def main() -> list[BaseException | None]:
         tasks = [asyncio.create_task(one(i)) for i in range(n)]
