@@ -221,9 +221,7 @@ class Spool:
                 return
             if self._state != "new":
                 raise ClosedError(f"spool at {self.path!r} was stopped; create a new Spool")
-            opener = getattr(self._sink, "open", None)
-            if callable(opener):
-                opener()
+            self._pool.open_sink(self._sink)  # an async open() is awaited on the pool's loop
             if self.consume:
                 self._supervisor.start()
             self._state = "running"
@@ -306,10 +304,8 @@ class Spool:
             for slot in list(pool.slots):
                 if slot.thread is not None and not slot.abandoned and not cut.is_set():
                     slot.thread.join(max(0.0, deadline - time.monotonic()))
-            closer = getattr(self._sink, "close", None)
             try:
-                if was_running and callable(closer):
-                    closer()
+                self._pool.close_sink(self._sink, opened=was_running)  # then its loop ends
             finally:
                 self._dead.close()
         self._stopped_log(clean, closed, left, abandoned, timeout)

@@ -7,7 +7,6 @@ delivery, retries, dead letters, PartialFailure, sink_timeout and the stats.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import threading
 import time
@@ -330,17 +329,6 @@ def test_close_sink_awaits_an_async_close_on_the_loop_then_closes_the_loop(
     assert not runner.thread.is_alive()
 
 
-# Spool.start/stop open and close the sink through the pool once _spool.py calls
-# Pool.open_sink/close_sink (requested in /work/notes/requests.md); until then this is expected
-# to fail, and runs for real as soon as it lands.
-_SPOOL_CLOSES_THROUGH_POOL = "close_sink" in inspect.getsource(Spool.stop)
-
-
-@pytest.mark.xfail(
-    not _SPOOL_CLOSES_THROUGH_POOL,
-    reason="Spool.stop does not call Pool.close_sink yet",
-    strict=True,
-)
 def test_spool_awaits_async_open_and_close_and_its_loop_ends_at_stop(make_spool: Any) -> None:
     """A Spool awaits an async open() and close() on its loop; after stop() the loop is gone."""
     ran_on: list[tuple[str, str]] = []
