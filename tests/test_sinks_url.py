@@ -230,3 +230,18 @@ def test_syslog_and_otlp_urls_build_their_sinks() -> None:
     assert repr(otlp) == "OtlpLogSink('http://c:4318/v1/logs')"
     with pytest.raises(ConfigError, match="app_name"):
         from_url("syslog+tcp://h:1514?bogus=1")
+
+
+def test_amqp_and_nats_urls_build_their_sinks() -> None:
+    """amqp:// gives an AmqpSink whose repr masks the password; nats:// a NatsSink with its
+    subject and stream, and a nats URL without subject= is a ConfigError naming it."""
+    from spoolkit.sinks import AmqpSink, NatsSink
+
+    amqp = from_url("amqp://u:pw@h/%2F?routing_key=q")
+    assert isinstance(amqp, AmqpSink)
+    assert "pw" not in repr(amqp)
+    nats = from_url("nats://h:4222?subject=a.b&stream=S")
+    assert isinstance(nats, NatsSink)
+    assert (nats.subject, nats.stream) == ("a.b", "S")
+    with pytest.raises(ConfigError, match="subject"):
+        from_url("nats://h:4222")

@@ -8,11 +8,12 @@ with Spool("/var/spool/app", from_url("https://logs.example.com/ingest?format=nd
     spool.put({"event": "signup", "user": 42})
 ```
 
-Importing this package loads no optional dependency: ``HttpSink`` and ``AsyncHttpSink`` (httpx),
-``PostgresSink`` (psycopg), ``RedisStreamSink`` (redis) and ``OtlpLogSink``
-(opentelemetry-proto and httpx) import their driver the first time they are used, and raise
-``ImportError`` naming the extra to install when it is missing. ``SyslogSink`` needs only the
-standard library (it is loaded on first use too, with ``ssl``).
+Importing this package loads no optional dependency: ``HttpSink`` and ``AsyncHttpSink``
+(httpx), ``PostgresSink`` (psycopg), ``RedisStreamSink`` (redis), ``OtlpLogSink``
+(opentelemetry-proto and httpx), ``AmqpSink`` (pika) and ``NatsSink`` (nats-py) import their
+driver the first time they are used, and raise ``ImportError`` naming the extra to install when
+it is missing. ``SyslogSink`` needs only the standard library (it is loaded on first use too,
+with ``ssl``).
 """
 
 from __future__ import annotations
@@ -25,17 +26,21 @@ from spoolkit.sinks.jsonl import JsonlSink
 from spoolkit.sinks.stdout import StdoutSink
 
 if TYPE_CHECKING:
+    from spoolkit.sinks.amqp import AmqpSink
     from spoolkit.sinks.http import HttpSink
     from spoolkit.sinks.http_async import AsyncHttpSink
+    from spoolkit.sinks.nats import NatsSink
     from spoolkit.sinks.otlp import OtlpLogSink
     from spoolkit.sinks.postgres import PostgresSink
     from spoolkit.sinks.redis import RedisStreamSink
     from spoolkit.sinks.syslog import SyslogSink
 
 __all__ = [
+    "AmqpSink",
     "AsyncHttpSink",
     "HttpSink",
     "JsonlSink",
+    "NatsSink",
     "OtlpLogSink",
     "PostgresSink",
     "RedisStreamSink",
@@ -46,6 +51,8 @@ __all__ = [
 
 # Sinks whose module imports an optional driver: loaded on first attribute access.
 _LAZY = {
+    "AmqpSink": "spoolkit.sinks.amqp",
+    "NatsSink": "spoolkit.sinks.nats",
     "AsyncHttpSink": "spoolkit.sinks.http_async",
     "HttpSink": "spoolkit.sinks.http",
     "OtlpLogSink": "spoolkit.sinks.otlp",

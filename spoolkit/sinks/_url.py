@@ -16,11 +16,16 @@ if TYPE_CHECKING:
 __all__ = ["SCHEMES", "from_url"]
 
 SCHEMES: dict[str, str] = {
+    "amqp": "amqp://user:pass@host:5672/vhost?exchange=E&routing_key=K&mandatory=true"
+    "&persistent=true&confirm_timeout=30",
+    "amqps": "amqps://user:pass@host:5671/vhost?exchange=E&routing_key=K&mandatory=true"
+    "&persistent=true&confirm_timeout=30",
     "http": "http(s)://host/path?format=json|ndjson&gzip=true&timeout=10"
     "[&async=true&http2=true&concurrency=8]",
     "https": "http(s)://host/path?format=json|ndjson&gzip=true&timeout=10"
     "[&async=true&http2=true&concurrency=8]",
     "jsonl": "jsonl:///abs/path/file.jsonl?max_bytes=N&keep=5",
+    "nats": "nats://host:4222?subject=X&stream=S&timeout=10",
     "otlp+http": "otlp+http(s)://host:4318[/v1/logs]?gzip=true&timeout=10&service_name=S",
     "otlp+https": "otlp+http(s)://host:4318[/v1/logs]?gzip=true&timeout=10&service_name=S",
     "postgresql": "postgresql://user:pass@host:5432/db?table=T&create_table=true",
@@ -42,9 +47,11 @@ def from_url(url: str) -> Sink | AsyncSink:
 
     | URL | sink |
     |---|---|
+    | ``amqp://u:p@rabbit/vhost?exchange=logs&routing_key=app`` (``amqps://``) | `AmqpSink` |
     | ``http(s)://host/path?format=ndjson`` | `HttpSink` |
     | ``http(s)://host/path?async=true&concurrency=8`` | `AsyncHttpSink` |
     | ``jsonl:///var/log/app.jsonl?max_bytes=N`` | `JsonlSink` |
+    | ``nats://nats:4222?stream=EVENTS&subject=events.app`` | `NatsSink` |
     | ``otlp+http://collector:4318?service_name=api`` | `OtlpLogSink` |
     | ``postgresql://u:p@host/db?table=events`` | `PostgresSink` |
     | ``redis://host:6379/0?stream=events`` | `RedisStreamSink` |
@@ -64,6 +71,10 @@ def from_url(url: str) -> Sink | AsyncSink:
     true), ``timeout`` and ``service_name``; other query parameters stay in the endpoint URL.
     For ``syslog+tcp``/``syslog+tls`` the options are ``app_name``, ``hostname``, ``procid``,
     ``msgid``, ``facility``, ``sd_id``, ``timeout`` and, for TLS, ``ca_file`` and ``verify``.
+    For ``amqp``/``amqps`` the options are ``exchange``, ``routing_key``, ``mandatory`` and
+    ``persistent`` (default true) and ``confirm_timeout`` (seconds, 30); other query parameters
+    must be pika URL options (``heartbeat``, ``socket_timeout``, ``ssl_options``...). For
+    ``nats`` the options are ``subject`` (required), ``stream`` and ``timeout``.
     Booleans are ``true/false``, ``1/0``, ``yes/no``, ``on/off``.
 
     Only the chosen sink's driver is imported.
@@ -298,10 +309,28 @@ def _syslog(url: str, scheme: str, query: _Query, shown: str) -> Sink:
     return from_parsed_url(url, options, shown)
 
 
+def _amqp(url: str, scheme: str, query: _Query, shown: str) -> Sink:
+    from spoolkit.sinks.amqp import from_sink_url  # noqa: PLC0415 - import pika only when asked
+
+    # the sink takes its options out; the other query parameters are pika URL options
+    return from_sink_url(url)
+
+
+def _nats(url: str, scheme: str, query: _Query, shown: str) -> Sink:
+    from spoolkit.sinks.nats import URL_OPTIONS, from_sink_url  # noqa: PLC0415 - lazy driver
+
+    options = query.take(URL_OPTIONS)
+    query.reject_unknown((), "subject (required), stream, timeout")
+    return from_sink_url(url, options)
+
+
 _BUILDERS: dict[str, Callable[[str, str, _Query, str], Sink | AsyncSink]] = {
+    "amqp": _amqp,
+    "amqps": _amqp,
     "http": _http,
     "https": _http,
     "jsonl": _jsonl,
+    "nats": _nats,
     "otlp+http": _otlp,
     "otlp+https": _otlp,
     "postgresql": _postgres,
