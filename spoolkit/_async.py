@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from spoolkit._disk.ioerrors import NOT_SYNCED
 from spoolkit._guard import spoolkit_thread
-from spoolkit.errors import SpoolFull, StorageError
+from spoolkit.errors import PutCancelled, SpoolFull, StorageError
 
 if TYPE_CHECKING:
     from spoolkit._handout import Delivery
@@ -47,22 +47,6 @@ _EXITING = threading.Event()
 # first and tells the waits to end (their calls report stored=False, as if cancelled).
 threading._register_atexit(_EXITING.set)  # type: ignore[attr-defined]
 _WORKERS = 4  # threads per spool/queue: waits beyond that queue up (and cancel for free)
-
-
-class PutCancelled(asyncio.CancelledError):
-    """The ``CancelledError`` a cancelled ``aput``/``aput_many`` raises: it says what it stored.
-
-    It is an ``asyncio.CancelledError``, so task cancellation works as usual.
-
-    Attributes:
-        stored: for ``aput``, whether the record was stored (True: it will be delivered;
-            False: it was not, putting it again does not duplicate it). For ``aput_many``,
-            how many items, from the first, were stored (the rest were not).
-    """
-
-    def __init__(self, stored: bool | int) -> None:
-        super().__init__(f"put cancelled; stored={stored!r}")
-        self.stored = stored
 
 
 class _Interrupted(Exception):

@@ -447,7 +447,7 @@ class Queue:
 
         With room (or no bound), no ``fsync="always"`` and not ``durable``, the put runs on the
         loop (it costs only memory); otherwise on a thread of the queue's own. A cancelled call
-        raises :class:`~spoolkit._async.PutCancelled` (an ``asyncio.CancelledError``) whose
+        raises :class:`~spoolkit.errors.PutCancelled` (an ``asyncio.CancelledError``) whose
         ``stored`` says whether the record was stored.
 
         Raises:

@@ -366,7 +366,7 @@ class Spool:
         runs on a thread of the spool's own; the loop goes on meanwhile.
 
         Cancellation never loses or duplicates a record silently: a cancelled ``aput`` raises
-        :class:`~spoolkit._async.PutCancelled`, an ``asyncio.CancelledError`` whose
+        :class:`~spoolkit.errors.PutCancelled`, an ``asyncio.CancelledError`` whose
         ``stored`` attribute says whether the record was stored (it will be delivered) or not
         (putting it again does not duplicate it). A wait for room gives up within 50 ms of
         the cancellation; an fsync under way is waited for.

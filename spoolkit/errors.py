@@ -33,6 +33,7 @@ The queue re-exports :class:`queue.Empty` and :class:`queue.Full` as ``spoolkit.
 
 from __future__ import annotations
 
+import asyncio
 import queue
 from collections.abc import Iterable
 from typing import Any
@@ -46,6 +47,7 @@ __all__ = [
     "PartialFailure",
     "PathError",
     "PermanentError",
+    "PutCancelled",
     "RecordTooLargeError",
     "RetryExhausted",
     "SerializationError",
@@ -287,3 +289,20 @@ class UnsupportedPlatformError(SpoolError, ImportError):
     """spoolkit cannot run here: raised by ``import spoolkit`` where the calls its disk queue
     makes are missing (``fcntl``, ``os.posix_fallocate``: Windows, macOS). It runs on Linux,
     and on POSIX systems with the same calls."""
+
+
+class PutCancelled(asyncio.CancelledError):
+    """The ``CancelledError`` a cancelled ``aput``/``aput_many`` raises: it says what it stored.
+
+    It is an ``asyncio.CancelledError`` (not a :class:`SpoolError`), so task cancellation
+    works as usual.
+
+    Attributes:
+        stored: for ``aput``, whether the record was stored (True: it will be delivered;
+            False: it was not, putting it again does not duplicate it). For ``aput_many``,
+            how many items, from the first, were stored (the rest were not).
+    """
+
+    def __init__(self, stored: bool | int) -> None:
+        super().__init__(f"put cancelled; stored={stored!r}")
+        self.stored = stored

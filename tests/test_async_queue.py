@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from spoolkit import Queue
-from spoolkit._async import PutCancelled
+from spoolkit.errors import PutCancelled
 
 
 def test_aget_batch_waits_off_the_loop(tmp_path: Path) -> None:
