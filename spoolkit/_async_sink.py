@@ -23,13 +23,13 @@ import os
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, TypeVar
 
 from spoolkit._guard import spoolkit_thread
 from spoolkit.errors import ConfigError
 from spoolkit.typing import Record
 
-__all__ = ["AsyncRunner", "AsyncSink", "concurrency_of", "is_async_callable"]
+__all__ = ["AsyncRunner", "concurrency_of", "is_async_callable"]
 
 T = TypeVar("T")
 AsyncWrite = Callable[[Sequence[Record]], Awaitable[None]]
@@ -39,16 +39,6 @@ _STOP_WAIT = 5.0  # the most seconds stop() waits for cancelled calls to end
 # forked child does not warn about an unclosed loop it cannot close (it looks running there).
 _FORKED: list[asyncio.AbstractEventLoop] = []
 _RUNNERS: weakref.WeakSet[AsyncRunner] = weakref.WeakSet()
-
-
-@runtime_checkable
-class AsyncSink(Protocol):
-    """A sink whose ``write`` is ``async def`` (see :class:`spoolkit.typing.Sink` for the rest:
-    the same contract, awaited on the consumer pool's event loop; ``open()``/``close()`` may be
-    ``async def`` too, and a ``concurrency`` attribute caps the batches in flight)."""
-
-    async def write(self, batch: Sequence[Record]) -> None:
-        """Deliver ``batch`` or raise."""
 
 
 def is_async_callable(fn: object) -> bool:

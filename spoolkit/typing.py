@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-__all__ = ["Record", "Serializer", "Sink"]
+__all__ = ["AsyncSink", "Record", "Serializer", "Sink"]
 
 
 class Record(NamedTuple):
@@ -41,10 +41,21 @@ class Sink(Protocol):
     and ``after_fork()``, called in a child forked while the spool existed: drop (without
     closing) connections shared with the parent and replace locks; the child opens its own.
     Several workers may call ``write`` at once: a sink must be thread-safe, or the spool must
-    run with ``workers=1``.
+    run with ``workers=1``. ``write`` may be ``async def``: see :class:`AsyncSink`.
     """
 
     def write(self, batch: Sequence[Record]) -> None:
+        """Deliver ``batch`` or raise."""
+
+
+@runtime_checkable
+class AsyncSink(Protocol):
+    """A sink whose ``write`` is ``async def``: the :class:`Sink` contract, awaited on the
+    consumer pool's event loop (one per spool). ``open()``/``close()`` may be ``async def``
+    too, and a ``concurrency`` attribute caps the batches in flight (default: the spool's
+    ``workers``)."""
+
+    async def write(self, batch: Sequence[Record]) -> None:
         """Deliver ``batch`` or raise."""
 
 

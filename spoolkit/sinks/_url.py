@@ -10,8 +10,7 @@ from spoolkit._redact import redact_url
 from spoolkit.errors import ConfigError
 
 if TYPE_CHECKING:
-    from spoolkit._async_sink import AsyncSink
-    from spoolkit.typing import Sink
+    from spoolkit.typing import AsyncSink, Sink
 
 __all__ = ["SCHEMES", "from_url"]
 
