@@ -28,11 +28,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from spoolkit._log import get_logger
+from spoolkit.backends._codec import Encoded
 from spoolkit.backends._redis_entries import Undecodable
 from spoolkit.backends._screen import screen
 from spoolkit.backends.nats_url import check_limits, check_names, number, split_url
 from spoolkit.deadletter import DeadLetters
-from spoolkit.errors import ClosedError, SerializationError, SpoolError
+from spoolkit.errors import ClosedError, SpoolError
 from spoolkit.serializers import resolve
 from spoolkit.typing import Serializer
 
@@ -99,7 +100,7 @@ def default_consumer_name() -> str:
     return "spoolkit"
 
 
-class NatsBackend:
+class NatsBackend(Encoded):
     """A :class:`~spoolkit.backends.Backend` over one JetStream stream and durable pull consumer.
 
     Delivery is at least once: a record leaves the stream only when acknowledged (work-queue
@@ -289,23 +290,6 @@ class NatsBackend:
     def uid(self) -> str:
         """``"nats-stream:<stream>"`` (record ids are bare sequence numbers)."""
         return f"nats-stream:{self.stream}"
-
-    def encode(self, item: Any) -> bytes:
-        """Serialize ``item``.
-
-        Raises:
-            SerializationError: the serializer refused it.
-        """
-        try:
-            return self._serializer.dumps(item)
-        except Exception as exc:
-            raise SerializationError(
-                f"cannot serialize {type(item).__name__} item: {exc}; nothing was stored"
-            ) from exc
-
-    def decode(self, payload: bytes) -> Any:
-        """Deserialize ``payload``."""
-        return self._serializer.loads(payload)
 
     # -- putting -----------------------------------------------------------------------------
 

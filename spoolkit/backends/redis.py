@@ -25,9 +25,10 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from spoolkit._log import get_logger
+from spoolkit.backends._codec import Encoded
 from spoolkit.backends._redis_url import check_limits, check_names, number
 from spoolkit.deadletter import DeadLetters
-from spoolkit.errors import ClosedError, PermanentError, SerializationError, SpoolError
+from spoolkit.errors import ClosedError, PermanentError, SpoolError
 from spoolkit.serializers import resolve
 from spoolkit.typing import Serializer
 
@@ -49,7 +50,7 @@ T = TypeVar("T")
 _POLL = 0.2  # the longest one blocking read lasts, so close() is noticed soon
 
 
-class RedisBackend:
+class RedisBackend(Encoded):
     """A :class:`~spoolkit.backends.Backend` over one Redis stream and consumer group.
 
     Delivery is at least once: a record is removed only by :meth:`ack`. Records a consumer
@@ -177,23 +178,6 @@ class RedisBackend:
     def uid(self) -> str:
         """``"redis-stream:<stream>"`` (record ids are bare entry ids, without this prefix)."""
         return f"redis-stream:{self.stream}"
-
-    def encode(self, item: Any) -> bytes:
-        """Serialize ``item``.
-
-        Raises:
-            SerializationError: the serializer refused it.
-        """
-        try:
-            return self._serializer.dumps(item)
-        except Exception as exc:
-            raise SerializationError(
-                f"cannot serialize {type(item).__name__} item: {exc}; nothing was stored"
-            ) from exc
-
-    def decode(self, payload: bytes) -> Any:
-        """Deserialize ``payload``."""
-        return self._serializer.loads(payload)
 
     # -- putting -----------------------------------------------------------------------------
 
