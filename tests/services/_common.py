@@ -118,16 +118,31 @@ class Server(Protocol):
 S = TypeVar("S", bound=Server)
 
 
+_PORT_TAKEN = ("eaddrinuse", "address already in use")
+
+
 def launch(prefix: str, make: Callable[[Path, RunAs], S], boot: Callable[[S], None]) -> S:
-    """``make`` a server in a fresh directory and ``boot`` it; the directory goes if that fails."""
+    """``make`` a server in a fresh directory and ``boot`` it; the directory goes if that fails.
+
+    A free port can be taken by another process between :func:`free_port` and the server's
+    bind (an outgoing connection's ephemeral port): a boot that fails for that reason is tried
+    again, up to three times, with a new server on new ports.
+    """
     user = run_as()
-    server = make(make_base_dir(prefix, user), user)
-    try:
-        boot(server)
-    except BaseException:
-        remove_tree(server.base)
-        raise
-    return server
+    for attempt in range(3):
+        server = make(make_base_dir(prefix, user), user)
+        try:
+            boot(server)
+        except Exception as exc:
+            remove_tree(server.base)
+            if attempt == 2 or not any(w in str(exc).lower() for w in _PORT_TAKEN):
+                raise
+        except BaseException:
+            remove_tree(server.base)
+            raise
+        else:
+            return server
+    raise AssertionError("unreachable")
 
 
 def destroy(server: Server) -> None:
