@@ -445,14 +445,6 @@ class NatsBackend(Encoded):
                 return out
             self.wait(remaining)
 
-    def record_id(self, message: JetStreamMessage) -> str:
-        """The stream sequence number (or the id a requeued dead letter had first)."""
-        return message.record_id
-
-    def record_ids(self, messages: Sequence[JetStreamMessage]) -> list[str]:
-        """``record_id`` of each message."""
-        return [m.record_id for m in messages]
-
     def ack(self, *messages: JetStreamMessage) -> None:
         """Acknowledge the messages and wait until the server has the acks (JetStream then
         removes them from the stream, moments later: ``settled_through`` waits for that)."""
@@ -469,19 +461,6 @@ class NatsBackend(Encoded):
             await nc.flush(timeout=self.timeout)  # type: ignore[arg-type]  # int in its hints
 
         self._call(ack_all)
-
-    def nack(self, *messages: JetStreamMessage) -> None:
-        """Keep the messages here to hand out again first (they stay pending at JetStream)."""
-        if self._closed.is_set():
-            raise ClosedError(f"{self._description} is closed")
-        with self._lock:
-            self._ready.extendleft(reversed(messages))
-
-    def drop_oldest(self) -> bool:
-        """Take one message and acknowledge it unseen."""
-        batch = self.get_batch(1, 0)
-        self.ack(*batch)
-        return bool(batch)
 
     # -- gauges ------------------------------------------------------------------------------
 

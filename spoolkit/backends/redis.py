@@ -254,31 +254,10 @@ class RedisBackend(Encoded):
                 return out
             self.wait(remaining)
 
-    def record_id(self, message: StreamMessage) -> str:
-        """The entry id (or the id a requeued dead letter had first)."""
-        return message.record_id
-
-    def record_ids(self, messages: Sequence[StreamMessage]) -> list[str]:
-        """``record_id`` of each message."""
-        return [m.record_id for m in messages]
-
     def ack(self, *messages: StreamMessage) -> None:
         """XACK and XDEL the entries, in one MULTI/EXEC."""
         if messages:
             self._writer.remove([m.entry_id for m in messages])
-
-    def nack(self, *messages: StreamMessage) -> None:
-        """Keep the messages here to hand out again first (they stay pending in Redis)."""
-        if self._closed.is_set():
-            raise ClosedError(f"{self._description} is closed")
-        with self._lock:
-            self._ready.extendleft(reversed(messages))
-
-    def drop_oldest(self) -> bool:
-        """Take one message and acknowledge it unseen."""
-        batch = self.get_batch(1, 0)
-        self.ack(*batch)
-        return bool(batch)
 
     # -- gauges ------------------------------------------------------------------------------
 
