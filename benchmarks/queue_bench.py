@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import rate, save, table
 
 import spoolkit
-from spoolkit._disk.framing import FIELDS, MAGIC, U32
+from spoolkit.queue.framing import FIELDS, MAGIC, U32
 
 Peer = Callable[[str, list[bytes]], tuple[float, float]]
 

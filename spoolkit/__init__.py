@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from queue import Empty, Full
 
-from spoolkit import _platform  # noqa: F401 - first: refuses a platform spoolkit can't run on
-from spoolkit._current import current_record
-from spoolkit._deferred import DeferredFunction, DeferredHandle
-from spoolkit._process import exit_on_sigterm
-from spoolkit._queue import Delivery, Queue
-from spoolkit._spool import Spool
-from spoolkit._stats import SpoolStats
+from spoolkit._internal import platform as _platform  # noqa: F401 - first: refuses a platform spoolkit can't run on
+from spoolkit._internal.process import exit_on_sigterm
 from spoolkit._version import __version__
 from spoolkit.deadletter import DeadError, DeadLetter, DeadLetters
 from spoolkit.producers import SpoolHandler, SpoolProcessor
+from spoolkit.queue.facade import Delivery, Queue
 from spoolkit.retry import RetryPolicy
+from spoolkit.spool.current import current_record
+from spoolkit.spool.deferred import DeferredFunction, DeferredHandle
+from spoolkit.spool.facade import Spool
+from spoolkit.spool.stats import SpoolStats
 from spoolkit.typing import Record, Serializer, Sink
 
 __all__ = [

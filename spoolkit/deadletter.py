@@ -26,10 +26,10 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from spoolkit._disk.safe_open import check_not_symlink
-from spoolkit._log import get_logger
-from spoolkit._queue import Delivery, Queue
-from spoolkit._redact import redact_exception_text
+from spoolkit._internal.log import get_logger
+from spoolkit._internal.redact import redact_exception_text
+from spoolkit.queue.facade import Delivery, Queue
+from spoolkit.queue.safe_open import check_not_symlink
 from spoolkit.typing import Record
 
 __all__ = ["DeadError", "DeadLetter", "DeadLetters"]

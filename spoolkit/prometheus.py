@@ -20,7 +20,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
         "spoolkit.prometheus needs prometheus_client: pip install 'spoolkit[prometheus]'"
     ) from exc
 
-from spoolkit._spool import Spool
+from spoolkit.spool.facade import Spool
 
 __all__ = ["SpoolCollector"]
 

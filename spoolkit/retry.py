@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import tenacity
 
-from spoolkit._redact import error_repr
+from spoolkit._internal.redact import error_repr
 from spoolkit.errors import ConfigError, PermanentError, TransientError
 
 __all__ = [

@@ -21,11 +21,13 @@ import random
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spoolkit.errors import TransientError
-from spoolkit.torture import CrashLoopReport, check_sink_under_crash_loop
 from spoolkit.typing import Record
+
+if TYPE_CHECKING:
+    from spoolkit.torture import CrashLoopReport, check_sink_under_crash_loop
 
 __all__ = [
     "CrashLoopReport",
@@ -199,3 +201,13 @@ class FakeClock:
         with self._lock:
             self._now += seconds
             self._mono += seconds
+
+
+def __getattr__(name: str) -> Any:
+    """The crash-loop names, loaded on first use: ``import spoolkit.testing`` stays light (no
+    torture harness, no inspector)."""
+    if name in ("CrashLoopReport", "check_sink_under_crash_loop"):
+        from spoolkit import torture  # noqa: PLC0415 - heavy, and only for crash-loop tests
+
+        return getattr(torture, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

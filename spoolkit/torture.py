@@ -4,15 +4,15 @@
 ``cycles=N records=N duplicates=N lost=N``, exiting 1 if anything was lost or an invariant
 broke. ``python -m spoolkit.torture load --seconds 300`` runs the load test instead, and
 ``python -m spoolkit.torture procs --writers 4 --cycles 20`` the multi-process crash loop
-(several writer processes and a consumer on one spool: :mod:`spoolkit._torture_procs`).
+(several writer processes and a consumer on one spool: :mod:`spoolkit._torture.procs`).
 
-Each cycle starts a child process (:mod:`spoolkit._torture_child`): producer threads put
+Each cycle starts a child process (:mod:`spoolkit._torture.child`): producer threads put
 numbered records into a :class:`~spoolkit.Spool` with small chunk files while workers deliver
 them to a sink that logs every accepted batch, fsynced, and refuses a share of records for good
 (so they are dead-lettered). The child announces every event on its stdout; the parent picks a
 phase (put, sink write, ack, chunk rollover, chunk cleanup, dead-lettering, or any time), waits
 for a random occurrence of it, then sends a real SIGKILL at once or within two milliseconds.
-After each kill the invariants of :class:`~spoolkit._torture_ledger.Ledger` are checked against
+After each kill the invariants of :class:`~spoolkit._torture.ledger.Ledger` are checked against
 the sink log and a lock-free read of the spool; a last cycle, never killed, drains everything.
 """
 
@@ -32,9 +32,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from spoolkit._inspect import dead_letters, peek
-from spoolkit._torture_child import item_is_intact
-from spoolkit._torture_ledger import CrashLoopReport, Ledger
+from spoolkit._torture.child import item_is_intact
+from spoolkit._torture.ledger import CrashLoopReport, Ledger
+from spoolkit.tools.inspect import dead_letters, peek
 
 __all__ = ["PHASES", "CrashLoopReport", "check_sink_under_crash_loop", "main", "run_crash_loop"]
 
@@ -82,7 +82,7 @@ class _Loop:
             config["records"] = 0
         with open(os.path.join(self.dir, "child-stderr.txt"), "wb") as err:
             child = subprocess.Popen(  # noqa: S603 - our own module, no shell
-                [sys.executable, "-m", "spoolkit._torture_child", json.dumps(config)],
+                [sys.executable, "-m", "spoolkit._torture.child", json.dumps(config)],
                 stdout=subprocess.PIPE,
                 stderr=err,
                 env=self.env,
@@ -318,11 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     multi-process crash loop. Returns the exit code."""
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["load"]:
-        from spoolkit._torture_load import main as load_main  # noqa: PLC0415 - subcommand
+        from spoolkit._torture.load import main as load_main  # noqa: PLC0415 - subcommand
 
         return load_main(args[1:])
     if args[:1] == ["procs"]:
-        from spoolkit._torture_procs import main as procs_main  # noqa: PLC0415 - subcommand
+        from spoolkit._torture.procs import main as procs_main  # noqa: PLC0415 - subcommand
 
         return procs_main(args[1:])
     parser = argparse.ArgumentParser(prog="python -m spoolkit.torture", description=__doc__)

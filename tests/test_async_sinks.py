@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from spoolkit import Record, RetryPolicy, Spool
-from spoolkit._async_sink import is_async_callable
 from spoolkit.errors import ConfigError, PartialFailure, PermanentError, TransientError
+from spoolkit.spool.async_sink import is_async_callable
 from spoolkit.testing import FakeClock
 from tests.helpers import EventLog, event_log_factory, spool_factory
 

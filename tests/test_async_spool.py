@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from spoolkit import Record, Spool
-from spoolkit._async import PutCancelled
 from spoolkit.errors import SpoolFull
+from spoolkit.spool.aio import PutCancelled
 from spoolkit.testing import MemorySink
 from tests.helpers import spool_factory
 

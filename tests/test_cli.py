@@ -20,11 +20,11 @@ from pytest_httpserver import HTTPServer
 
 import spoolkit
 from spoolkit import Queue, Record, Spool
-from spoolkit import _inspect as insp
-from spoolkit._disk import framing
-from spoolkit._disk.framing import CHUNK_HEADER_SIZE, FRAME_HEADER_SIZE, Frame
 from spoolkit.cli import EXIT_BUSY, EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, cli, json_safe
 from spoolkit.errors import PermanentError
+from spoolkit.queue import framing
+from spoolkit.queue.framing import CHUNK_HEADER_SIZE, FRAME_HEADER_SIZE, Frame
+from spoolkit.tools import inspect as insp
 from tests.helpers.lane_holder import lane_holder
 
 COMMANDS = [[], ["inspect"], ["peek"], ["fsck"], ["dead"], ["drain"], ["ship"], ["demo"]]

@@ -13,9 +13,9 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from spoolkit import Queue
-from spoolkit import _inspect as insp
-from spoolkit._cli.drain_guard import SAME_FAILURES
 from spoolkit.cli import EXIT_OK, EXIT_PROBLEM, cli
+from spoolkit.cli.drain_guard import SAME_FAILURES
+from spoolkit.tools import inspect as insp
 
 RECORDS = 300
 

@@ -14,10 +14,10 @@ from click.testing import CliRunner
 from freezegun import freeze_time
 
 from spoolkit import Queue, Record, Spool
-from spoolkit import _inspect as insp
-from spoolkit._cli.dead_filters import parse_since
 from spoolkit.cli import EXIT_OK, EXIT_USAGE, cli
+from spoolkit.cli.dead_filters import parse_since
 from spoolkit.errors import PermanentError
+from spoolkit.tools import inspect as insp
 
 ID = re.compile(r"\b[0-9a-f]{16,}-\d+\b")
 

@@ -12,9 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from spoolkit import Queue
-from spoolkit._cli import watch
-from spoolkit._cli.inspect_cmd import _show
-from spoolkit.cli import EXIT_OK, cli
+from spoolkit.cli import EXIT_OK, cli, watch
+from spoolkit.cli.inspect_cmd import _show
 
 
 def _spool(path: Path, n: int) -> Path:

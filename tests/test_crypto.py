@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from spoolkit import Empty, Queue
-from spoolkit._disk import framing
-from spoolkit._disk.framing import CHUNK_HEADER_SIZE, FRAME_HEADER_SIZE, Frame
 from spoolkit.crypto import EncryptedSerializer, generate_key
 from spoolkit.errors import ConfigError, TamperedRecordError, UndecodableRecordError
+from spoolkit.queue import framing
+from spoolkit.queue.framing import CHUNK_HEADER_SIZE, FRAME_HEADER_SIZE, Frame
 from spoolkit.testing import MemorySink
 from tests.helpers import spool_factory
 

@@ -36,12 +36,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spoolkit import Queue
-from spoolkit._disk import framing
-from spoolkit._disk.framing import ACK_OFFSET, CHUNK_HEADER_SIZE, FRAME_HEADER_SIZE, Frame
-from spoolkit._inspect import fsck
 from spoolkit.cli import cli
 from spoolkit.deadletter import DeadEntry, DeadError, DeadLetters
 from spoolkit.errors import FormatError
+from spoolkit.queue import framing
+from spoolkit.queue.framing import ACK_OFFSET, CHUNK_HEADER_SIZE, FRAME_HEADER_SIZE, Frame
+from spoolkit.tools.inspect import fsck
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 BIG = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -15,12 +15,12 @@ import pytest
 from click.testing import CliRunner
 
 from spoolkit import Queue, Spool
-from spoolkit import _inspect as insp
-from spoolkit._disk.framing import ACK_OFFSET, FRAME_HEADER_SIZE, MAX_DELIVERIES
 from spoolkit.backends.disk import DiskBackend
 from spoolkit.cli import cli
 from spoolkit.errors import ConfigError
+from spoolkit.queue.framing import ACK_OFFSET, FRAME_HEADER_SIZE, MAX_DELIVERIES
 from spoolkit.testing import MemorySink
+from spoolkit.tools import inspect as insp
 
 
 def _take(path: Path, n: int) -> list[tuple[object, int]]:

@@ -15,12 +15,12 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from spoolkit import _demo
-from spoolkit import _inspect as insp
-from spoolkit._cli.common import command_name
-from spoolkit._cli.demo_cmd import EXIT_INTERRUPTED
-from spoolkit._demo_app import read_counter
 from spoolkit.cli import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, cli
+from spoolkit.cli.common import command_name
+from spoolkit.cli.demo_cmd import EXIT_INTERRUPTED
+from spoolkit.tools import demo as _demo
+from spoolkit.tools import inspect as insp
+from spoolkit.tools.demo_app import read_counter
 
 
 def _post(url: str, records: list[dict[str, object]]) -> int:

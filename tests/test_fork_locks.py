@@ -197,7 +197,7 @@ def test_a_consumer_in_this_process_is_seen_without_losing_its_lock(tmp_path: Pa
 def test_asking_who_holds_a_queue_keeps_the_lock_held(tmp_path: Path) -> None:
     """is_locked and holder_pid on a directory this process holds answer this pid and leave
     the lock held: another process still gets LockedError naming this process."""
-    from spoolkit._disk import meta
+    from spoolkit.queue import meta
 
     with Queue(tmp_path) as q:
         assert meta.is_locked(q.path)

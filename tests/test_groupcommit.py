@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from spoolkit._disk import groupcommit
-from spoolkit._disk.groupcommit import GroupCommit
+from spoolkit.queue import groupcommit
+from spoolkit.queue.groupcommit import GroupCommit
 from spoolkit.testing import FakeClock
 
 

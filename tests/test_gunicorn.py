@@ -23,8 +23,8 @@ import httpx
 import pytest
 from gunicorn.config import KNOWN_SETTINGS
 
-from spoolkit import _inspect
-from spoolkit._disk.lanes import lane_paths
+from spoolkit.queue.lanes import lane_paths
+from spoolkit.tools import inspect as _inspect
 from tests.helpers.collector import Collector, collector_running, wait_for
 from tests.helpers.procs import dying_with_this_process
 

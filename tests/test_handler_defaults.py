@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-import spoolkit._log
+import spoolkit._internal.log
 from spoolkit import RetryPolicy, Spool, SpoolHandler
-from spoolkit._disk.meta import read_meta
-from spoolkit._log import QUIET_FOR, LastResort
+from spoolkit._internal.log import QUIET_FOR, LastResort
 from spoolkit.errors import PermanentError
+from spoolkit.queue.meta import read_meta
 from spoolkit.testing import FakeClock, FlakySink, MemorySink
 from spoolkit.typing import Record
 
@@ -364,7 +364,9 @@ def fixture_fake_now(root: logging.Logger, monkeypatch: pytest.MonkeyPatch) -> l
     [last_resort] = [h for h in logging.getLogger("spoolkit").handlers if isinstance(h, LastResort)]
     monkeypatch.setattr(last_resort, "_last", {})
     now = [10_000.0]
-    monkeypatch.setattr(spoolkit._log, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    monkeypatch.setattr(
+        spoolkit._internal.log, "time", types.SimpleNamespace(monotonic=lambda: now[0])
+    )
     return now
 
 

@@ -1,4 +1,4 @@
-"""Read-only inspection, peek, fsck and repair of spool directories (spoolkit._inspect)."""
+"""Read-only inspection, peek, fsck and repair of spool directories (spoolkit.tools.inspect)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from spoolkit import Queue, Record, Spool, _inspect_files, _repair
-from spoolkit import _inspect as insp
-from spoolkit._disk import framing
-from spoolkit._disk.framing import CHUNK_HEADER_SIZE, FRAME_HEADER_SIZE, Frame
+from spoolkit import Queue, Record, Spool
 from spoolkit.errors import FormatError, PathError, PermanentError
+from spoolkit.queue import framing
+from spoolkit.queue.framing import CHUNK_HEADER_SIZE, FRAME_HEADER_SIZE, Frame
+from spoolkit.tools import inspect as insp
+from spoolkit.tools import inspect_files as _inspect_files
+from spoolkit.tools import repair as _repair
 from tests.helpers.lane_holder import lane_holder
 
 CHILD = """

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 from spoolkit import Queue, Spool
-from spoolkit._disk.meta import is_locked, read_meta
 from spoolkit.backends.lanes import LanesBackend
 from spoolkit.errors import ClosedError, PermanentError
+from spoolkit.queue.meta import is_locked, read_meta
 from spoolkit.testing import MemorySink
 from spoolkit.typing import Record
 

@@ -15,12 +15,12 @@ import pytest
 from click.testing import CliRunner
 
 from spoolkit import Queue
-from spoolkit._disk.framing import CHUNK_HEADER_SIZE
-from spoolkit._inspect import fsck, inspect_spool
-from spoolkit._inspect_files import scan_chunk
-from spoolkit._repair import repair
 from spoolkit.cli import cli
 from spoolkit.errors import FormatError, PathError
+from spoolkit.queue.framing import CHUNK_HEADER_SIZE
+from spoolkit.tools.inspect import fsck, inspect_spool
+from spoolkit.tools.inspect_files import scan_chunk
+from spoolkit.tools.repair import repair
 
 
 def _spool(path: Path, n: int = 45, acked: int = 3, chunksize: int = 10) -> str:

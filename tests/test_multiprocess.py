@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from spoolkit import _inspect
-from spoolkit._disk.lanes import lane_paths
+from spoolkit.queue.lanes import lane_paths
+from spoolkit.tools import inspect as _inspect
 from tests.helpers.collector import Collector, collector_running, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 import spoolkit
-from spoolkit import _platform
-from spoolkit.backends._redis_url import check_url
+from spoolkit._internal import platform as _platform
+from spoolkit.backends.redis_url import check_url
 from spoolkit.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

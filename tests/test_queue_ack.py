@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from spoolkit import Queue
-from spoolkit._disk import store
 from spoolkit.errors import ClosedError
+from spoolkit.queue import store
 
 
 def test_get_batch_returns_deliveries_with_ids_items_and_times(tmp_path: Path) -> None:
@@ -238,16 +238,16 @@ def test_acknowledged_chunk_files_are_reused_without_losing_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Chunks freed by acks become new chunks: few files are created, every record in order."""
-    from spoolkit._disk import segment
+    from spoolkit.queue import chunk
 
     created: list[int] = []
-    real = segment.Segment.create.__func__  # type: ignore[attr-defined]
+    real = chunk.Chunk.create.__func__  # type: ignore[attr-defined]
 
     def counting(cls: type, directory: str, header: object, initial: int) -> object:
         created.append(1)
         return real(cls, directory, header, initial)
 
-    monkeypatch.setattr(segment.Segment, "create", classmethod(counting))
+    monkeypatch.setattr(chunk.Chunk, "create", classmethod(counting))
     with Queue(tmp_path, chunksize=3, fsync="never") as q:
         got: list[int] = []
         for i in range(0, 60, 6):

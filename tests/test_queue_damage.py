@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spoolkit import Queue
-from spoolkit._disk import framing
-from spoolkit._disk.framing import CHUNK_HEADER_SIZE, Frame
+from spoolkit.queue import framing
+from spoolkit.queue.framing import CHUNK_HEADER_SIZE, Frame
 
 
 def _item(n: int) -> bytes:

@@ -8,20 +8,20 @@ from pathlib import Path
 import pytest
 
 from spoolkit import Queue
-from spoolkit._disk import segment
+from spoolkit.queue import chunk
 
 
 @pytest.fixture
 def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Records every fsync of a chunk file (by path)."""
     calls: list[str] = []
-    real = segment.Segment.sync
+    real = chunk.Chunk.sync
 
-    def spy(self: segment.Segment) -> None:
+    def spy(self: chunk.Chunk) -> None:
         calls.append(self.path)
         real(self)
 
-    monkeypatch.setattr(segment.Segment, "sync", spy)
+    monkeypatch.setattr(chunk.Chunk, "sync", spy)
     return calls
 
 
@@ -60,14 +60,14 @@ def test_interval_mode_syncs_in_the_background(
 ) -> None:
     """fsync="interval": the background thread fsyncs what was written, before any close."""
     synced = threading.Event()
-    real = segment.Segment.sync
+    real = chunk.Chunk.sync
 
-    def spy(self: segment.Segment) -> None:
+    def spy(self: chunk.Chunk) -> None:
         real(self)
         if threading.current_thread().name == "spoolkit-fsync":
             synced.set()
 
-    monkeypatch.setattr(segment.Segment, "sync", spy)
+    monkeypatch.setattr(chunk.Chunk, "sync", spy)
     with Queue(tmp_path, fsync="interval", fsync_interval=0.005) as q:
         q.put(1)  # the record the flusher must fsync (close, which fsyncs too, comes after)
         assert synced.wait(10), "the background thread never fsynced the put"

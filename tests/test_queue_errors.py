@@ -14,8 +14,6 @@ from typing import Any
 import pytest
 
 from spoolkit import Full, Queue
-from spoolkit._disk import segment
-from spoolkit._disk.framing import FRAME_HEADER_SIZE
 from spoolkit.errors import (
     ConfigError,
     LockedError,
@@ -23,6 +21,8 @@ from spoolkit.errors import (
     RecordTooLargeError,
     SerializationError,
 )
+from spoolkit.queue import chunk
+from spoolkit.queue.framing import FRAME_HEADER_SIZE
 from tests.helpers.faults import needs_root
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -209,12 +209,12 @@ def test_enospc_when_growing_a_chunk_loses_nothing(
         def full(fd: int, off: int, length: int) -> None:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-        monkeypatch.setattr(segment.os, "posix_fallocate", full)
+        monkeypatch.setattr(chunk.os, "posix_fallocate", full)
         with pytest.raises(OSError, match="No space") as info:
             q.put(b"b" * 2_000_000)  # needs the chunk to grow
         assert info.value.errno == errno.ENOSPC
         assert q.qsize() == 5
-        monkeypatch.setattr(segment.os, "posix_fallocate", real)
+        monkeypatch.setattr(chunk.os, "posix_fallocate", real)
         q.put(b"b" * 2_000_000)
         assert q.qsize() == 6
     with Queue(tmp_path, serializer="raw", chunksize=1000) as q:
@@ -258,12 +258,12 @@ def _refused_at_rollover(
     """With ``os.<call>`` replaced by ``fake``, putting ``item`` (which needs a new chunk)
     raises ENOSPC and leaves no new chunk file; with the call restored, the put works."""
     real = getattr(os, call)
-    monkeypatch.setattr(segment.os, call, fake)
+    monkeypatch.setattr(chunk.os, call, fake)
     with pytest.raises(OSError, match="No space") as info:
         q.put(item)
     assert info.value.errno == errno.ENOSPC
     assert sorted(n for n in os.listdir(tmp_path) if n.startswith("q")) == ["q00000"]
-    monkeypatch.setattr(segment.os, call, real)
+    monkeypatch.setattr(chunk.os, call, real)
     q.put(item)
 
 
@@ -279,10 +279,10 @@ def test_a_large_new_chunk_is_reserved_whole_and_written_out_in_part(
         writes.append(len(data))
         return real(fd, data, offset)
 
-    monkeypatch.setattr(segment.os, "pwrite", pwrite)
+    monkeypatch.setattr(chunk.os, "pwrite", pwrite)
     items = [b"%06d" % i + b"x" * 94 for i in range(9000)]  # 9000 frames: over 1 MiB
     with Queue(tmp_path, serializer="raw", chunksize=10_000) as q:
-        assert writes == [segment.WRITE_OUT]
+        assert writes == [chunk.WRITE_OUT]
         assert (tmp_path / "q00000").stat().st_size >= 10_000 * 256  # reserved whole
         q.put_many(items)
     with Queue(tmp_path, serializer="raw", chunksize=10_000) as q:
@@ -301,9 +301,9 @@ def test_enospc_reserving_a_large_new_chunk_falls_back_to_a_small_one(
         def full(fd: int, off: int, length: int) -> None:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-        monkeypatch.setattr(segment.os, "posix_fallocate", full)
+        monkeypatch.setattr(chunk.os, "posix_fallocate", full)
         q.put(b"b")
-        assert (tmp_path / "q00001").stat().st_size <= segment.WRITE_OUT
+        assert (tmp_path / "q00001").stat().st_size <= chunk.WRITE_OUT
     with Queue(tmp_path, serializer="raw", chunksize=10_000) as q:
         assert [d.item for d in q.get_batch(20_000)] == [*items, b"b"]
 
@@ -328,8 +328,8 @@ def test_a_grown_chunk_is_reserved_as_a_new_one_is(
     with Queue(tmp_path, serializer="raw", chunksize=4) as q:
         q.put(items[0])
         old = (tmp_path / "q00000").stat().st_size
-        monkeypatch.setattr(segment.os, "pwrite", pwrite)
-        monkeypatch.setattr(segment.os, "posix_fallocate", fallocate)
+        monkeypatch.setattr(chunk.os, "pwrite", pwrite)
+        monkeypatch.setattr(chunk.os, "posix_fallocate", fallocate)
         q.put(items[1])  # grows the chunk: written out
         mid = (tmp_path / "q00000").stat().st_size
         assert mid > old
@@ -337,7 +337,7 @@ def test_a_grown_chunk_is_reserved_as_a_new_one_is(
         calls.clear()
         q.put(items[2])  # grows it past WRITE_OUT bytes more: fallocated, the first part written
         end = (tmp_path / "q00000").stat().st_size
-        assert calls == [("fallocate", mid, end - mid), ("pwrite", mid, segment.WRITE_OUT)]
+        assert calls == [("fallocate", mid, end - mid), ("pwrite", mid, chunk.WRITE_OUT)]
     with Queue(tmp_path, serializer="raw", chunksize=4) as q:
         assert [d.item for d in q.get_batch(5)] == items
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from spoolkit import Delivery, Queue
-from spoolkit._disk import opening
+from spoolkit.queue import opening
 
 
 class QueueMachine(RuleBasedStateMachine):

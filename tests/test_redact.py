@@ -1,4 +1,4 @@
-"""Credential redaction for URLs, DSNs and messages (spoolkit._redact)."""
+"""Credential redaction for URLs, DSNs and messages (spoolkit._internal.redact)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from spoolkit._redact import (
+from spoolkit._internal.redact import (
     MASK,
     carry_secrets,
     error_repr,

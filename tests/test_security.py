@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from spoolkit import Queue, Spool
-from spoolkit._disk import migrate
 from spoolkit.errors import PermanentError
+from spoolkit.queue import migrate
 from spoolkit.sinks import JsonlSink
 from spoolkit.typing import Record
 from tests.helpers.pqueue_dirs import pqueue_dir

@@ -12,7 +12,7 @@ import pika
 import pytest
 
 from spoolkit import Spool
-from spoolkit._redact import error_repr
+from spoolkit._internal.redact import error_repr
 from spoolkit.errors import ConfigError, PartialFailure, PermanentError, TransientError
 from spoolkit.retry import RetryPolicy
 from spoolkit.sinks.amqp import AmqpSink, from_sink_url

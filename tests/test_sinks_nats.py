@@ -13,7 +13,7 @@ import nats
 import pytest
 
 from spoolkit import Spool
-from spoolkit._redact import error_repr
+from spoolkit._internal.redact import error_repr
 from spoolkit.errors import ConfigError, PartialFailure, PermanentError, TransientError
 from spoolkit.retry import RetryPolicy
 from spoolkit.sinks.nats import NatsSink, from_sink_url

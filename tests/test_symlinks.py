@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from spoolkit import Queue, Spool
-from spoolkit._disk import meta
 from spoolkit.backends.lanes import LanesBackend
 from spoolkit.errors import PathError
+from spoolkit.queue import meta
 from spoolkit.testing import MemorySink
 
 SECRET = b"an outside file nobody may touch\n"
@@ -210,7 +210,7 @@ def test_a_lane_planted_while_consuming_is_not_adopted(tmp_path: Path, outside_d
 def test_the_inspector_never_reads_through_a_planted_chunk_link(tmp_path: Path) -> None:
     """A chunk name planted as a link to an outside file: inspect and fsck refuse it with
     PathError instead of reading (and printing) the outside file."""
-    from spoolkit._inspect import fsck, inspect_spool
+    from spoolkit.tools.inspect import fsck, inspect_spool
 
     spool = tmp_path / "q"
     with Queue(spool, serializer="raw") as q:

@@ -13,84 +13,16 @@ stable string id sinks see as ``Record.id``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
-from typing import Any, Protocol, runtime_checkable
 
-from spoolkit.backends._redis_url import check_url
+from spoolkit.backends.base import Backend
 from spoolkit.backends.disk import DiskBackend
 from spoolkit.backends.lanes import LanesBackend
 from spoolkit.backends.nats_url import split_url as nats_split_url
+from spoolkit.backends.redis_url import check_url
 from spoolkit.errors import ConfigError
 from spoolkit.typing import Serializer
 
 __all__ = ["Backend", "DiskBackend", "LanesBackend", "open_backend"]
-
-
-@runtime_checkable
-class Backend(Protocol):
-    """The storage under a spool: a durable queue with per-message acknowledgement."""
-
-    @property
-    def uid(self) -> str:
-        """A stable id of this store, the prefix of its record ids."""
-
-    def encode(self, item: Any) -> bytes:
-        """Serialize ``item``; raise :class:`~spoolkit.errors.SerializationError` if it can't."""
-
-    def decode(self, payload: bytes) -> Any:
-        """The inverse of :meth:`encode`."""
-
-    def put(self, item: Any, *, block: bool, timeout: float | None) -> None:
-        """Store ``item``. Raise ``queue.Full`` when there is no room in time."""
-
-    def put_durable(self, item: Any, *, block: bool, timeout: float | None) -> str:
-        """Store ``item`` and make it durable (fsync) before returning its record id."""
-
-    def put_many(self, items: Iterable[Any]) -> None:
-        """Store every item in order (waiting for room), or none if one can't be serialized."""
-
-    def restore(self, payload: bytes, record_id: str, enqueued_at: float) -> None:
-        """Store an encoded record again under its old id (dead-letter requeue), durably."""
-
-    def wait(self, timeout: float | None) -> bool:
-        """Wait up to ``timeout`` for a message to be waiting; False on timeout.
-
-        Raises:
-            ClosedError: the backend was closed (before or during the wait).
-        """
-
-    def get_batch(self, max_items: int, timeout: float | None) -> Sequence[Any]:
-        """Hand out up to ``max_items`` messages, waiting up to ``timeout`` for the first."""
-
-    def record_id(self, message: Any) -> str:
-        """The record id of ``message``."""
-
-    def record_ids(self, messages: Sequence[Any]) -> list[str]:
-        """The record id of each message, in order."""
-
-    def ack(self, *messages: Any) -> None:
-        """Acknowledge: the messages are done and leave the store."""
-
-    def nack(self, *messages: Any) -> None:
-        """Hand the messages back, to be delivered again before newer ones."""
-
-    def drop_oldest(self) -> bool:
-        """Remove the oldest waiting message; False when none waits."""
-
-    def waiting(self) -> int:
-        """Messages waiting to be handed out."""
-
-    def backlog(self) -> int:
-        """Messages not acknowledged yet (waiting plus handed out)."""
-
-    def bytes_used(self) -> int:
-        """Bytes the store takes."""
-
-    def oldest_enqueued_at(self) -> float | None:
-        """``enqueued_at`` of the next message to be handed out, or None."""
-
-    def close(self) -> None:
-        """Persist and release the store. Blocked ``get_batch`` callers get ClosedError."""
 
 
 def open_backend(

@@ -17,12 +17,12 @@ from collections.abc import Callable, Iterable, Sequence
 from operator import attrgetter
 from typing import Any
 
-from spoolkit._disk.framing import MAX_DELIVERIES
-from spoolkit._log import get_logger
-from spoolkit._queue import Delivery, Queue
-from spoolkit.backends._screen import screen
+from spoolkit._internal.log import get_logger
+from spoolkit.backends.screen import screen
 from spoolkit.deadletter import DeadLetters
 from spoolkit.errors import ConfigError
+from spoolkit.queue.facade import Delivery, Queue
+from spoolkit.queue.framing import MAX_DELIVERIES
 from spoolkit.typing import Serializer
 
 __all__ = ["DiskBackend"]
@@ -237,7 +237,7 @@ class DiskBackend:
         """``Queue.oldest_enqueued_at``."""
         return self.queue.oldest_enqueued_at()
 
-    # -- what flush and stats read (see spoolkit._lanes_view) ---------------------------------
+    # -- what flush and stats read (see spoolkit.spool.lanes_view) ---------------------------------
 
     @staticmethod
     def lane_of(message: Delivery) -> str:

@@ -1,6 +1,6 @@
 """The default backend: one spool directory shared by any number of processes, through lanes.
 
-Each process writes to a lane it holds (:mod:`spoolkit._disk.lanes`): its own
+Each process writes to a lane it holds (:mod:`spoolkit.queue.lanes`): its own
 :class:`~spoolkit.backends.disk.DiskBackend`, so no two processes ever write one file. A
 consuming process delivers its own lane and *adopts* every lane nobody holds that has records
 waiting (its writer exited, was killed, or handed it over), delivers it, and lets it go once it
@@ -9,7 +9,7 @@ consumes the spool, it hands its lane over every ``handoff_interval`` seconds (c
 writes to another), so that the consumer can take it.
 
 After ``os.fork()`` the child's copy holds no lane: its first put takes a lane of its own. The
-parent's lanes are untouched by the child (see :func:`spoolkit._disk.opening.is_open_here` and
+parent's lanes are untouched by the child (see :func:`spoolkit.queue.opening.is_open_here` and
 the store's fork handling).
 
 Order: records of one process reach the sink in put order per lane (with one worker); lanes
@@ -26,15 +26,15 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from spoolkit._disk import locks
-from spoolkit._disk.lanes import lane_paths, new_lane
-from spoolkit._disk.meta import IDLE_MARK, LOCK, is_held_live
-from spoolkit._disk.opening import is_open_here, prepare_dir
-from spoolkit._handout import Delivery
-from spoolkit._log import get_logger
+from spoolkit._internal.log import get_logger
 from spoolkit.backends.disk import DiskBackend
 from spoolkit.deadletter import DeadLetters
 from spoolkit.errors import ClosedError, ConfigError, FormatError, LockedError, PathError
+from spoolkit.queue import locks
+from spoolkit.queue.handout import Delivery
+from spoolkit.queue.lanes import lane_paths, new_lane
+from spoolkit.queue.meta import IDLE_MARK, LOCK, is_held_live
+from spoolkit.queue.opening import is_open_here, prepare_dir
 from spoolkit.typing import Serializer
 
 __all__ = ["LanesBackend"]
@@ -196,7 +196,7 @@ class LanesBackend:
 
     def _hold_consumer_lock(self) -> None:
         """A shared record lock on ``consumers.lock`` while this process consumes (see
-        :mod:`spoolkit._disk.locks`: no forked child holds it once this process is gone)."""
+        :mod:`spoolkit.queue.locks`: no forked child holds it once this process is gone)."""
         if self._consumer is None:
             self._consumer = locks.take_shared(os.path.join(self.root, CONSUMERS))
 
@@ -505,7 +505,7 @@ class LanesBackend:
         times = [t for t in (lane.oldest_enqueued_at() for lane in self._lanes()) if t is not None]
         return min(times, default=None)
 
-    # -- what flush and stats read (see spoolkit._lanes_view) ---------------------------------
+    # -- what flush and stats read (see spoolkit.spool.lanes_view) ---------------------------------
 
     lane_of = staticmethod(DiskBackend.lane_of)
 
@@ -556,7 +556,7 @@ class LanesBackend:
 
     def _after_fork_child(self) -> None:
         """The child holds no lane and no consumers' lock (the fork hooks of the stores and
-        of :mod:`spoolkit._disk.locks` closed the child's copies of the files)."""
+        of :mod:`spoolkit.queue.locks` closed the child's copies of the files)."""
         closed = self._closed
         self._reset()
         self._closed = closed
@@ -575,7 +575,7 @@ def _head_age(lane: DiskBackend) -> float:
 
 
 def _lane_uid(path: str) -> str | None:
-    from spoolkit._disk.meta import read_meta  # noqa: PLC0415 - only for dead-letter requeue
+    from spoolkit.queue.meta import read_meta  # noqa: PLC0415 - only for dead-letter requeue
 
     info = read_meta(path)
     uid = info.get("uid") if info else None

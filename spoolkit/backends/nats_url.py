@@ -11,7 +11,7 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from spoolkit._redact import MASK, redact_url
+from spoolkit._internal.redact import MASK, redact_url
 from spoolkit.errors import ConfigError
 
 __all__ = ["OPTIONS", "check_limits", "check_names", "number", "split_url"]

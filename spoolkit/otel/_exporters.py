@@ -17,10 +17,10 @@ from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportRes
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from spoolkit._spool import Spool, WhenFull
 from spoolkit.errors import ConfigError, PartialFailure, PermanentError, TransientError
 from spoolkit.otel._rebuild import logs_from_request, spans_from_request
 from spoolkit.retry import RetryPolicy
+from spoolkit.spool.facade import Spool, WhenFull
 from spoolkit.typing import Record
 
 __all__ = ["DurableLogExporter", "DurableSpanExporter", "default_retry", "durable", "raw_sender"]

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from spoolkit._guard import spoolkit_thread
+from spoolkit._internal.guard import spoolkit_thread
 
 __all__ = ["LoopSafePut", "on_loop"]
 

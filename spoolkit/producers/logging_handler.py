@@ -4,7 +4,7 @@ Each ``LogRecord`` becomes a JSON-safe dict (see :func:`record_to_dict`) built w
 round-trip: values are checked by type, with a fast path for ``str``/``int``/``float``/``bool``/
 ``None``, recursion for dicts, lists and tuples, and ``repr`` for anything else.
 
-Loops are avoided three times over. A thread-local guard (:mod:`spoolkit._guard`) drops any
+Loops are avoided three times over. A thread-local guard (:mod:`spoolkit._internal.guard`) drops any
 record emitted while this thread is inside a spoolkit producer (the spool's own code, a
 serializer, a sink factory), which could otherwise re-enter the spool's lock, and every record
 emitted on spoolkit's own threads: what a sink library logs while delivering (httpx's
@@ -13,7 +13,7 @@ configured, is never spooled, so a delivery cannot cause another one. And, by de
 of the ``spoolkit`` logger hierarchy are not spooled at all: they describe the spool (retries,
 dead letters), and feeding them back into it would turn one failing sink into a growing stream
 of records about itself (spoolkit's last-resort handler still shows its warnings on stderr
-when no other handler would, see :mod:`spoolkit._log`).
+when no other handler would, see :mod:`spoolkit._internal.log`).
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ from asyncio import _get_running_loop
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from spoolkit._disk.meta import read_meta
-from spoolkit._guard import guard
-from spoolkit._imports import build_reference, is_reference, resolve_reference
-from spoolkit._process import exiting
+from spoolkit._internal.guard import guard
+from spoolkit._internal.imports import build_reference, is_reference, resolve_reference
+from spoolkit._internal.process import exiting
 from spoolkit.errors import ClosedError, ConfigError, RecordTooLargeError
 from spoolkit.producers._loop import LoopSafePut
 from spoolkit.producers._record_json import record_json
+from spoolkit.queue.meta import read_meta
 
 __all__ = ["SpoolHandler", "json_safe", "record_to_dict", "resolve_sink", "utc_iso"]
 
@@ -503,7 +503,7 @@ def _open_spool(
             f"SpoolHandler({os.fspath(spool_or_path)!r}) needs sink=: an object, a URL "
             "or 'pkg.module:factory'"
         )
-    from spoolkit._spool import Spool  # noqa: PLC0415 - the Spool facade imports this module
+    from spoolkit.spool.facade import Spool  # noqa: PLC0415 - the Spool facade imports this module
 
     options = dict(options or {})
     if "serializer" not in options:  # JSON for logs; a spool written with another keeps it

@@ -12,7 +12,7 @@ from collections.abc import Generator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Literal, overload
 
-from spoolkit._redact import (
+from spoolkit._internal.redact import (
     basic_auth_secrets,
     carry_secrets,
     redact_text,

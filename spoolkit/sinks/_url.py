@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
-from spoolkit._redact import redact_url
+from spoolkit._internal.redact import redact_url
 from spoolkit.errors import ConfigError
 
 if TYPE_CHECKING:

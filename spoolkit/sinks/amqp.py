@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from spoolkit._redact import carry_secrets, redact_text, redact_url, secrets_in_url
+from spoolkit._internal.redact import carry_secrets, redact_text, redact_url, secrets_in_url
 from spoolkit.errors import (
     ConfigError,
     PartialFailure,

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from spoolkit._redact import MASK, carry_secrets, redact_text, redact_url, secrets_in_url
+from spoolkit._internal.redact import MASK, carry_secrets, redact_text, redact_url, secrets_in_url
 from spoolkit.errors import ConfigError, PartialFailure, PermanentError, SinkError, TransientError
 from spoolkit.serializers import _json_utf8
 from spoolkit.sinks._encode import ToJson, encode_batch
@@ -124,7 +124,8 @@ def nats_secrets(url: str) -> list[str]:
 
 
 def redact_nats_url(url: str) -> str:
-    """:func:`spoolkit._redact.redact_url`, with a lone token (``nats://TOKEN@host``) masked too."""
+    """:func:`spoolkit._internal.redact.redact_url`, with a lone token (``nats://TOKEN@host``)
+    masked too."""
     shown = redact_url(url)
     with contextlib.suppress(ValueError):
         parts = urlsplit(shown)

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from spoolkit._redact import carry_secrets, redact_url, secrets_in_header, secrets_in_url
+from spoolkit._internal.redact import carry_secrets, redact_url, secrets_in_header, secrets_in_url
 from spoolkit.errors import ConfigError, PartialFailure, PermanentError, SinkError, TransientError
 from spoolkit.sinks._encode import Encoded
 from spoolkit.typing import Record

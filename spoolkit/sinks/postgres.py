@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from spoolkit._redact import carry_secrets, redact_text, redact_url, secrets_in_url
+from spoolkit._internal.redact import carry_secrets, redact_text, redact_url, secrets_in_url
 from spoolkit.errors import ConfigError, PartialFailure, PermanentError, SinkError, TransientError
 from spoolkit.serializers import _SURROGATE
 from spoolkit.sinks._encode import dumps

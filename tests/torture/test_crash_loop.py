@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from spoolkit._torture_child import make_item
-from spoolkit._torture_ledger import Ledger
+from spoolkit._torture.child import make_item
+from spoolkit._torture.ledger import Ledger
 from spoolkit.torture import run_crash_loop
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from spoolkit._torture_load import run_load
+from spoolkit._torture.load import run_load
 
 
 def test_sustained_load_loses_nothing_and_memory_stays_flat(tmp_path: Path) -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from spoolkit._disk.lanes import lane_paths
-from spoolkit._torture_child import make_item
-from spoolkit._torture_procs import run_procs_loop
-from spoolkit._torture_procs_ledger import ProcsLedger, ProcsReport
+from spoolkit._torture.child import make_item
+from spoolkit._torture.procs import run_procs_loop
+from spoolkit._torture.procs_ledger import ProcsLedger, ProcsReport
+from spoolkit.queue.lanes import lane_paths
 
 
 def _assert_clean(report: ProcsReport, cycles: int) -> None:

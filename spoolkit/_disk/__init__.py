@@ -1,1 +1,0 @@
-"""The on-disk engine behind :class:`spoolkit.Queue` (private; see docs/format.md)."""

@@ -1,0 +1,2 @@
+"""Small helpers shared by every layer: logging, optional imports, platform checks, process
+hooks, credential masking."""

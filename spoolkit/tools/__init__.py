@@ -1,0 +1,1 @@
+"""Library code behind the command line: inspect, repair and the demo."""
