@@ -22,8 +22,6 @@ from spoolkit.sinks._encode import ToJson, encode_batch
 from spoolkit.typing import Record
 
 try:
-    import nats
-    import nats.errors
     from nats.aio.client import Client
 except ImportError as exc:  # pragma: no cover - exercised only without the extra installed
     raise ImportError("NatsSink needs nats-py: pip install 'spoolkit[nats]'") from exc
