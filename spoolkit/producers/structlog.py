@@ -18,9 +18,9 @@ from typing import Any
 import structlog
 
 from spoolkit._internal.guard import guard
-from spoolkit._internal.process import exiting
 from spoolkit.errors import ClosedError, ConfigError
 from spoolkit.producers.logging_handler import bounded_put, json_safe, loop_safe_put
+from spoolkit.spool.lifecycle import exiting
 
 __all__ = ["SpoolProcessor"]
 
