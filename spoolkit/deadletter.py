@@ -40,7 +40,13 @@ LOCK_TIMEOUT = 30.0  # seconds an operation waits for another process's use of t
 
 @dataclass(frozen=True, slots=True)
 class DeadError:
-    """Why a record was dead-lettered.
+    """Why a record was dead-lettered: the stored description of the error, not an exception.
+
+    A frozen record kept with each dead letter (:attr:`DeadLetter.error`): the error's type
+    name, message and traceback as text, so that it can be written to disk, read back in
+    another process and shown by the CLI. It is no exception class: it is never raised and
+    cannot be caught. (The name reads like an exception's; it stays because it is public
+    API, ``spoolkit.DeadError``.)
 
     Attributes:
         type: the qualified name of the exception type.
