@@ -2,9 +2,10 @@
 without the generic encoder's walk over a dict whose keys and value types are known.
 
 A :class:`~spoolkit.SpoolHandler` whose spool stores JSON hands the spool this text, marked as
-:class:`~spoolkit.serializers.JsonText` so that the JSON serializer stores it as it is: about
-half the generic encoder's cost for the common record. The text decodes to exactly what the
-generic encoder's would (``tests/test_record_json.py`` checks it on every kind of value). A lone
+:class:`~spoolkit.serializers.JsonText` so that the JSON serializer stores it as it is. Every
+log call pays for this encoding on the application's thread, which is why it has a path of its
+own (figures in ``docs/benchmarks.md``). The text decodes to exactly what the generic
+encoder's would (``tests/test_record_json.py`` checks it on every kind of value). A lone
 surrogate (a ``surrogateescape``d file name in a message) is written as its JSON ``\\uXXXX``
 escape, as :class:`~spoolkit.serializers.JsonSerializer` does, and decodes to the same ``str``.
 """
