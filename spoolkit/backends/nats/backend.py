@@ -4,15 +4,16 @@
 stream instead of under ``path`` (which then holds only this host's dead letters). Producers on
 any host publish to the stream's subject; workers on any host fetch from one durable pull
 consumer with explicit acks, acknowledge a record once its sink returned, and get again what a
-dead or stalled consumer held once ``ack_wait`` passed; a record delivered more than
-``max_deliveries`` times is dead-lettered. The stream uses work-queue retention, so an
-acknowledged record leaves it: the stream holds only records not acknowledged yet. Record ids
-are stream sequence numbers (``"42"``), the same on every host and every redelivery; a dead
-letter requeued keeps its id (in a header).
+dead or stalled consumer held once ``ack_wait`` passed. The stream uses work-queue retention,
+so an acknowledged record leaves it: the stream holds only records not acknowledged yet.
+Record ids are stream sequence numbers (``"42"``), the same on every host and every
+redelivery; a dead letter requeued keeps its id (in a header). Every message fetched is
+handed out with JetStream's delivery count, undecodable ones too (as
+:class:`~spoolkit.backends.base.Undecodable` items): the spool dead-letters those and the ones
+delivered more than ``max_deliveries`` times.
 
 nats-py is asyncio only: the backend runs its client on a private event loop thread
-(:class:`spoolkit.sinks.nats.EventLoopThread`), and its methods, called from the spool's
-threads, wait for the loop.
+(``EventLoopThread``), and its methods, called from the spool's threads, wait for the loop.
 """
 
 from __future__ import annotations
@@ -25,15 +26,13 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from spoolkit._internal.log import get_logger
-from spoolkit.backends.base import Undecodable
-from spoolkit.backends.codec import Encoded
+from spoolkit.backends.base import Backend
+from spoolkit.backends.codec import StreamBackend
 from spoolkit.backends.nats_url import check_limits, check_names, number, split_url
-from spoolkit.backends.screen import screen
-from spoolkit.deadletter import DeadLetters
-from spoolkit.errors import ClosedError, SpoolError
+from spoolkit.errors import ClosedError, ConfigError, SpoolError
 from spoolkit.serializers import resolve
 from spoolkit.typing import Serializer
 
@@ -45,12 +44,13 @@ try:
     from nats.aio.msg import Msg
     from nats.js import api
 
-    from spoolkit.sinks.nats import (
+    from spoolkit._internal.nats_client import (
         EventLoopThread,
         connect,
         map_nats_error,
         nats_secrets,
         redact_nats_url,
+        servers,
     )
 except ImportError as exc:  # pragma: no cover - exercised only without the extra installed
     raise ImportError("the NATS backend needs nats-py: pip install 'spoolkit[nats]'") from exc
@@ -72,7 +72,8 @@ class JetStreamMessage:
     Attributes:
         seq: the stream sequence number.
         record_id: ``str(seq)``, or for a requeued dead letter the id it had first.
-        item: the decoded item.
+        item: the decoded item (an :class:`~spoolkit.backends.base.Undecodable` when it
+            could not be decoded).
         enqueued_at: when it was first put (epoch seconds).
         deliveries: JetStream's delivery count (1 on its first delivery).
         msg: the nats-py message (what is acknowledged).
@@ -100,7 +101,7 @@ def default_consumer_name() -> str:
     return "spoolkit"
 
 
-class NatsBackend(Encoded):
+class NatsBackend(StreamBackend[JetStreamMessage]):
     """A :class:`~spoolkit.backends.Backend` over one JetStream stream and durable pull consumer.
 
     Delivery is at least once: a record leaves the stream only when acknowledged (work-queue
@@ -110,9 +111,10 @@ class NatsBackend(Encoded):
     held (sink call plus in-place retries), or a slow batch is delivered twice. On
     :meth:`close`, what was fetched ahead is handed back at once (a ``NAK``).
 
-    ``max_deliveries`` is enforced here, not by JetStream's ``max_deliver`` (left unlimited):
-    a record delivered more often is put into the spool's dead letters and then acknowledged,
-    whereas JetStream would stop delivering it and leave it in the stream for good.
+    ``max_deliveries`` is enforced by the spool, not by JetStream's ``max_deliver`` (left
+    unlimited): a record delivered more often is put into the spool's dead letters and then
+    acknowledged, whereas JetStream would stop delivering it and leave it in the stream for
+    good.
 
     The stream (``subject`` captured, work-queue retention, file storage, ``replicas``) and
     the consumer (explicit acks, ``ack_wait``) are created at the first call if they do not
@@ -127,7 +129,8 @@ class NatsBackend(Encoded):
         consumer: the durable consumer's name, shared by every host of the spool.
         ack_wait: seconds a delivered record may stay unacknowledged before JetStream
             delivers it again.
-        max_deliveries: deliveries after which a record is dead-lettered, not delivered.
+        max_deliveries: deliveries after which the spool dead-letters a record instead of
+            delivering it (:attr:`max_deliveries`).
         serializer: ``"pickle"``, ``"json"``, ``"raw"`` or a serializer object; every host of
             a stream must use the same one.
         timeout: seconds to wait for the server on each call.
@@ -153,12 +156,10 @@ class NatsBackend(Encoded):
         consumer = consumer or default_consumer_name()
         check_names(stream, subject, consumer)
         check_limits(ack_wait, max_deliveries, timeout, replicas)
-        from spoolkit.sinks.nats import _servers  # noqa: PLC0415 - the sink's URL check
-
-        self._servers = _servers(url)
+        self._servers = servers(url)
         self.stream, self.consumer = stream, consumer
         self.subject = subject or f"spoolkit.{stream}"
-        self.ack_wait, self.max_deliveries = float(ack_wait), max_deliveries
+        self.ack_wait, self._max_deliveries = float(ack_wait), max_deliveries
         self.timeout, self.replicas = float(timeout), replicas
         self._serializer_name, self._serializer = resolve(serializer)
         self._secrets = nats_secrets(url)
@@ -174,8 +175,7 @@ class NatsBackend(Encoded):
         self._closed = threading.Event()
         self._prefetch = 100
         self._backlog = 0
-        self.dead: DeadLetters | None = None
-        self.dead_lettered = 0
+        self._init_counters()
         self.host = socket.gethostname()
 
     @classmethod
@@ -204,15 +204,6 @@ class NatsBackend(Encoded):
 
     def __repr__(self) -> str:
         return self._description
-
-    def bind_dead_letters(self, dead: DeadLetters) -> None:
-        """Where records over ``max_deliveries`` (or undecodable) go: the spool's dead letters.
-
-        Unbound, a record over ``max_deliveries`` is logged (``max_deliveries_exceeded``) and
-        delivered anyway; an undecodable one is logged (``undecodable_record``) and left
-        pending.
-        """
-        self.dead = dead
 
     # -- calls on the loop -------------------------------------------------------------------
 
@@ -269,7 +260,7 @@ class NatsBackend(Encoded):
                 durable_name=self.consumer,
                 ack_policy=api.AckPolicy.EXPLICIT,
                 ack_wait=self.ack_wait,
-                max_deliver=-1,  # max_deliveries is enforced here (see the class docstring)
+                max_deliver=-1,  # max_deliveries is the spool's (see the class docstring)
                 deliver_policy=api.DeliverPolicy.ALL,
                 filter_subject=self.subject,
                 max_ack_pending=-1,
@@ -326,6 +317,7 @@ class NatsBackend(Encoded):
         payload = self.encode(item)
         headers = {_ENQUEUED: repr(time.time())}
         (seq,) = self._call(lambda: self._publish([payload], [headers]))
+        self._stored(1)
         return str(seq)
 
     def put_many(self, items: Iterable[Any]) -> None:
@@ -336,9 +328,16 @@ class NatsBackend(Encoded):
         stamp = repr(time.time())
         headers = [{_ENQUEUED: stamp} for _ in payloads]
         self._call(lambda: self._publish(payloads, headers), self.timeout * 4)
+        self._stored(len(payloads))
 
     def restore(self, payload: bytes, record_id: str, enqueued_at: float) -> None:
-        """Publish a requeued dead letter as a new message that keeps ``record_id``."""
+        """Publish a requeued dead letter as a new message that keeps ``record_id``.
+
+        Raises:
+            ConfigError: ``record_id`` is not a stream sequence number.
+        """
+        if not record_id.isdigit():
+            raise ConfigError(f"record id {record_id!r} was not issued by {self._description}")
         headers = {_ENQUEUED: repr(enqueued_at), _RECORD: record_id}
         self._call(lambda: self._publish([payload], [headers]))
 
@@ -353,21 +352,9 @@ class NatsBackend(Encoded):
         return msgs
 
     def _read(self, n: int, wait: float) -> list[JetStreamMessage]:
-        """Fetch up to ``n`` messages (waiting up to ``wait`` s for the first), screened."""
+        """Fetch up to ``n`` messages (waiting up to ``wait`` s for the first)."""
         raw = self._call(lambda: self._pull(n, wait), wait + self.timeout)
-        msgs = [self._message(m) for m in raw]
-        kept, dead = screen(
-            msgs,
-            max_deliveries=self.max_deliveries,
-            dead=self.dead,
-            encode=self.encode,
-            ack=self.ack,
-            log=self._log,
-            sink=self._description,
-            record_id=self.record_id,
-        )
-        self.dead_lettered += dead
-        return kept
+        return [self._message(m) for m in raw]
 
     def _fetch(self, n: int, wait: float) -> bool:
         """Fetch into ``_ready`` (one fetch at a time; ``_ready`` is free meanwhile); True when
@@ -384,14 +371,10 @@ class NatsBackend(Encoded):
         meta = msg.metadata
         seq = int(meta.sequence.stream)
         headers = msg.headers or {}
-        try:
-            item = self.decode(msg.data)
-        except Exception as exc:
-            item = Undecodable({"data": msg.data, "headers": headers}, exc)
         return JetStreamMessage(
             seq,
             headers.get(_RECORD, str(seq)),
-            item,
+            self._item(msg.data, {"data": msg.data, "headers": headers}),
             float(headers.get(_ENQUEUED, 0.0)),
             int(meta.num_delivered),
             msg,
@@ -486,10 +469,6 @@ class NatsBackend(Encoded):
             self._backlog = int(stream.state.messages)
         return self._backlog
 
-    def bytes_used(self) -> int:
-        """0: the records are on the NATS server, not on this host's disk."""
-        return 0
-
     def oldest_enqueued_at(self) -> float | None:
         """``enqueued_at`` of the next message to hand out: ready here, else the first message
         the consumer has not delivered yet. Records pending at other processes don't count."""
@@ -512,17 +491,19 @@ class NatsBackend(Encoded):
 
         return self._call(next_new)
 
-    def flush_mark(self) -> int | None:
+    def flush_mark(self) -> object | None:
         """The newest message's sequence now (None when the stream is empty): what ``flush``
         waits to see settled. Sequences only grow."""
         stream, _ = self._call(self._info)
         return int(stream.state.last_seq) if stream.state.messages else None
 
-    def settled_through(self, mark: int) -> bool:
-        """Whether every message up to ``mark`` was settled by some consumer (delivered or
-        dead-lettered): acknowledged messages leave a work-queue stream, so none is left."""
+    def settled_through(self, mark: object) -> bool:
+        """Whether every message up to ``mark`` (a :meth:`flush_mark`) was settled by some
+        consumer (delivered or dead-lettered): acknowledged messages leave a work-queue
+        stream, so none is left."""
+        last = int(str(mark))
         stream, _ = self._call(self._info)
-        return not stream.state.messages or int(stream.state.first_seq) > mark
+        return not stream.state.messages or int(stream.state.first_seq) > last
 
     def close(self) -> None:
         """Hand the messages fetched ahead back to JetStream at once (``NAK``), then close.
@@ -547,3 +528,9 @@ class NatsBackend(Encoded):
         with contextlib.suppress(Exception):
             self._loop.call(shut, self.timeout + 5)
         self._loop.stop()
+
+
+if TYPE_CHECKING:  # mypy checks NatsBackend against the whole contract, member by member
+
+    def _is_a_backend(backend: NatsBackend) -> Backend[JetStreamMessage]:
+        return backend

@@ -5,15 +5,17 @@ records in the stream instead of under ``path`` (which then holds only this host
 letters). Producers on any host ``XADD``; workers on any host ``XREADGROUP`` as members of one
 consumer group, ``XACK`` a record once its sink returned (and ``XDEL`` it: the stream holds
 only records not acknowledged yet), ``XAUTOCLAIM`` records left pending by a dead consumer
-for ``claim_idle`` seconds, and dead-letter a record delivered more than ``max_deliveries``
-times. Record ids are stream entry ids (``"1712345678901-0"``), the same on every host and
-every redelivery; a dead letter requeued keeps its id (in the entry's ``r`` field).
+for ``claim_idle`` seconds. Record ids are stream entry ids (``"1712345678901-0"``), the
+same on every host and every redelivery; a dead letter requeued keeps its id (in the entry's
+``r`` field). Every entry read is handed out with Redis's delivery count, undecodable ones too
+(as :class:`~spoolkit.backends.base.Undecodable` items): the spool dead-letters those and the
+ones delivered more than ``max_deliveries`` times.
 
-:class:`RedisBackend` is a facade over ``_redis_url`` (the URL's own options, checked without
-redis-py), ``_redis_options`` (redis-py's options, the client), ``_redis_entries`` (entry
-fields, :class:`StreamMessage`), ``_redis_reader`` (group reads, ``XAUTOCLAIM``), ``_screen``
-(``max_deliveries``, dead-lettering; shared with the disk backend) and ``_redis_writer``
-(``XADD``, ``XACK``).
+:class:`RedisBackend` is a facade over :mod:`spoolkit.backends.redis_url` (the URL's own
+options, checked without redis-py), :mod:`.options` (redis-py's options, the client),
+:mod:`.entries` (entry fields, :class:`StreamMessage`), :mod:`.reader` (group reads,
+``XAUTOCLAIM``) and :mod:`.writer` (``XADD``, ``XACK``); what it shares with the JetStream
+backend is in :mod:`spoolkit.backends.codec`.
 """
 
 from __future__ import annotations
@@ -22,13 +24,13 @@ import collections
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from spoolkit._internal.log import get_logger
-from spoolkit.backends.codec import Encoded
+from spoolkit.backends.base import Backend
+from spoolkit.backends.codec import StreamBackend
 from spoolkit.backends.redis_url import check_limits, check_names, number
-from spoolkit.deadletter import DeadLetters
-from spoolkit.errors import ClosedError, PermanentError, SpoolError
+from spoolkit.errors import ClosedError, ConfigError, PermanentError, SpoolError
 from spoolkit.serializers import resolve
 from spoolkit.typing import Serializer
 
@@ -50,7 +52,7 @@ T = TypeVar("T")
 _POLL = 0.2  # the longest one blocking read lasts, so close() is noticed soon
 
 
-class RedisBackend(Encoded):
+class RedisBackend(StreamBackend[StreamMessage]):
     """A :class:`~spoolkit.backends.Backend` over one Redis stream and consumer group.
 
     Delivery is at least once: a record is removed only by :meth:`ack`. Records a consumer
@@ -67,7 +69,8 @@ class RedisBackend(Encoded):
         group: the consumer group (created at the first read, from the stream's start).
         consumer: this consumer's name in the group; default ``<hostname>-<pid>-<random>``.
         claim_idle: seconds a pending record must sit idle before another consumer claims it.
-        max_deliveries: deliveries after which a record is dead-lettered, not delivered.
+        max_deliveries: deliveries after which the spool dead-letters a record instead of
+            delivering it (:attr:`max_deliveries`).
         maxlen: cap the stream at about this many entries (``XADD MAXLEN ~``). Trimming
             drops the oldest entries whether delivered or not; None never trims.
         serializer: ``"pickle"``, ``"json"``, ``"raw"`` or a serializer object; every host
@@ -93,7 +96,7 @@ class RedisBackend(Encoded):
         check_limits(claim_idle, max_deliveries, maxlen)
         self.stream, self.group = stream, group
         self.consumer = consumer or default_consumer()
-        self.claim_idle, self.max_deliveries, self.maxlen = claim_idle, max_deliveries, maxlen
+        self.claim_idle, self._max_deliveries, self.maxlen = claim_idle, max_deliveries, maxlen
         self._serializer_name, self._serializer = resolve(serializer)
         self._owned = isinstance(url_or_client, str)
         self.client, self._secrets, self._description = connect(url_or_client, stream)
@@ -101,19 +104,16 @@ class RedisBackend(Encoded):
         self._lock = threading.Lock()  # _ready, and reads that move entries into it
         self._ready: collections.deque[StreamMessage] = collections.deque()
         self._closed = threading.Event()
+        self._init_counters()
         self._reader = GroupReader(
             self.client,
             stream=stream,
             group=group,
             consumer=self.consumer,
             claim_idle=claim_idle,
-            max_deliveries=max_deliveries,
             call=self._call,
-            decode=self.decode,
-            encode=self.encode,
-            ack=self.ack,
+            item=self._item,
             log=self._log,
-            sink=self._description,
         )
         self._writer = StreamWriter(
             self.client, stream=stream, group=group, maxlen=maxlen, call=self._call
@@ -147,20 +147,6 @@ class RedisBackend(Encoded):
     def __repr__(self) -> str:
         return self._description
 
-    @property
-    def dead_lettered(self) -> int:
-        """Records this backend dead-lettered itself (over ``max_deliveries``, undecodable)."""
-        return self._reader.dead_lettered
-
-    def bind_dead_letters(self, dead: DeadLetters) -> None:
-        """Where records over ``max_deliveries`` (or undecodable) go: the spool's dead letters.
-
-        Unbound, a record over ``max_deliveries`` is logged (``max_deliveries_exceeded``) and
-        delivered anyway; an undecodable one is logged (``undecodable_record``) and left
-        pending.
-        """
-        self._reader.dead = dead
-
     # -- Redis calls -------------------------------------------------------------------------
 
     def _call(self, fn: Callable[[], T]) -> T:
@@ -191,15 +177,24 @@ class RedisBackend(Encoded):
 
     def put_durable(self, item: Any, *, block: bool, timeout: float | None) -> str:
         """XADD ``item`` and return its record id (as durable as the server's persistence)."""
-        return self._writer.add(self.encode(item), time.time())
+        rid = self._writer.add(self.encode(item), time.time())
+        self._stored(1)
+        return rid
 
     def put_many(self, items: Iterable[Any]) -> None:
         """Serialize every item, then XADD them in order, up to 1000 per MULTI/EXEC."""
         now = time.time()
-        self._writer.add_many([self.encode(item) for item in items], now)
+        self._writer.add_many([self.encode(item) for item in items], now, self._stored)
 
     def restore(self, payload: bytes, record_id: str, enqueued_at: float) -> None:
-        """XADD a requeued dead letter as a new entry that keeps ``record_id``."""
+        """XADD a requeued dead letter as a new entry that keeps ``record_id``.
+
+        Raises:
+            ConfigError: ``record_id`` is not a stream entry id.
+        """
+        ms, sep, seq = record_id.partition("-")
+        if not (sep and ms.isdigit() and seq.isdigit()):
+            raise ConfigError(f"record id {record_id!r} was not issued by {self._description}")
         self._writer.add(payload, enqueued_at, record_id)
 
     # -- taking ------------------------------------------------------------------------------
@@ -239,7 +234,8 @@ class RedisBackend(Encoded):
             return bool(self._ready)
 
     def get_batch(self, max_items: int, timeout: float | None) -> Sequence[StreamMessage]:
-        """Hand out up to ``max_items`` messages: nacked ones first, then read from Redis."""
+        """Hand out up to ``max_items`` messages: nacked ones first, then read from Redis
+        (this consumer's own pending ones, claims due, new entries)."""
         self._prefetch = max_items
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -280,10 +276,6 @@ class RedisBackend(Encoded):
             self._backlog = self._call(self._len)
         return self._backlog
 
-    def bytes_used(self) -> int:
-        """0: the records are in Redis's memory, not on this host's disk (see memory_usage)."""
-        return 0
-
     def memory_usage(self) -> int:
         """``MEMORY USAGE`` of the stream key (bytes, sampled; 0 when it does not exist)."""
         return int(self._call(lambda: self.client.memory_usage(self.stream)) or 0)
@@ -300,7 +292,7 @@ class RedisBackend(Encoded):
                 return None
             return float(entries[0][1].get(b"t", 0.0)) if entries else None
 
-    def flush_mark(self) -> str | None:
+    def flush_mark(self) -> object | None:
         """The newest entry's id now (None when the stream is empty): what ``flush`` waits to
         see settled. Entry ids only grow (Redis never issues one below the last, whatever its
         clock does), so this is a sequence mark, not a time."""
@@ -314,11 +306,13 @@ class RedisBackend(Encoded):
             return None
         return text(last[0][0]) if last else None
 
-    def settled_through(self, mark: str) -> bool:
-        """Whether every entry up to ``mark`` was settled by some consumer of the group
-        (delivered or dead-lettered): acknowledged entries are deleted, so none is left."""
+    def settled_through(self, mark: object) -> bool:
+        """Whether every entry up to ``mark`` (a :meth:`flush_mark`) was settled by some
+        consumer of the group (delivered or dead-lettered): acknowledged entries are deleted,
+        so none is left."""
+        last = str(mark)
         try:
-            left = self._call(lambda: self.client.xrange(self.stream, "-", mark, count=1))
+            left = self._call(lambda: self.client.xrange(self.stream, "-", last, count=1))
         except PermanentError:  # no such key: nothing left
             return True
         return not left
@@ -337,3 +331,9 @@ class RedisBackend(Encoded):
         self._reader.leave(held)
         if self._owned:
             self.client.close()
+
+
+if TYPE_CHECKING:  # mypy checks RedisBackend against the whole contract, member by member
+
+    def _is_a_backend(backend: RedisBackend) -> Backend[StreamMessage]:
+        return backend

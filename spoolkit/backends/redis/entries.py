@@ -11,8 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from spoolkit.backends.base import Undecodable
-
 __all__ = ["RedisCall", "StreamMessage", "entry_fields", "text", "to_message"]
 
 T = TypeVar("T")
@@ -31,7 +29,8 @@ class StreamMessage:
     Attributes:
         entry_id: the stream entry id (what XACK takes).
         record_id: ``entry_id``, or for a requeued dead letter the id it had first.
-        item: the decoded item.
+        item: the decoded item (an :class:`~spoolkit.backends.base.Undecodable` when it
+            could not be decoded).
         enqueued_at: when it was first put (epoch seconds).
         deliveries: Redis's delivery count of the entry (1 on its first delivery).
     """
@@ -57,17 +56,11 @@ def entry_fields(payload: bytes, enqueued_at: float, rid: str | None = None) -> 
 
 
 def to_message(
-    entry: Any, fields: Any, deliveries: int, decode: Callable[[bytes], Any]
+    entry: Any, fields: Any, deliveries: int, item: Callable[[bytes | None, Any], Any]
 ) -> StreamMessage:
-    """The message for an entry read from Redis.
-
-    Its item is an :class:`Undecodable` when ``decode`` fails.
-    """
+    """The message for an entry read from Redis; ``item(payload, fields)`` decodes its payload
+    (an :class:`~spoolkit.backends.base.Undecodable` when it cannot)."""
     eid = text(entry)
     rid = text(fields[b"r"]) if b"r" in fields else eid
     enqueued_at = float(fields.get(b"t", 0.0))
-    try:
-        item = decode(fields[b"d"])
-    except Exception as exc:
-        item = Undecodable(fields, exc)
-    return StreamMessage(eid, rid, item, enqueued_at, deliveries)
+    return StreamMessage(eid, rid, item(fields.get(b"d"), fields), enqueued_at, deliveries)

@@ -3,7 +3,8 @@
 A read takes, in order: this consumer's own pending history (once, after a restart), entries
 left pending by a dead consumer for ``claim_idle`` seconds (``XAUTOCLAIM``, in rounds at most
 ``claim_every`` apart), then new entries (``XREADGROUP >``). Redelivered entries get their
-delivery count from ``XPENDING``; what was read is screened (see :mod:`._screen`).
+delivery count from ``XPENDING``. Everything read is handed out, undecodable entries and
+entries over ``max_deliveries`` included: the spool decides what to dead-letter.
 """
 
 from __future__ import annotations
@@ -11,18 +12,13 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from operator import attrgetter
 from typing import Any
 
 import redis
 
 from spoolkit.backends.redis.entries import RedisCall, StreamMessage, text, to_message
-from spoolkit.backends.screen import screen
-from spoolkit.deadletter import DeadLetters
 
 __all__ = ["GroupReader"]
-
-_record_id = attrgetter("record_id")
 
 
 class GroupReader:
@@ -34,16 +30,9 @@ class GroupReader:
         group: the consumer group (created at the first read, from the stream's start).
         consumer: this consumer's name in the group.
         claim_idle: seconds a pending entry must sit idle before it is claimed.
-        max_deliveries: deliveries after which a record is dead-lettered, not handed out.
         call: runs each Redis call, mapping redis-py errors.
-        decode: deserializes an entry's payload.
-        encode: serializes an item (for its dead letter).
-        ack: acknowledges messages.
+        item: decodes an entry's payload given its raw fields (``StreamBackend._item``).
         log: the backend's logger.
-        sink: the backend's description (named in dead letters' errors).
-
-    Attributes:
-        dead: where screened-out records go (``RedisBackend.bind_dead_letters``), or None.
     """
 
     def __init__(
@@ -54,20 +43,13 @@ class GroupReader:
         group: str,
         consumer: str,
         claim_idle: float,
-        max_deliveries: int,
         call: RedisCall,
-        decode: Callable[[bytes], Any],
-        encode: Callable[[Any], bytes],
-        ack: Callable[..., None],
+        item: Callable[[bytes | None, Any], Any],
         log: Any,
-        sink: str,
     ) -> None:
         self.client, self.stream, self.group, self.consumer = client, stream, group, consumer
-        self.claim_idle, self.max_deliveries = claim_idle, max_deliveries
-        self._call, self._decode, self._encode, self._ack = call, decode, encode, ack
-        self._log, self._sink = log, sink
-        self.dead: DeadLetters | None = None
-        self.dead_lettered = 0  # records screened into the dead letters
+        self.claim_idle = claim_idle
+        self._call, self._item, self._log = call, item, log
         self.group_ready = False
         self.claim_every = min(claim_idle / 2, 5.0)
         self._history_read = False
@@ -121,10 +103,7 @@ class GroupReader:
                 self.client.xgroup_delconsumer(self.stream, self.group, self.consumer)
 
     def read(self, count: int) -> list[StreamMessage]:
-        """This consumer's own pending history (once, first), claims due, then new entries.
-
-        Records over ``max_deliveries`` or undecodable are dead-lettered, not returned.
-        """
+        """This consumer's own pending history (once, first), claims due, then new entries."""
         got: list[StreamMessage] = []
         if not self._history_read:
             got += self._group_read("0", count)
@@ -133,18 +112,7 @@ class GroupReader:
             got += self._claim(count - len(got))
         if len(got) < count:
             got += self._group_read(">", count - len(got))
-        rest, dead_lettered = screen(
-            got,
-            max_deliveries=self.max_deliveries,
-            dead=self.dead,
-            encode=self._encode,
-            ack=self._ack,
-            log=self._log,
-            sink=self._sink,
-            record_id=_record_id,
-        )
-        self.dead_lettered += dead_lettered
-        return rest
+        return got
 
     def _group_read(self, start: str, count: int) -> list[StreamMessage]:
         def read() -> Any:
@@ -165,7 +133,7 @@ class GroupReader:
         gone = [e for e, f in entries if not f]  # history of entries trimmed away meanwhile
         if gone:
             self._call(lambda: self.client.xack(self.stream, self.group, *gone))
-        msgs = [to_message(e, f, 1, self._decode) for e, f in entries if f]
+        msgs = [to_message(e, f, 1, self._item) for e, f in entries if f]
         if start != ">" and msgs:
             self._count_deliveries(msgs)
         return msgs
@@ -190,7 +158,7 @@ class GroupReader:
         self._claim_cursor = text(reply[0])
         if self._claim_cursor == "0-0":  # scanned to the end: rest until the next round
             self._next_claim = now + self.claim_every
-        msgs = [to_message(e, f, 1, self._decode) for e, f in reply[1] if f]
+        msgs = [to_message(e, f, 1, self._item) for e, f in reply[1] if f]
         if msgs:
             self._count_deliveries(msgs)
             self._log.info("records_claimed", count=len(msgs), first=msgs[0].record_id)

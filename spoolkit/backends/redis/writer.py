@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -40,8 +40,11 @@ class StreamWriter:
         entry = self._call(lambda: self._xadd(self.client, fields))
         return text(entry)
 
-    def add_many(self, payloads: Sequence[bytes], enqueued_at: float) -> None:
-        """XADD the payloads in order, up to 1000 per MULTI/EXEC."""
+    def add_many(
+        self, payloads: Sequence[bytes], enqueued_at: float, stored: Callable[[int], None]
+    ) -> None:
+        """XADD the payloads in order, up to 1000 per MULTI/EXEC, telling ``stored`` how
+        many each transaction added (an error stops at the first transaction that failed)."""
         for i in range(0, len(payloads), _TXN_CHUNK):
             chunk = payloads[i : i + _TXN_CHUNK]
 
@@ -52,6 +55,7 @@ class StreamWriter:
                     pipe.execute()
 
             self._call(send)
+            stored(len(chunk))
 
     def remove(self, ids: list[str]) -> None:
         """XACK and XDEL the entries, in one MULTI/EXEC."""
