@@ -17,7 +17,7 @@ from spoolkit.queue.opening import RecoveryReport
 from spoolkit.queue.store import Store
 from spoolkit.queue.waits import Waits
 from spoolkit.serializers import resolve
-from spoolkit.spool import aio as _async
+from spoolkit.queue import aio as _async
 from spoolkit.typing import Serializer
 
 __all__ = ["Delivery", "Queue"]
