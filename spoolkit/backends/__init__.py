@@ -1,20 +1,19 @@
-"""Where a :class:`~spoolkit.Spool` keeps its records: the ``Backend`` protocol.
+"""Where a :class:`~spoolkit.Spool` keeps its records: the :class:`Backend` contract
+(:mod:`spoolkit.backends.base`) and the backends spoolkit ships.
 
-The Spool talks to its storage only through :class:`Backend`, so another store (a Redis
-Streams backend, ``Spool(..., backend="redis://...")``, or a NATS JetStream one,
-``backend="nats://..."``) plugs in without changing the Spool.
-The default is :class:`spoolkit.backends.disk.DiskBackend`, the local disk queue.
-
-A backend hands out *messages*: opaque objects with ``.item`` and ``.enqueued_at`` that go back
-to :meth:`Backend.ack` or :meth:`Backend.nack`; :meth:`Backend.record_id` names each with the
-stable string id sinks see as ``Record.id``.
+The default is :class:`~spoolkit.backends.lanes.LanesBackend`: per-process lanes of
+:class:`~spoolkit.backends.disk.DiskBackend` disk queues in the spool directory. A Redis stream
+(``Spool(..., backend="redis://...")``) or a NATS JetStream work queue (``backend="nats://..."``)
+shares one spool between hosts; any object implementing :class:`Backend` plugs in as
+``backend=``.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from spoolkit.backends.base import Backend
+from spoolkit.backends.base import Backend, Message, Undecodable
 from spoolkit.backends.disk import DiskBackend
 from spoolkit.backends.lanes import LanesBackend
 from spoolkit.backends.nats_url import split_url as nats_split_url
@@ -22,18 +21,18 @@ from spoolkit.backends.redis_url import check_url
 from spoolkit.errors import ConfigError
 from spoolkit.typing import Serializer
 
-__all__ = ["Backend", "DiskBackend", "LanesBackend", "open_backend"]
+__all__ = ["Backend", "DiskBackend", "LanesBackend", "Message", "Undecodable", "open_backend"]
 
 
 def open_backend(
-    backend: str | Backend | None,
+    backend: str | Backend[Any] | None,
     path: str | os.PathLike[str],
     *,
     serializer: str | Serializer,
     fsync: str,
     max_bytes: int | None,
     consume: bool = True,
-) -> Backend:
+) -> Backend[Any]:
     """Open the backend ``backend`` names (``None`` or ``"disk"``: the lanes of the spool
     directory ``path``, :class:`spoolkit.backends.lanes.LanesBackend`, which any number of
     processes share; ``"redis://...?stream=S&group=G"``:
