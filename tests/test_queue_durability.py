@@ -128,7 +128,7 @@ def test_a_sync_covers_each_chunk_written_since_the_last(tmp_path: Path, fsyncs:
         q.put(6)  # rolls: q00002 is full
         q.sync()
         assert synced() == ["q00003"]
-        q._put_record(q._encode(7), 1000, 0.0)  # under its own id, as a dead-letter requeue
+        q.restore(q.encode(7), 1000, 0.0)  # under its own id, as a dead-letter requeue
         q.sync()
         assert synced() == ["q00003"]
         q.ack(*q.get_batch(1))  # the first record, in q00000

@@ -1,33 +1,29 @@
-"""The default backend: :class:`spoolkit.Queue` on local disk.
+"""The backend over one local queue directory: :class:`DiskBackend`, a thin adapter of
+:class:`spoolkit.Queue` to the :class:`~spoolkit.backends.Backend` contract.
 
 Record ids are ``"<queue uid>-<record number>"``: the uid is fixed when the directory is
-created and the number is the queue's own record id, kept across redeliveries, restarts and
-dead-letter requeues.
-
-A record handed out more than ``max_deliveries`` times without being acknowledged (the queue
-counts hand-outs on disk, so crashes count) is dead-lettered instead of handed out again:
-a record that kills its consumer every time cannot stall the spool in a crash loop.
+created and the number is the queue's own sequence number, kept across redeliveries, restarts
+and dead-letter requeues. The queue counts every hand-out on disk (crashes count), which is
+what a spool compares with :attr:`DiskBackend.max_deliveries` to dead-letter a record that
+kills its consumer every time.
 """
 
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterable, Sequence
-from operator import attrgetter
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from spoolkit._internal.log import get_logger
-from spoolkit.backends.screen import screen
-from spoolkit.deadletter import DeadLetters
 from spoolkit.errors import ConfigError
 from spoolkit.queue.facade import Delivery, Queue
 from spoolkit.queue.framing import MAX_DELIVERIES
+from spoolkit.queue.opening import TAKEN_OVER
 from spoolkit.typing import Serializer
 
-__all__ = ["DiskBackend"]
+if TYPE_CHECKING:
+    from spoolkit.backends.base import Backend
 
-_deliveries = attrgetter("deliveries")
+__all__ = ["DiskBackend"]
 
 
 class DiskBackend:
@@ -40,8 +36,8 @@ class DiskBackend:
         max_bytes: cap on the bytes of records on disk.
         chunksize: records per chunk file.
         max_deliveries: hand-outs after which a record that was never acknowledged is
-            dead-lettered (once dead letters are bound, as a :class:`~spoolkit.Spool` does)
-            rather than handed out again; 1 to 254, or None to hand records out forever.
+            dead-lettered by the spool rather than handed out again; 1 to 254, or None to
+            hand records out forever.
 
     Raises:
         ConfigError: an invalid option.
@@ -69,18 +65,14 @@ class DiskBackend:
         self.queue = Queue(
             path, chunksize=chunksize, serializer=serializer, fsync=fsync, max_bytes=max_bytes
         )
-        # closed by its Spool (or its caller), not by the queue's own exit hook: that one runs
+        # closed by its spool (or its caller), not by the queue's own exit hook: that one runs
         # before the spool's, which drains the queue within exit_timeout first
-        self.queue._finalizer.atexit = False
-        self.max_deliveries = max_deliveries
-        self.dead_lettered = 0
-        """Records this backend dead-lettered itself (over ``max_deliveries``)."""
-        self._dead: DeadLetters | None = None
-        self._log = get_logger(path=self.queue.path)
+        self.queue.leave_close_to_owner()
+        self._max_deliveries = max_deliveries
         self._prefix = self.queue.uid + "-"
-        self._first_id = self.queue._store.next_id
-        # the queue's own put has the same signature: no extra frame on the hottest path
-        self.put = self.queue.put  # type: ignore[method-assign]
+        self._closed = False
+
+    # -- what it is ----------------------------------------------------------------------------
 
     @property
     def uid(self) -> str:
@@ -93,61 +85,40 @@ class DiskBackend:
         return self.queue.path
 
     @property
-    def puts(self) -> int:
-        """Records stored since this backend was opened (not counting dead-letter requeues).
-
-        Counted by the queue under the lock it takes for every put anyway, so a
-        :class:`~spoolkit.Spool` need not count its puts itself.
-        """
-        return self.queue._store.next_id - self._first_id
+    def max_deliveries(self) -> int | None:
+        """Hand-outs after which the spool dead-letters a record; None never does."""
+        return self._max_deliveries
 
     @property
-    def undecodable(self) -> int:
-        """Records skipped since the queue was opened because they could not be decoded."""
-        return self.queue.undecodable
+    def cheap_puts(self) -> bool:
+        """True unless ``fsync="always"``: a put only copies into the page cache."""
+        return self.queue.fsync != "always"
 
     def encode(self, item: Any) -> bytes:
-        """Serialize ``item`` with the queue's serializer."""
-        return self.queue._encode(item)
+        """``Queue.encode``."""
+        return self.queue.encode(item)
 
     def decode(self, payload: bytes) -> Any:
-        """Deserialize with the queue's serializer."""
-        return self.queue._serializer.loads(payload)
+        """``Queue.decode``."""
+        return self.queue.decode(payload)
+
+    # -- storing -------------------------------------------------------------------------------
 
     def put(self, item: Any, *, block: bool, timeout: float | None) -> None:
         """``Queue.put``: raises ``queue.Full`` when there is no room in time."""
         self.queue.put(item, block, timeout)
 
-    @property
-    def queue_put(self) -> Callable[[Any, bool, float | None], None]:
-        """The queue's own ``put(item, block, timeout)``: what :meth:`put` calls, for a
-        Spool's producers to call directly (see ``Spool._putter``)."""
-        return self.queue.put
-
     def put_durable(self, item: Any, *, block: bool, timeout: float | None) -> str:
-        """Store ``item``, fsync it, and return its record id.
-
-        The queue's ``put`` does not return ids, so the id is taken first and the record is
-        stored under it (the queue's ``_put_record``, as a dead-letter requeue does).
-        """
+        """Store ``item``, fsync it, and return its record id."""
         q = self.queue
-        payload = q._encode(item)
-        with q._lock:
-            q._store.check_open()
-            if q._bounded:
-                q._waits.wait_for_room(len(payload), block, timeout)
-            number = q._store.next_id
-            q._store.next_id = number + 1
-        q._put_record(payload, number, time.time())
-        q._sync(None, "the record's fsync failed")
-        return self._prefix + str(number)
+        return self._prefix + str(q.put_payload(q.encode(item), block, timeout, durable=True))
 
     def put_many(self, items: Iterable[Any]) -> None:
-        """Store every item, in order."""
+        """``Queue.put_many``."""
         self.queue.put_many(items)
 
     def restore(self, payload: bytes, record_id: str, enqueued_at: float) -> None:
-        """Store ``payload`` again under ``record_id`` and fsync it.
+        """Store ``payload`` again under ``record_id`` and fsync it (``Queue.restore``).
 
         Raises:
             ConfigError: ``record_id`` was not issued by this directory.
@@ -155,53 +126,20 @@ class DiskBackend:
         uid, _, number = record_id.rpartition("-")
         if uid != self.uid or not number.isdigit():
             raise ConfigError(f"record id {record_id!r} does not belong to {self.path!r}")
-        self.queue._put_record(payload, int(number), enqueued_at)
-        self.queue._sync(None, "the record's fsync failed")
+        self.queue.restore(payload, int(number), enqueued_at)
+
+    # -- handing out ---------------------------------------------------------------------------
 
     def wait(self, timeout: float | None) -> bool:
-        """Wait until a record waits to be handed out, taking nothing."""
-        q = self.queue
-        with q._lock:
-            q._store.check_open()
-            return q._waits.wait_for_records(True, timeout)
-
-    def bind_dead_letters(self, dead: DeadLetters) -> None:
-        """Where records over ``max_deliveries`` go (a Spool binds its own dead letters)."""
-        self._dead = dead
+        """``Queue.wait_for_records``."""
+        return self.queue.wait_for_records(timeout)
 
     def get_batch(self, max_items: int, timeout: float | None) -> Sequence[Delivery]:
-        """``Queue.get_batch``, less the records over ``max_deliveries`` (dead-lettered).
-
-        May return an empty batch before ``timeout`` when every record it took was
-        dead-lettered.
-        """
-        batch = self.queue.get_batch(max_items, timeout)
-        limit = self.max_deliveries
-        if limit is None or not batch or max(map(_deliveries, batch)) <= limit:
-            return batch
-        try:
-            rest, dead_lettered = screen(
-                batch,
-                max_deliveries=limit,
-                dead=self._dead,
-                encode=self.encode,
-                ack=self.queue.ack,
-                log=self._log,
-                sink=f"disk queue {self.path}",
-                record_id=self.record_id,
-            )
-        except BaseException:  # the dead letters could not be written: hand everything back
-            self.queue.nack(*batch)
-            raise
-        self.dead_lettered += dead_lettered
-        return rest
-
-    def record_id(self, message: Delivery) -> str:
-        """``"<uid>-<seq>"``, as :attr:`Delivery.id`."""
-        return self._prefix + str(message.seq)
+        """``Queue.get_batch``."""
+        return self.queue.get_batch(max_items, timeout)
 
     def record_ids(self, messages: Sequence[Delivery]) -> list[str]:
-        """``record_id`` of each message."""
+        """``"<uid>-<seq>"`` of each message, as :attr:`Delivery.id`."""
         prefix = self._prefix
         return [prefix + str(m.seq) for m in messages]
 
@@ -221,6 +159,44 @@ class DiskBackend:
         self.queue.ack(*batch)
         return True
 
+    # -- what flush waits for: one lane, the directory (see spoolkit.spool.lanes_view) ---------
+
+    def waiting_by_lane(self) -> dict[str, int]:
+        """Records waiting, keyed as :meth:`lane_of` keys them; 0 once a newer instance in
+        this process took the queue over (its records are that instance's now)."""
+        return {self.uid: 0 if self.taken_over() else self.waiting()}
+
+    @staticmethod
+    def lane_of(message: Delivery) -> str:
+        """The lane a delivered record came from: its queue's uid (the id's first part)."""
+        return message.queue_uid
+
+    def flush_mark(self) -> None:
+        """None: flush counts the records waiting by lane instead."""
+        return
+
+    def settled_through(self, mark: object) -> bool:
+        """True: flush counts the records waiting by lane instead (see :meth:`flush_mark`)."""
+        return True
+
+    # -- counters and gauges -------------------------------------------------------------------
+
+    @property
+    def puts(self) -> int:
+        """Records stored since this backend was opened (not counting :meth:`restore`)."""
+        return self.queue.puts
+
+    @property
+    def undecodable(self) -> int:
+        """Records skipped since the queue was opened because they could not be decoded
+        (the queue logs each and leaves it on disk: it is never handed out)."""
+        return self.queue.undecodable
+
+    @property
+    def lost_records(self) -> int:
+        """Records found lost when the queue was opened (``Queue.recovery.lost_records``)."""
+        return self.queue.recovery.lost_records
+
     def waiting(self) -> int:
         """``Queue.qsize``."""
         return self.queue.qsize()
@@ -237,31 +213,31 @@ class DiskBackend:
         """``Queue.oldest_enqueued_at``."""
         return self.queue.oldest_enqueued_at()
 
-    # -- what flush and stats read (see spoolkit.spool.lanes_view) ---------------------------------
+    # -- lanes and lifetime --------------------------------------------------------------------
 
-    @staticmethod
-    def lane_of(message: Delivery) -> str:
-        """The lane a delivered record came from: its queue's uid (the id's first part)."""
-        return message.id.rpartition("-")[0]
+    def lanes_held(self) -> list[str]:
+        """``[]``: one directory, without the lanes of :class:`~spoolkit.backends.LanesBackend`."""
+        return []
 
-    def waiting_by_lane(self) -> dict[str, int]:
-        """Records waiting, keyed as :meth:`lane_of` keys them; 0 once a newer instance in
-        this process took the queue over (its records are that instance's now)."""
-        return {self.uid: 0 if self.taken_over() else self.waiting()}
+    def hand_over(self) -> bool:
+        """False: a single directory has no lane to hand over."""
+        return False
 
     def taken_over(self) -> bool:
         """Whether a newer instance on this directory in this process took the queue over."""
-        return self.queue.closed and "taken over" in self.queue._store.closed_reason
+        return self.queue.closed_reason == TAKEN_OVER
 
     def closed_under(self) -> str:
         """Why the queue was closed under this backend (not by :meth:`close`), or ""."""
-        return self.queue._store.closed_reason if self.queue.closed else ""
-
-    @property
-    def lost_records(self) -> int:
-        """Records found lost when the queue was opened (``Queue.recovery.lost_records``)."""
-        return self.queue.recovery.lost_records
+        return "" if self._closed else self.queue.closed_reason
 
     def close(self) -> None:
         """``Queue.close``."""
+        self._closed = True
         self.queue.close()
+
+
+if TYPE_CHECKING:  # mypy checks DiskBackend against the whole contract, member by member
+
+    def _is_a_backend(backend: DiskBackend) -> Backend[Delivery]:
+        return backend

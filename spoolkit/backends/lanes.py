@@ -23,19 +23,21 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from spoolkit._internal.log import get_logger
 from spoolkit.backends.disk import DiskBackend
-from spoolkit.deadletter import DeadLetters
 from spoolkit.errors import ClosedError, ConfigError, FormatError, LockedError, PathError
 from spoolkit.queue import locks
 from spoolkit.queue.handout import Delivery
 from spoolkit.queue.lanes import lane_paths, new_lane
-from spoolkit.queue.meta import IDLE_MARK, LOCK, is_held_live
-from spoolkit.queue.opening import is_open_here, prepare_dir
+from spoolkit.queue.meta import IDLE_MARK, LOCK, is_held_live, read_meta
+from spoolkit.queue.opening import TAKEN_OVER, is_open_here, prepare_dir
 from spoolkit.typing import Serializer
+
+if TYPE_CHECKING:
+    from spoolkit.backends.base import Backend
 
 __all__ = ["LanesBackend"]
 
@@ -91,7 +93,6 @@ class LanesBackend:
             "max_deliveries": max_deliveries,
         }
         self._log = get_logger(path=self.root)
-        self._dead: DeadLetters | None = None
         self._reset()
         self._own: DiskBackend | None = self._take_own()
         self.adopt()  # what waits in lanes nobody holds counts in this spool's backlog now
@@ -104,8 +105,8 @@ class LanesBackend:
         self._own = None
         self._adopted: list[DiskBackend] = []
         self._final: list[DiskBackend] = []  # the lanes held when closed: stats still answer
-        self._by_store: dict[Any, DiskBackend] = {}
-        self._let_go = {"puts": 0, "dead_lettered": 0, "undecodable": 0}
+        self._by_uid: dict[str, DiskBackend] = {}  # the lanes held, by queue uid
+        self._let_go = {"puts": 0, "undecodable": 0}  # the counters of lanes let go
         self._next_scan = 0.0
         self._unreadable: set[str] = set()  # lanes this process cannot read: not tried again
         self._consumer: locks.Held | None = None
@@ -124,9 +125,7 @@ class LanesBackend:
                 lane = DiskBackend(path, **self._options)
             except LockedError:
                 return None
-        if self._dead is not None:
-            lane.bind_dead_letters(self._dead)
-        self._by_store[lane.queue._store] = lane
+        self._by_uid[lane.uid] = lane
         return lane
 
     def _let_go_of(self, lane: DiskBackend) -> None:
@@ -135,7 +134,8 @@ class LanesBackend:
         An empty lane is marked ``idle`` first, while its lock is still held, so that
         consumers looking for lanes to adopt need not open it to see that it is empty.
         """
-        self._by_store.pop(lane.queue._store, None)
+        if self._by_uid.get(lane.uid) is lane:
+            del self._by_uid[lane.uid]
         for key in self._let_go:
             self._let_go[key] += getattr(lane, key)
         if not lane.queue.closed and not lane.backlog():
@@ -244,12 +244,6 @@ class LanesBackend:
             lane.queue.put(item, block, timeout)
         except ClosedError:
             self._again(lane).queue.put(item, block, timeout)
-
-    @property
-    def queue_put(self) -> Callable[[Any, bool, float | None], None]:
-        """The ``put(item, block, timeout)`` of this process's lane's queue (see
-        ``Spool._putter``); it raises ClosedError once the lane changed hands."""
-        return self._current().queue.put
 
     def put_durable(self, item: Any, *, block: bool, timeout: float | None) -> str:
         """Store ``item`` in this process's lane, fsync it, return its record id."""
@@ -401,30 +395,32 @@ class LanesBackend:
                 self._let_go_of(lane)
                 self._log.info("lane_delivered", lane=lane.path)
 
-    def _lane_of(self, message: Delivery) -> DiskBackend:
-        lane = self._by_store.get(message._store)
-        if lane is None:
-            raise ClosedError(f"the lane of record {message.id} was closed")
-        return lane
-
-    def record_id(self, message: Delivery) -> str:
-        """``"<lane uid>-<id>"``."""
-        return self._lane_of(message).record_id(message)
-
     def record_ids(self, messages: Sequence[Delivery]) -> list[str]:
-        """``record_id`` of each message."""
+        """``"<lane uid>-<seq>"`` of each message, as :attr:`Delivery.id`."""
         if not messages:
             return []
-        first = messages[0]._store
-        if all(m._store is first for m in messages):
-            return self._lane_of(messages[0]).record_ids(messages)
-        return [self.record_id(m) for m in messages]
+        uid = messages[0].queue_uid
+        if any(m.queue_uid != uid for m in messages):
+            return [m.id for m in messages]
+        prefix = uid + "-"  # one get_batch: one lane
+        return [prefix + str(m.seq) for m in messages]
 
     def _by_lane(self, messages: Sequence[Delivery]) -> list[tuple[DiskBackend, list[Delivery]]]:
-        groups: dict[int, tuple[DiskBackend, list[Delivery]]] = {}
+        """``messages`` grouped by the lane held that handed them out.
+
+        Raises:
+            ClosedError: a message's lane is not held any more.
+        """
+        groups: dict[str, tuple[DiskBackend, list[Delivery]]] = {}
         for m in messages:
-            lane = self._lane_of(m)
-            groups.setdefault(id(lane), (lane, []))[1].append(m)
+            uid = m.queue_uid
+            group = groups.get(uid)
+            if group is None:
+                lane = self._by_uid.get(uid)
+                if lane is None:
+                    raise ClosedError(f"the lane of record {m.id} was closed")
+                group = groups[uid] = (lane, [])
+            group[1].append(m)
         return list(groups.values())
 
     def ack(self, *messages: Delivery) -> None:
@@ -453,6 +449,17 @@ class LanesBackend:
         """The spool directory."""
         return self.root
 
+    @property
+    def max_deliveries(self) -> int | None:
+        """As for :class:`~spoolkit.backends.disk.DiskBackend`, in every lane."""
+        max_deliveries: int | None = self._options["max_deliveries"]
+        return max_deliveries
+
+    @property
+    def cheap_puts(self) -> bool:
+        """True unless ``fsync="always"``: a put only copies into the page cache."""
+        return bool(self._options["fsync"] != "always")
+
     def encode(self, item: Any) -> bytes:
         """Serialize ``item`` with the spool's serializer."""
         return self._current().encode(item)
@@ -460,12 +467,6 @@ class LanesBackend:
     def decode(self, payload: bytes) -> Any:
         """Deserialize with the spool's serializer."""
         return self._current().decode(payload)
-
-    def bind_dead_letters(self, dead: DeadLetters) -> None:
-        """Where records over ``max_deliveries`` go, in every lane."""
-        self._dead = dead
-        for lane in self._lanes():
-            lane.bind_dead_letters(dead)
 
     def _total(self, key: str) -> int:
         held = [] if self._closed else self._lanes()  # closed lanes are counted in _let_go
@@ -475,11 +476,6 @@ class LanesBackend:
     def puts(self) -> int:
         """Records this process stored since the backend was opened (or it forked)."""
         return self._total("puts")
-
-    @property
-    def dead_lettered(self) -> int:
-        """Records the lanes dead-lettered themselves (over ``max_deliveries``)."""
-        return self._total("dead_lettered")
 
     @property
     def undecodable(self) -> int:
@@ -509,6 +505,14 @@ class LanesBackend:
 
     lane_of = staticmethod(DiskBackend.lane_of)
 
+    def flush_mark(self) -> None:
+        """None: flush counts the records waiting by lane instead."""
+        return
+
+    def settled_through(self, mark: object) -> bool:
+        """True: flush counts the records waiting by lane instead (see :meth:`flush_mark`)."""
+        return True
+
     def waiting_by_lane(self) -> dict[str, int]:
         """Records waiting in each lane held, keyed by lane uid (a lane taken over counts 0)."""
         found: dict[str, int] = {}
@@ -522,7 +526,7 @@ class LanesBackend:
         if self._closed:
             return ""
         reasons = [r for r in (lane.closed_under() for lane in self._lanes()) if r]
-        return next((r for r in reasons if "taken over" not in r), reasons[0] if reasons else "")
+        return next((r for r in reasons if r != TAKEN_OVER), reasons[0] if reasons else "")
 
     @property
     def lost_records(self) -> int:
@@ -575,8 +579,6 @@ def _head_age(lane: DiskBackend) -> float:
 
 
 def _lane_uid(path: str) -> str | None:
-    from spoolkit.queue.meta import read_meta  # noqa: PLC0415 - only for dead-letter requeue
-
     info = read_meta(path)
     uid = info.get("uid") if info else None
     return uid if isinstance(uid, str) else None
@@ -593,3 +595,9 @@ os.register_at_fork(
     before=_OPENING.acquire, after_in_parent=_OPENING.release, after_in_child=_OPENING.release
 )
 os.register_at_fork(after_in_child=_after_fork_child)
+
+
+if TYPE_CHECKING:  # mypy checks LanesBackend against the whole contract, member by member
+
+    def _is_a_backend(backend: LanesBackend) -> Backend[Delivery]:
+        return backend

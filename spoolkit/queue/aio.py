@@ -167,7 +167,7 @@ def wait_put(
 
 async def queue_aput(q: Queue, item: Any, durable: bool, timeout: float | None) -> None:
     """``Queue.aput``: on the loop when it cannot wait (unbounded, no fsync), else off it."""
-    if not (durable or q._always):
+    if not (durable or q.fsync == "always"):
         try:
             q.put(item, block=False)
         except Full:
@@ -212,7 +212,7 @@ async def aget_batch(q: Queue, max_items: int, timeout: float | None) -> list[De
 async def aack(q: Queue, deliveries: tuple[Delivery, ...]) -> None:
     """``Queue.aack``: on the loop without fsync; with ``fsync="always"`` off it (a cancelled
     call still acknowledges: the ack is recorded before the fsync)."""
-    if not q._always:
+    if q.fsync != "always":
         q.ack(*deliveries)
         return
     try:

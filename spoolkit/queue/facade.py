@@ -3,26 +3,24 @@
 from __future__ import annotations
 
 import os
-import time
 import weakref
 from collections.abc import Callable, Iterable
 from queue import Empty
 from typing import Any
 
 from spoolkit._internal.log import get_logger
-from spoolkit.errors import ConfigError, RecordTooLargeError, SerializationError
+from spoolkit.errors import ConfigError, SerializationError
+from spoolkit.queue import aio as _async
 from spoolkit.queue.handout import Delivery, Handout
-from spoolkit.queue.ioerrors import NOT_STORED, NOT_SYNCED, storage_error
+from spoolkit.queue.intake import Intake
+from spoolkit.queue.ioerrors import storage_error
 from spoolkit.queue.opening import RecoveryReport
 from spoolkit.queue.store import Store
 from spoolkit.queue.waits import Waits
 from spoolkit.serializers import resolve
-from spoolkit.queue import aio as _async
 from spoolkit.typing import Serializer
 
 __all__ = ["Delivery", "Queue"]
-
-_now = time.time
 
 
 def _unserializable(item: Any, exc: Exception) -> SerializationError:
@@ -111,14 +109,15 @@ class Queue:
             raise storage_error(exc, where, "cannot open", "nothing was changed") from exc
         self._finalizer = weakref.finalize(self, store.close)
         self._waits = Waits(store, maxsize, max_bytes)
-        self._bounded = self._waits.bounded  # fixed for the queue's life: read on every put
+        self._bounded = self._waits.bounded  # fixed for the queue's life: read on every get
         self._always = fsync == "always"
+        self._intake = Intake(store, self._waits, always=self._always)
+        self._put = self._intake.put
         # bound once: for "pickle" these are the builtins themselves (see PickleSerializer)
         self._dumps: Callable[[Any], bytes] = self._serializer.dumps
         self._loads: Callable[[bytes], Any] = self._serializer.loads
         self._lock = store.lock
         self._not_empty = store.not_empty
-        self._getters = store.not_empty._waiters  # type: ignore[attr-defined]  # put checks it
         self._not_full = store.not_full
         self._all_done = store.all_done
         self._log = get_logger(path=store.path)
@@ -150,7 +149,7 @@ class Queue:
     @property
     def uid(self) -> str:
         """A random id of this spool directory, fixed at creation (32 hex digits)."""
-        return self._store.uid.hex()
+        return self._store.uid_hex
 
     @property
     def unfinished_tasks(self) -> int:
@@ -166,6 +165,29 @@ class Queue:
     def closed(self) -> bool:
         """Whether this instance was closed or taken over."""
         return self._store.closed
+
+    @property
+    def closed_reason(self) -> str:
+        """Why this instance was closed, as its ``ClosedError`` says it: ``"closed"`` by
+        :meth:`close`, else e.g. taken over by a newer instance, or its process forked;
+        ``""`` while open."""
+        return self._store.closed_reason
+
+    @property
+    def fsync(self) -> str:
+        """When records and acknowledgements are fsynced: ``"always"``, ``"interval"`` or
+        ``"never"``."""
+        return self._store.fsync
+
+    @property
+    def serializer(self) -> Serializer:
+        """The serializer items are stored with (an object with ``dumps``/``loads``)."""
+        return self._serializer
+
+    @property
+    def puts(self) -> int:
+        """Records this instance stored since it was opened (:meth:`restore` not counted)."""
+        return self._intake.puts
 
     @property
     def undecodable(self) -> int:
@@ -188,11 +210,20 @@ class Queue:
 
     # -- putting -------------------------------------------------------------------------------
 
-    def _encode(self, item: Any) -> bytes:
+    def encode(self, item: Any) -> bytes:
+        """``item`` serialized as :meth:`put` stores it.
+
+        Raises:
+            SerializationError: the serializer refused it.
+        """
         try:
             return self._dumps(item)
         except Exception as exc:
             raise _unserializable(item, exc) from exc
+
+    def decode(self, payload: bytes) -> Any:
+        """The item a payload from :meth:`encode` holds."""
+        return self._loads(payload)
 
     def put(
         self, item: Any, block: bool = True, timeout: float | None = None, *, durable: bool = False
@@ -217,38 +248,29 @@ class Queue:
             StorageError: another I/O error. If the fsync failed, the record is stored (and
                 will be delivered) but may not survive a power loss; the message says which.
         """
-        try:  # _encode inlined: one call less on the hottest path
+        try:  # encode, inlined: the hottest path of the library
             payload = self._dumps(item)
         except Exception as exc:
             raise _unserializable(item, exc) from exc
-        store = self._store
-        lock = self._lock
-        sync = durable or self._always
-        gen = 0
-        lock.acquire()  # not `with`: half the cost on this path
-        try:
-            if store.closed:
-                store.check_open()
-            if self._bounded:
-                self._waits.wait_for_room(len(payload), block, timeout)
-            try:
-                store.append(payload, None, _now())
-            except OSError as exc:
-                raise storage_error(exc, store.path, "cannot store the record", NOT_STORED) from exc
-            if sync:
-                gen = store.generation()
-            if self._getters:
-                self._not_empty.notify()
-        finally:
-            lock.release()
-        if sync:
-            self._sync(gen, "the record's fsync failed")
+        self._put(payload, block, timeout, durable)
 
-    def _sync(self, gen: int | None, doing: str, outcome: str = NOT_SYNCED) -> None:
-        try:
-            self._store.durability.sync(gen)
-        except OSError as exc:
-            raise storage_error(exc, self._store.path, doing, outcome) from exc
+    def put_payload(
+        self,
+        payload: bytes,
+        block: bool = True,
+        timeout: float | None = None,
+        *,
+        durable: bool = False,
+    ) -> int:
+        """Put an item already serialized by :meth:`encode`; return its sequence number.
+
+        For layers that serialize first (a backend needing the record's id, a dead-letter
+        store): the same wait, cost and errors as :meth:`put`, but for ``SerializationError``.
+
+        Returns:
+            The record's :attr:`Delivery.seq`, the number in its id ``"<uid>-<seq>"``.
+        """
+        return self._put(payload, block, timeout, durable)
 
     def put_nowait(self, item: Any) -> None:
         """``put(item, block=False)``."""
@@ -269,55 +291,20 @@ class Queue:
         try:
             payloads = list(map(self._dumps, items))
         except Exception:  # find the culprit and raise the typed error for it
-            payloads = [self._encode(item) for item in items]
-        if not payloads:
-            return
-        store = self._store
-        # refused before anything is stored, as put would refuse it
-        longest = max(map(len, payloads))
-        if longest > store.max_record_bytes:
-            raise RecordTooLargeError(longest, store.max_record_bytes)
-        self._waits.check_size(longest)
-        stored = 0
-        try:
-            if self._bounded:
-                for p in payloads:
-                    with self._lock:
-                        store.check_open()
-                        self._waits.wait_for_room(len(p), True, None)
-                        store.append(p, None, _now())
-                        stored += 1
-                        self._not_empty.notify()
-            else:
-                with self._lock:
-                    store.check_open()
-                    first = store.next_id
-                    try:
-                        store.append_many(payloads, _now())
-                    finally:
-                        stored = store.next_id - first
-                        if stored:
-                            self._not_empty.notify_all()
-        except OSError as exc:
-            outcome = f"the first {stored} of {len(payloads)} items were stored, the rest not"
-            raise storage_error(
-                exc, store.path, "cannot store the items", outcome, stored=stored
-            ) from exc
-        if durable or self._always:
-            self._sync(None, "the items' fsync failed")
+            payloads = [self.encode(item) for item in items]
+        self._intake.put_many(payloads, durable)
 
-    def _put_record(self, payload: bytes, record_id: int, enqueued_at: float) -> None:
-        """Store an already-encoded record keeping its id (dead-letter requeue)."""
-        store = self._store
-        with self._lock:
-            store.check_open()
-            try:
-                store.append(payload, record_id, enqueued_at)
-            except OSError as exc:
-                raise storage_error(exc, store.path, "cannot store the record", NOT_STORED) from exc
-            self._not_empty.notify()
-        if self._always:
-            self._sync(None, "the record's fsync failed")
+    def restore(self, payload: bytes, seq: int, enqueued_at: float) -> None:
+        """Store a record again under its old sequence number and time, and fsync it.
+
+        For a dead-letter requeue: the record keeps its id (``"<uid>-<seq>"``) and its age.
+        It goes in whatever the bounds say, at the tail.
+
+        Raises:
+            RecordTooLargeError: ``payload`` is over ``max_record_bytes``.
+            StorageError: as :meth:`put` with ``durable=True``.
+        """
+        self._intake.restore(payload, seq, enqueued_at)
 
     # -- getting -------------------------------------------------------------------------------
 
@@ -377,6 +364,18 @@ class Queue:
                 self._not_full.notify_all()
         return out
 
+    def wait_for_records(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` seconds (None: as long as it takes) until a record waits to
+        be handed out, taking none; False if none came in time.
+
+        Raises:
+            ClosedError: the queue is closed, or was closed meanwhile.
+            ValueError: ``timeout`` is negative.
+        """
+        with self._lock:
+            self._store.check_open()
+            return self._waits.wait_for_records(True, timeout)
+
     # -- acknowledging -------------------------------------------------------------------------
 
     def ack(self, *deliveries: Delivery) -> None:
@@ -394,7 +393,7 @@ class Queue:
                 self._after_ack()
             gen = store.generation()
         if self._always:
-            self._sync(gen, "the acknowledgement's fsync failed", _ACK_NOT_SYNCED)
+            self._intake.sync(gen, "the acknowledgement's fsync failed", _ACK_NOT_SYNCED)
 
     def _after_ack(self) -> None:
         if self._bounded:
@@ -431,7 +430,7 @@ class Queue:
         finally:
             lock.release()
         if self._always:
-            self._sync(gen, "the acknowledgement's fsync failed", _ACK_NOT_SYNCED)
+            self._intake.sync(gen, "the acknowledgement's fsync failed", _ACK_NOT_SYNCED)
 
     def join(self) -> None:
         """Block until every record put has been acknowledged."""
@@ -519,7 +518,7 @@ class Queue:
         with self._lock:
             self._store.check_open()
         self._store.durability.unlink_deferred()
-        self._sync(None, "fsync failed", "records stay stored; the next sync tries again")
+        self._intake.sync(None, "fsync failed", "records stay stored; the next sync tries again")
 
     def close(self) -> None:
         """Persist and release the directory. Later calls raise :class:`ClosedError`.
@@ -536,6 +535,12 @@ class Queue:
             raise storage_error(
                 exc, self._store.path, "the final fsync failed", "records stay stored"
             ) from exc
+
+    def leave_close_to_owner(self) -> None:
+        """Do not close at interpreter exit: the owner (a spool, which first delivers what
+        it can within its ``exit_timeout``) closes this queue itself. Otherwise an open queue
+        is closed (and fsynced) by an exit hook that may run before the owner's."""
+        self._finalizer.atexit = False
 
     def __enter__(self) -> Queue:
         return self

@@ -67,10 +67,15 @@ class Delivery:
         self.deliveries = deliveries
 
     @property
+    def queue_uid(self) -> str:
+        """The uid of the queue directory that handed it out: the first part of :attr:`id`."""
+        return self._store.uid_hex
+
+    @property
     def id(self) -> str:
         """The record's id, ``"<queue uid>-<seq>"``: the form :attr:`spoolkit.Record.id`, dead
         letters and the CLI use, unique across spool directories."""
-        return f"{self._store.uid.hex()}-{self.seq}"
+        return f"{self._store.uid_hex}-{self.seq}"
 
     def __repr__(self) -> str:
         return (

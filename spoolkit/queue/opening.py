@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from spoolkit.queue.store import Store
 
 _OPEN: dict[str, weakref.ref[Store]] = {}  # the store open on each directory in this process
+TAKEN_OVER = "taken over by a newer Queue on the same path in this process"
+"""The ``closed_reason`` of a queue another instance in this process opened on its path."""
 _OPEN_LOCK = threading.Lock()
 
 
@@ -89,7 +91,7 @@ def take_over(path: str) -> None:
         ref = _OPEN.get(path)
     other = ref() if ref is not None else None
     if other is not None:
-        other.close("taken over by a newer Queue on the same path in this process")
+        other.close(TAKEN_OVER)
 
 
 def register(store: Store) -> None:
@@ -170,6 +172,7 @@ def open_store(store: Store, serializer_name: str) -> None:
     for i in indexes:
         uid = _recover_chunk(store, i, uid, facts, last=i == indexes[-1])
     store.uid = uid or meta_uid or os.urandom(16)
+    store.uid_hex = store.uid.hex()
     if uid is None and meta_uid is None and indexes:
         store._log.warning(
             "uid_not_found",

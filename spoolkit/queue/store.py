@@ -100,6 +100,7 @@ class Store:
         self._sealed_bytes = 0  # bytes_used of every chunk but the head
         self.next_id = 0
         self.uid = b""  # set by open_store: a random id of the directory, kept in chunk headers
+        self.uid_hex = ""  # uid in hex, as record ids show it: set with uid
         self.report = RecoveryReport()
         self._chunks: dict[int, Chunk] = {}
         self._unread: deque[Chunk] = deque()

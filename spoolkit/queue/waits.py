@@ -33,15 +33,17 @@ class Waits:
 
     Attributes:
         bounded: whether ``put`` may have to wait (``maxsize > 0`` or a ``max_bytes``).
+        getters: callers waiting for records now: a put notifies one only when there is one.
     """
 
-    __slots__ = ("_store", "bounded", "max_bytes", "maxsize")
+    __slots__ = ("_store", "bounded", "getters", "max_bytes", "maxsize")
 
     def __init__(self, store: Store, maxsize: int, max_bytes: int | None) -> None:
         self._store = store
         self.maxsize = maxsize
         self.max_bytes = max_bytes
         self.bounded = maxsize > 0 or max_bytes is not None
+        self.getters = 0
 
     def full(self, size: int) -> bool:
         """Whether a record of ``size`` payload bytes has no room now."""
@@ -89,7 +91,11 @@ class Waits:
             return True
         if not block:
             return False
-        return self._wait(store.not_empty, lambda: store.pending_total > 0, timeout)
+        self.getters += 1
+        try:
+            return self._wait(store.not_empty, lambda: store.pending_total > 0, timeout)
+        finally:
+            self.getters -= 1
 
     def _wait(self, condition: Condition, ready: Callable[[], bool], timeout: float | None) -> bool:
         """Wait on ``condition`` until ``ready()``; False if ``timeout`` passed first."""
