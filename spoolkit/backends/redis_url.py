@@ -4,7 +4,7 @@
 before it imports the ``redis`` extra, so a URL without ``stream`` or ``group``, or with a bad
 limit, is a :class:`~spoolkit.errors.ConfigError` whether or not redis-py is installed.
 redis-py's own connection options stay in the client's URL; their names are checked against
-redis-py's list once it is imported (``_redis_options.split_url``).
+redis-py's list once it is imported (:func:`spoolkit.backends.redis.options.split_url`).
 """
 
 from __future__ import annotations

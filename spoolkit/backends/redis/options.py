@@ -1,6 +1,7 @@
 """The Redis backend's URL checked against redis-py's options; the client a URL makes.
 
-The backend's own options are read and checked in ``_redis_url`` (no redis-py needed)."""
+The backend's own options are read and checked in :mod:`spoolkit.backends.redis_url` (no
+redis-py needed)."""
 
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ def default_consumer() -> str:
 def split_url(url: str) -> tuple[str, dict[str, str]]:
     """Split a backend URL into the client's URL and the backend's options.
 
-    The query's backend options (``_redis_url.OPTIONS``) are taken out; redis-py's connection
-    options (``socket_timeout``, ``max_connections``, ...) stay in the client's URL.
+    The query's backend options (``spoolkit.backends.redis_url.OPTIONS``) are taken out;
+    redis-py's connection options (``socket_timeout``, ``max_connections``, ...) stay in the
+    client's URL.
 
     Returns:
         The URL to build the client from, and the backend options found in the query.
