@@ -33,9 +33,9 @@ def _reserve(fd: int, start: int, end: int, head: bytes = b"") -> None:
 
     Writing the zeros reserves the space as ``posix_fallocate`` does (a full disk fails here,
     not as a ``SIGBUS`` at a later write through the map), and leaves the pages in the page
-    cache, so the map's first writes fault nothing in: a new 20 KiB chunk costs 15% less than
-    reserving it, writing its header, then faulting its pages in (measured on ext4). Space past
-    :data:`WRITE_OUT` bytes is reserved with ``posix_fallocate``.
+    cache, so the map's first writes fault nothing in (cheaper than reserving the space,
+    writing the header, then faulting the pages in). Space past :data:`WRITE_OUT` bytes is
+    reserved with ``posix_fallocate``.
 
     Raises:
         OSError: ``ENOSPC``, ``EFBIG`` (a write cut short is continued, so that the error

@@ -320,7 +320,7 @@ class Queue:
         """
         store = self._store
         lock = self._lock
-        lock.acquire()  # not `with`, as in put
+        lock.acquire()  # not `with`: a per-record path, as Intake.put
         try:
             if store.closed:
                 store.check_open()
@@ -419,7 +419,7 @@ class Queue:
         """
         store = self._store
         lock = self._lock
-        lock.acquire()  # not `with`, as in put
+        lock.acquire()  # not `with`: a per-record path, as Intake.put
         try:
             if store.closed:
                 store.check_open()

@@ -54,7 +54,7 @@ class Intake:
         lock = self._lock
         sync = durable or self._always
         gen = 0
-        lock.acquire()  # not `with`: the hottest path of the library
+        lock.acquire()  # not `with`: the per-record path of every put
         try:
             if store.closed:
                 store.check_open()
