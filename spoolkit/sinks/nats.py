@@ -7,14 +7,6 @@ import contextlib
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-from spoolkit._internal.nats_client import (
-    EventLoopThread,
-    connect,
-    map_nats_error,
-    nats_secrets,
-    redact_nats_url,
-)
-from spoolkit._internal.nats_client import servers as _servers
 from spoolkit._internal.redact import carry_secrets
 from spoolkit.errors import ConfigError, PartialFailure, SinkError
 from spoolkit.serializers import _json_utf8
@@ -25,6 +17,16 @@ try:
     from nats.aio.client import Client
 except ImportError as exc:  # pragma: no cover - exercised only without the extra installed
     raise ImportError("NatsSink needs nats-py: pip install 'spoolkit[nats]'") from exc
+
+# after the check above, so that a missing nats-py names this sink
+from spoolkit._internal.nats_client import (
+    EventLoopThread,
+    connect,
+    map_nats_error,
+    nats_secrets,
+    redact_nats_url,
+)
+from spoolkit._internal.nats_client import servers as _servers
 
 __all__ = [
     "URL_OPTIONS",

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from spoolkit._internal.redact import redact_text, redact_url, secrets_in_url
-from spoolkit._internal.redis_errors import map_redis_error
 from spoolkit.errors import ConfigError
 from spoolkit.serializers import _json_utf8
 from spoolkit.sinks._encode import encode_batch
@@ -20,6 +19,9 @@ try:
     from redis.typing import EncodableT, FieldT
 except ImportError as exc:  # pragma: no cover - exercised only without the extra installed
     raise ImportError("RedisStreamSink needs redis: pip install 'spoolkit[redis]'") from exc
+
+# after the check above, so that a missing redis-py names this sink
+from spoolkit._internal.redis_errors import map_redis_error
 
 __all__ = ["RedisStreamSink", "map_redis_error"]
 
