@@ -22,6 +22,7 @@ import os
 import pickle
 import threading
 import traceback
+import weakref
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -204,6 +205,7 @@ class DeadLetters:
         self._decode = decode
         self._restore = restore
         self._lock = threading.Lock()
+        _ALIVE.add(self)  # a forked child gets a fresh lock (see _after_fork_child)
         self._len = self._bytes = 0
         with self._opened() as q:  # creates and checks the store now, not at the first add
             self._path = q.path
@@ -332,8 +334,19 @@ class DeadLetters:
     def close(self) -> None:
         """Nothing to release: the store is open only during each operation."""
 
-    def _after_fork_child(self) -> None:
-        self._lock = threading.Lock()
-
     def __repr__(self) -> str:
         return f"<spoolkit.DeadLetters path={self.path!r} len={len(self)}>"
+
+
+_ALIVE: weakref.WeakSet[DeadLetters] = weakref.WeakSet()
+"""Every DeadLetters object alive in this process."""
+
+
+def _after_fork_child() -> None:
+    """In a forked child: a fresh lock for every store (one held in the parent at the fork
+    would be held forever); the store itself is opened afresh at each operation."""
+    for dead in list(_ALIVE):
+        dead._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_child)

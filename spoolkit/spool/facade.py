@@ -201,7 +201,6 @@ class Spool:
         ``after_fork()`` method is told, so that it drops connections shared with the parent.
         """
         self._build()
-        self._dead._after_fork_child()
         after_fork_in_child_of(self._sink)
         if self._state == "running":
             self._state = "new"
