@@ -12,6 +12,7 @@ default, :class:`spoolkit.testing.FakeClock` in tests.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +67,11 @@ class SystemClock:
     def sleep(self, seconds: float) -> None:
         """``time.sleep(seconds)``."""
         time.sleep(seconds)
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        """Wait up to ``seconds`` for ``event`` (a stop cuts a backoff short); whether it is
+        set."""
+        return event.wait(seconds)
 
 
 def _retry_after(state: tenacity.RetryCallState) -> float:

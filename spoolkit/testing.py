@@ -196,6 +196,13 @@ class FakeClock:
             self._now += seconds
             self._mono += seconds
 
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        """Wait for ``event`` up to ``seconds``, at once: unless ``event`` is already set,
+        record ``seconds`` as a sleep and move time forward by them. Whether ``event`` is set."""
+        if not event.is_set():
+            self.sleep(seconds)
+        return event.is_set()
+
     def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds`` without recording a sleep."""
         with self._lock:

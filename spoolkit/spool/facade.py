@@ -183,14 +183,15 @@ class Spool:
             batch_size=batch_size,
             batch_interval=batch_interval,
             log=self._log,
+            workers=workers,
         )
         self._supervisor = Supervisor(
             self._pool,
-            workers=workers,
             sink_timeout=sink_timeout,
             counters=self._counters,
             clock=self._clock,
             log=self._log,
+            record_ids=self._backend.record_ids,
         )
 
     def _after_fork_child(self) -> None:
@@ -249,7 +250,7 @@ class Spool:
             hand_over = getattr(self._backend, "hand_over", None)
             return bool(hand_over()) if callable(hand_over) else False
         deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
-        return self._supervisor.wait_delivered(deadline)
+        return self._pool.wait_settled(deadline)
 
     def stop(self, drain: bool = True, timeout: float = _STOP_TIMEOUT) -> bool:
         """Stop: refuse new records, finish in-flight batches, persist, release the directory.
@@ -279,35 +280,25 @@ class Spool:
             self._revive = False
         running(self, False)
         deadline = time.monotonic() + timeout
-        cut = self._supervisor.cut
         closed = closed_under(self._backend)
         taken = "taken over" in closed
         clean = not closed or taken  # closed under it otherwise: its records wait on disk
         if was_running and drain and not closed:
             clean = self.flush(timeout)
-        pool = self._pool
-        pool.stopping.set()
         self._supervisor.stop()
-        abandoned = 0
         # closed under it: nothing can be acknowledged any more, hand back what workers hold
-        if was_running and (closed or not self._supervisor.wait_idle(deadline)):
+        if not self._pool.stop(deadline, hand_back=bool(closed)):
             clean = clean and bool(closed)
-            for slot in list(pool.slots):
-                running_call = slot.call_started is not None
-                if pool.abandon(slot) and running_call:
-                    abandoned += 1
         left = 0 if taken else _backlog(self._backend)  # a closed queue still answers
         try:
-            self._backend.close()
+            self._backend.close()  # wakes the workers waiting for records
         finally:
-            for slot in list(pool.slots):
-                if slot.thread is not None and not slot.abandoned and not cut.is_set():
-                    slot.thread.join(max(0.0, deadline - time.monotonic()))
+            self._pool.join(deadline)
             try:
                 self._pool.close_sink(self._sink, opened=was_running)  # then its loop ends
             finally:
                 self._dead.close()
-        self._stopped_log(clean, closed, left, abandoned, timeout)
+        self._stopped_log(clean, closed, left, self._pool.calls_abandoned, timeout)
         return clean
 
     def _stopped_log(
@@ -322,7 +313,7 @@ class Spool:
             return
         if closed:
             why = f"its store was {closed} before stop()"
-        elif self._supervisor.cut.is_set():
+        elif self._pool.cut.is_set():
             why = "cut short by a second Ctrl-C"
         else:
             why = f"the {timeout:g} s timeout passed"

@@ -1,107 +1,74 @@
-"""The consumer pool: worker threads that take batches, deliver them and acknowledge them.
+"""The pool of worker threads behind a spool: one object owning its threads, their batches and
+the locks between them.
 
-A worker takes up to ``batch_size`` records (waiting up to ``batch_interval`` for a batch to
-fill), hands the data records to the sink and each deferred call to its function, retries
-failures in place with tenacity, and acknowledges a record only once its sink returned or it
-was dead-lettered. Crashes and stuck sink calls are the supervisor's business
-(:mod:`spoolkit.spool.supervisor`).
+Each worker waits for records, takes a batch of up to ``batch_size`` (lingering up to
+``batch_interval`` for it to fill) through ``take`` (the backend's ``get_batch``, or the
+spool's screening wrapper around it), hands it to :class:`~spoolkit.spool.delivery.Delivery`,
+and starts over. The rest of the spool uses only the pool's API:
 
-A sink whose ``write`` is ``async def`` runs on the pool's event loop
-(:mod:`spoolkit.spool.async_sink`): the worker hands its batch to the loop and waits for the answer,
-so everything above holds unchanged; a call given up on (stuck, or abandoned by ``stop``) is
-cancelled there. A sync sink is called directly, as it always was.
+- :meth:`Pool.start` starts the workers; :meth:`Pool.restart` starts one again after a crash;
+  :meth:`Pool.replace` gives a stuck sink call's batch to a new worker. When to do either is
+  the supervisor's policy (:mod:`spoolkit.spool.supervisor`).
+- :meth:`Pool.wait_settled` is ``flush``: it counts records by lane, never by timestamps
+  (:mod:`spoolkit.spool.batches`); :meth:`Pool.wait_idle` waits for the batches in hand.
+- :meth:`Pool.stop` stops taking and finishes (or hands back) the batches in hand by a
+  deadline; :meth:`Pool.join` then waits for the threads, by the same deadline, once the
+  backend is closed (closing it wakes the workers waiting for records).
+- ``slots``, :meth:`Pool.live`, :attr:`Pool.urgent`, :meth:`Pool.oldest_inflight` are read-only
+  views for the supervisor and the stats.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
 import threading
 import time
-import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import tenacity
 
-from spoolkit._internal.guard import guard, spoolkit_thread
-from spoolkit._internal.redact import error_repr
+from spoolkit._internal.guard import spoolkit_thread
 from spoolkit.backends import Backend
-from spoolkit.deadletter import DeadEntry, DeadLetters
-from spoolkit.errors import ClosedError, PartialFailure, TransientError, UnknownDeferredError
-from spoolkit.retry import (
-    Clock,
-    RetryPolicy,
-    SystemClock,
-    id_range,
-    log_retry,
-    older_than,
-    to_retrying,
-)
-from spoolkit.spool.async_sink import AsyncRunner, concurrency_of, is_async_callable
-from spoolkit.spool.current import delivering
-from spoolkit.spool.deferred import CALL_MARK, DeferredCall, Registered, as_call
-from spoolkit.spool.lanes_view import lane_key
+from spoolkit.deadletter import DeadLetters
+from spoolkit.errors import ClosedError
+from spoolkit.retry import Clock, RetryPolicy
+from spoolkit.spool.async_sink import AsyncRunner
+from spoolkit.spool.batches import Batches, Slot, Take
+from spoolkit.spool.deferred import Registered
+from spoolkit.spool.delivery import Abandoned, Delivery, SinkCall
+from spoolkit.spool.sink_calls import SinkCalls
 from spoolkit.spool.stats import Counters
-from spoolkit.typing import Record
 
-__all__ = ["Pool", "Slot"]
+__all__ = ["OnCrash", "Pool", "Slot"]
 
-_LINGER_SLICE = 0.05  # how often a lingering worker looks at stop/flush requests
-_CLOSE_WAIT = 30.0  # the most seconds an async sink's close() may take
-
-
-class Interrupted(BaseException):
-    """The spool is stopping: a backoff was cut short and the batch goes back to the queue."""
-
-
-class Abandoned(BaseException):
-    """The supervisor gave this worker's batch to another worker: drop it silently."""
-
-
-class Slot:
-    """One worker thread and the batch it holds, shared with the supervisor and ``flush``.
-
-    ``lock`` makes finishing a batch (ack, nack, dead-letter) and abandoning it (the
-    supervisor's nack) mutually exclusive: exactly one of them settles each record.
-    """
-
-    __slots__ = (
-        "abandoned",
-        "call_started",
-        "finished",
-        "future",
-        "index",
-        "inflight",
-        "lock",
-        "rounds",
-        "thread",
-        "write",
-    )
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-        self.lock = threading.Lock()
-        self.inflight: list[Any] = []
-        self.call_started: float | None = None
-        self.abandoned = False
-        self.rounds = 0  # batches taken (under Pool.take_lock)
-        self.finished = 0  # rounds settled (under Pool.progress)
-        self.thread: threading.Thread | None = None
-        self.write: SinkCall | None = None  # what this worker calls with a batch of records
-        # an async sink's call running on the pool's loop: cancelled when the batch is abandoned
-        self.future: concurrent.futures.Future[None] | None = None
-
-
-SinkCall = Callable[[Sequence[Record]], None]
+OnCrash = Callable[[Slot, BaseException, list[Any]], None]
+"""``on_crash(slot, exc, batch)``: a worker died of ``exc``; its ``batch`` is back in the queue."""
 
 
 class Pool:
-    """Worker threads over one backend. Created and driven by :class:`spoolkit.Spool`."""
+    """``workers`` threads delivering the records of ``backend``. Created by the Spool.
+
+    Args:
+        backend: the store the records come from and are acknowledged in.
+        sink: the sink's ``write`` (sync or ``async def``).
+        dead: where undeliverable records go.
+        registry: the deferred functions, by name.
+        retry: the spool's retry policy.
+        counters: the spool's counters.
+        clock: where time is read and backoffs wait.
+        batch_size: the most records per batch.
+        batch_interval: the longest a worker waits for a batch to fill, in seconds.
+        log: the spool's bound logger.
+        workers: how many threads.
+        take: ``take(max_items, timeout)`` hands out a batch; default ``backend.get_batch``.
+
+    Raises:
+        ConfigError: an async sink's ``concurrency`` is not a positive int.
+    """
 
     def __init__(
         self,
-        backend: Backend,
+        backend: Backend[Any],
         *,
         sink: SinkCall,
         dead: DeadLetters,
@@ -112,432 +79,195 @@ class Pool:
         batch_size: int,
         batch_interval: float,
         log: Any,
+        workers: int = 1,
+        take: Take | None = None,
     ) -> None:
-        self.backend = backend
-        self.sink = sink
-        self.dead = dead
-        self.registry = registry
-        self.retry = retry
-        self.counters = counters
-        self.clock = clock
-        self.batch_size = batch_size
-        self.batch_interval = batch_interval
-        self.log = log
-        self.stopping = threading.Event()
-        self.progress = threading.Condition(threading.Lock())
-        self.take_lock = threading.Lock()
-        self.slots: list[Slot] = []
-        self.nack_epoch = 0  # moves with every hand-back (under take_lock, with the nack)
-        # records handed to workers / handed back, per lane (see spoolkit.spool.lanes_view): flush
-        # counts these, under take_lock, never the records' timestamps
-        self.taken: dict[Any, int] = {}
-        self.returned: dict[Any, int] = {}
-        self._lane_of = lane_key(backend)
-        self.urgent = 0  # flush() callers waiting: workers do not linger
-        self.on_crash: Callable[[Slot, BaseException, list[Any]], None] = lambda *_: None
-        self._attempts: dict[str, int] = {}
-        self._real_clock = isinstance(clock, SystemClock)
-        self.workers = 1  # set by the supervisor (size_for): an async sink's default concurrency
-        self.is_async = is_async_callable(sink)
-        self.runner: AsyncRunner | None = None  # an async sink's loop, started on first use
-        self._runner_lock = threading.Lock()
+        self.size = workers
+        """How many workers the pool runs."""
+        self.cut = threading.Event()
+        """Set to end every wait of :meth:`wait_settled`, :meth:`wait_idle` and :meth:`join`
+        at once (a second Ctrl-C during ``stop``)."""
+        self._counters = counters
+        self._stopping = threading.Event()
+        self._on_crash: OnCrash = lambda *_: None
+        self._calls_abandoned = 0
+        self._batches = Batches(
+            backend,
+            take if take is not None else backend.get_batch,
+            batch_size=batch_size,
+            batch_interval=batch_interval,
+            stopping=self._stopping,
+            cut=self.cut,
+        )
+        self._sink_calls = SinkCalls(sink, workers)
+        self._delivery = Delivery(
+            backend,
+            sink=sink,
+            dead=dead,
+            registry=registry,
+            retry=retry,
+            counters=counters,
+            clock=clock,
+            log=log,
+            settle=self._batches.settle,
+            stopping=self._stopping,
+        )
 
-    def size_for(self, workers: int) -> None:
-        """Note the pool's size; check an async sink's ``concurrency`` now (a ConfigError at
-        construction rather than in a worker)."""
-        self.workers = workers
-        if self.is_async:
-            concurrency_of(_sink_object(self.sink), workers)
+    # -- the sink ------------------------------------------------------------------------------
 
-    # -- async sinks ---------------------------------------------------------------------------
-
-    def loop(self) -> AsyncRunner:
-        """The pool's event loop for async sink calls, started on first use (and again after
-        ``close_sink`` closed it, for a sink closed twice)."""
-        runner = self.runner
-        if runner is None or runner.loop.is_closed():
-            with self._runner_lock:
-                if self.runner is None or self.runner.loop.is_closed():  # closed: close_sink ran
-                    concurrency = concurrency_of(_sink_object(self.sink), self.workers)
-                    self.runner = AsyncRunner(concurrency)
-                    # a pool dropped without close_sink (its spool never stopped) stops its loop;
-                    # not at exit, where spools still deliver through it
-                    weakref.finalize(self, self.runner.stop).atexit = False
-                runner = self.runner
-        return runner
+    @property
+    def runner(self) -> AsyncRunner | None:
+        """An async sink's event loop; None until first used (and for a sync sink)."""
+        return self._sink_calls.runner
 
     def open_sink(self, sink: Any) -> None:
         """Call ``sink.open()`` if it has one: awaited on the pool's loop if ``async def``."""
-        opener = getattr(sink, "open", None)
-        if callable(opener):
-            if is_async_callable(opener):
-                self.loop().run(opener, None)
-            else:
-                opener()
+        self._sink_calls.open(sink)
 
     def close_sink(self, sink: Any, opened: bool = True) -> None:
         """Call ``sink.close()`` if it has one and was opened (awaited on the pool's loop if
         ``async def``, for up to 30 s); then stop and close the pool's loop, if it has one."""
-        try:
-            closer = getattr(sink, "close", None)
-            if opened and callable(closer):
-                if is_async_callable(closer):
-                    self.loop().run(closer, _CLOSE_WAIT)
-                else:
-                    closer()
-        finally:
-            if self.runner is not None:
-                self.runner.stop()
+        self._sink_calls.close(sink, opened)
 
-    def _async_call(self, slot: Slot) -> SinkCall:
-        """``slot``'s sink call for an async sink: run on the loop, waited for here."""
-        write = self.sink
+    # -- workers -------------------------------------------------------------------------------
 
-        def call(records: Sequence[Record]) -> None:
-            future = slot.future = self.loop().submit(write, records)  # type: ignore[arg-type]
-            try:
-                if slot.abandoned:  # abandoned before the future was noted: cancel it here
-                    future.cancel()
-                future.result()
-            except concurrent.futures.CancelledError:
-                if slot.abandoned:
-                    raise Abandoned from None
-                raise TransientError("the async sink call was cancelled") from None
-            finally:
-                slot.future = None
+    def start(self, on_crash: OnCrash | None = None) -> None:
+        """Start the workers; ``on_crash`` hears of each one that dies of an unexpected error
+        (a bug in a sink or in spoolkit: a failed write is the retry policy's business)."""
+        if on_crash is not None:
+            self._on_crash = on_crash
+        for index in range(self.size):
+            self._spawn(index)
 
-        return call
+    def restart(self, slot: Slot) -> None:
+        """Start a new worker in the place of ``slot``'s, which crashed (not once stopping)."""
+        if not self._stopping.is_set():
+            self._spawn(slot.index)
 
-    # -- threads -------------------------------------------------------------------------------
+    def replace(self, slot: Slot, call_started: float) -> list[Any] | None:
+        """Replace a worker stuck in a sink call: its batch goes back to the queue for another
+        worker, a new worker starts in its place, and the stuck thread is left to finish on
+        its own, its result ignored (an async sink's call is cancelled on the loop).
 
-    def spawn(self, index: int) -> Slot:
-        """Start worker ``index`` (replacing the slot of that index, if any)."""
-        slot = Slot(index)
-        slot.write = self._async_call(slot) if self.is_async else self.sink
-        slot.thread = threading.Thread(
-            target=self._run, args=(slot,), name=f"spoolkit-worker-{index}", daemon=True
-        )
-        with self.progress:
-            if index < len(self.slots):
-                self.slots[index] = slot
-            else:
-                self.slots.append(slot)
-        slot.thread.start()
-        return slot
+        Args:
+            slot: the stuck worker's slot.
+            call_started: ``slot.call_started`` as seen: if that call returned in the
+                meantime, nothing is done.
+
+        Returns:
+            The batch handed back, or None if the call had returned.
+        """
+        msgs = self._batches.abandon(slot, call_started)
+        if msgs is not None:
+            self._spawn(slot.index)
+        return msgs
+
+    @property
+    def slots(self) -> tuple[Slot, ...]:
+        """The current slot of each worker, by index (a snapshot)."""
+        return self._batches.slots
 
     def live(self) -> int:
         """Workers running and not abandoned."""
-        with self.progress:
-            return sum(
-                1
-                for s in self.slots
-                if not s.abandoned and s.thread is not None and s.thread.is_alive()
-            )
-
-    def _run(self, slot: Slot) -> None:
-        spoolkit_thread()  # a sink's own logging here is never spooled (no feedback loop)
-        try:
-            while not self.stopping.is_set() and not slot.abandoned:
-                try:
-                    msgs = self._take(slot)
-                except ClosedError:  # closed, or taken over: hand back what it held
-                    self.abandon(slot)
-                    return
-                if msgs:
-                    self._handle(slot, msgs)
-                with self.progress:
-                    slot.finished = slot.rounds
-                    self.progress.notify_all()
-        except Abandoned:
-            return
-        except BaseException as exc:
-            held = self.abandon(slot)
-            self.counters.error(exc)
-            self.on_crash(slot, exc, held or [])
-
-    def abandon(self, slot: Slot, call_started: float | None = None) -> list[Any] | None:
-        """Take ``slot``'s batch away from it and hand it back to the queue; return it.
-
-        With ``call_started``, only if that sink call is still running; None if not done.
-        """
-        with slot.lock:
-            if slot.abandoned or (call_started is not None and slot.call_started != call_started):
-                return None
-            msgs, slot.inflight = slot.inflight, []
-            with self.take_lock:  # flush sees the slot abandoned only with its nack counted
-                slot.abandoned = True
-                self._hand_back(msgs)
-            future = slot.future
-            if future is not None:  # an async sink's call: cancel it on the loop
-                future.cancel()
-        with self.progress:
-            self.progress.notify_all()
-        return msgs
-
-    def _hand_back(self, msgs: Sequence[Any]) -> None:
-        """Nack ``msgs`` and count them, holding ``take_lock`` (see ``wait_delivered``)."""
-        if msgs:
-            # closed: every unacknowledged record is delivered again after a restart
-            with contextlib.suppress(ClosedError):
-                self.backend.nack(*msgs)
-            self._count(self.returned, msgs)
-        self.nack_epoch += 1
-
-    def _count(self, counts: dict[Any, int], msgs: Sequence[Any]) -> None:
-        """Add ``msgs`` to ``counts`` by lane (holding ``take_lock``)."""
-        lane_of = self._lane_of
-        first = lane_of(msgs[0])
-        if lane_of(msgs[-1]) == first:  # a get_batch hands out the records of one lane
-            counts[first] = counts.get(first, 0) + len(msgs)
-            return
-        for m in msgs:
-            key = lane_of(m)
-            counts[key] = counts.get(key, 0) + 1
-
-    # -- taking --------------------------------------------------------------------------------
-
-    def _take(self, slot: Slot) -> list[Any]:
-        """Wait for records empty-handed, then take a batch (lingering up to batch_interval).
-
-        Taking and registering the batch in ``slot`` happen under ``take_lock``, so ``flush``
-        sees every record either waiting in the backend or held by a known round of a slot.
-        """
-        backend, size = self.backend, self.batch_size
-        backend.wait(None)
-        with self.take_lock:
-            msgs = slot.inflight = list(backend.get_batch(size, 0))
-            slot.rounds += 1
-            if msgs:
-                self._count(self.taken, msgs)
-        if self.urgent:
-            with self.progress:
-                self.progress.notify_all()
-        if msgs and len(msgs) < size and self.batch_interval > 0:
-            deadline = time.monotonic() + self.batch_interval
-            while len(msgs) < size and not self.stopping.is_set() and not self.urgent:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                if backend.wait(min(remaining, _LINGER_SLICE)):
-                    with self.take_lock:
-                        more = backend.get_batch(size - len(msgs), 0)
-                        if more:
-                            msgs.extend(more)
-                            self._count(self.taken, more)
-        return msgs
-
-    # -- delivering ----------------------------------------------------------------------------
-
-    def _handle(self, slot: Slot, msgs: list[Any]) -> None:
-        if self.stopping.is_set():
-            self._settle(slot, nack=msgs)
-            return
-        data: list[Any] = []
-        calls: list[tuple[Any, DeferredCall]] = []
-        for m in msgs:
-            item = m.item
-            kind = type(item)
-            call = None
-            if kind is DeferredCall or (kind is dict and CALL_MARK in item):
-                call = as_call(item)
-            if call is None:
-                data.append(m)
-            else:
-                calls.append((m, call))
-        if data:
-            self._deliver(slot, data, slot.write or self.sink, self.retry)
-        for m, call in calls:
-            reg = self.registry.get(call.name)
-            if reg is None:
-                err = UnknownDeferredError(call.name)
-                now = self.clock.time()
-                self._dead_letter(slot, [m], [1], err, now, now)
-                continue
-            self._deliver(slot, [m], _runner(reg, call), reg.retry or self.retry)
-
-    def _settle(self, slot: Slot, ack: Sequence[Any] = (), nack: Sequence[Any] = ()) -> None:
-        with slot.lock:
-            if slot.abandoned:
-                raise Abandoned
-            if ack:
-                self.backend.ack(*ack)
-            if nack:
-                with self.take_lock:
-                    self._hand_back(nack)
-            settled = len(ack) + len(nack)
-            if settled >= len(slot.inflight):
-                slot.inflight = []
-            else:
-                done = {id(m) for m in (*ack, *nack)}
-                slot.inflight = [m for m in slot.inflight if id(m) not in done]
-
-    def _deliver(
-        self, slot: Slot, msgs: list[Any], target: SinkCall, retry: RetryPolicy | tenacity.Retrying
-    ) -> None:
-        """Deliver ``msgs`` through ``target``: ack, retry in place, or dead-letter."""
-        ids = self.backend.record_ids(msgs)
-        current = list(range(len(msgs)))
-        tried = [0] * len(msgs)
-        attempts = self._attempts
-        first_at = self.clock.time()
-
-        def attempt() -> None:
-            if slot.abandoned:
-                raise Abandoned
-            retried = 0
-            if attempts or len(current) < len(msgs):
-                records = []
-                for i in current:
-                    n = tried[i] = attempts.get(ids[i], 0) + 1
-                    retried += n > 1
-                    m = msgs[i]
-                    records.append(Record(ids[i], m.item, m.enqueued_at, n))
-            else:  # the common case: nothing failed lately, every record is on attempt 1
-                tried[:] = [1] * len(msgs)
-                records = [
-                    Record(i, m.item, m.enqueued_at, 1) for i, m in zip(ids, msgs, strict=True)
-                ]
-            if retried:
-                self.counters.add("retried", retried)
-            slot.call_started = self.clock.monotonic()
-            try:
-                target(records)
-            except PartialFailure as exc:
-                failed = set(map(str, exc.failed))
-                ok = [i for i in current if ids[i] not in failed]
-                if len(ok) == len(current):  # names no record of this batch: a sink bug,
-                    self._failed(current, ids, tried, exc)  # so the whole batch failed
-                    raise
-                self._delivered(slot, [msgs[i] for i in ok], [ids[i] for i in ok])
-                current[:] = [i for i in current if ids[i] in failed]
-                self._failed(current, ids, tried, exc)
-                raise
-            except Exception as exc:
-                self._failed(current, ids, tried, exc)
-                raise
-            finally:
-                slot.call_started = None
-
-        try:
-            attempt()
-        except Exception as first_error:
-            self._retry(slot, msgs, ids, current, tried, attempt, retry, first_error, first_at)
-            return
-        self._delivered(slot, [msgs[i] for i in current], [ids[i] for i in current])
-
-    def _failed(self, current: list[int], ids: list[str], tried: list[int], exc: Exception) -> None:
-        for i in current:
-            self._attempts[ids[i]] = tried[i]
-        self.counters.error(exc)
-
-    def _delivered(self, slot: Slot, msgs: list[Any], ids: list[str]) -> None:
-        self._settle(slot, ack=msgs)
-        attempts = self._attempts
-        if attempts:
-            for i in ids:
-                attempts.pop(i, None)
-        self.counters.add("delivered", len(msgs))
-
-    def _retry(  # noqa: PLR0917 - private, the state of one delivery
-        self,
-        slot: Slot,
-        msgs: list[Any],
-        ids: list[str],
-        current: list[int],
-        tried: list[int],
-        attempt: Callable[[], None],
-        retry: RetryPolicy | tenacity.Retrying,
-        first_error: Exception,
-        first_at: float,
-    ) -> None:
-        pending: list[Exception] = [first_error]
-
-        def again() -> None:
-            if pending:
-                raise pending.pop()  # attempt 1 already happened: tell tenacity how it went
-            attempt()
-
-        retrying = to_retrying(retry, self._sleep)
-        if isinstance(retry, RetryPolicy) and retry.max_age is not None:
-            born = min(msgs[i].enqueued_at for i in current)
-            too_old = older_than(born, retry.max_age, self.clock.time)
-            stop = retrying.stop
-            retrying.stop = lambda state: bool(stop(state)) or too_old(state)
-        retrying.before_sleep = log_retry(self.log, [ids[i] for i in current])
-        try:
-            retrying(again)
-        except Interrupted:
-            self._settle(slot, nack=[msgs[i] for i in current])
-            return
-        except tenacity.RetryError as err:
-            last = err.last_attempt.exception() or first_error
-        except Exception as exc:
-            last = exc
-        else:
-            self._delivered(slot, [msgs[i] for i in current], [ids[i] for i in current])
-            return
-        self._dead_letter(
-            slot,
-            [msgs[i] for i in current],
-            [tried[i] for i in current],
-            last,
-            first_at,
-            self.clock.time(),
-        )
-        for i in current:
-            self._attempts.pop(ids[i], None)
-
-    def _dead_letter(  # noqa: PLR0917 - private
-        self,
-        slot: Slot,
-        msgs: list[Any],
-        tried: list[int],
-        exc: BaseException,
-        first_at: float,
-        last_at: float,
-    ) -> None:
-        entries = DeadEntry.build(self.backend, msgs, tried, exc, first_at, last_at)
-        self.dead.add(entries)  # fsynced before the originals are acknowledged
-        self._settle(slot, ack=msgs)
-        self.counters.add("dead_lettered", len(msgs))
-        self.counters.error(exc)
-        self.log.error(
-            "batch_dead_lettered",
-            batch_size=len(msgs),
-            record_ids=id_range([e.record_id for e in entries]),
-            error=error_repr(exc),
+        return sum(
+            1
+            for s in self.slots
+            if not s.abandoned and s.thread is not None and s.thread.is_alive()
         )
 
-    def _sleep(self, seconds: float) -> None:
-        """tenacity's sleep: returns early, raising :class:`Interrupted`, when stopping."""
-        if self.stopping.is_set():
-            raise Interrupted
-        if self._real_clock:
-            self.stopping.wait(seconds)
-        else:
-            self.clock.sleep(seconds)
-        if self.stopping.is_set():
-            raise Interrupted
+    @property
+    def urgent(self) -> int:
+        """``flush`` callers waiting now (workers then hand over batches without lingering)."""
+        return self._batches.urgent
 
     def oldest_inflight(self) -> float | None:
         """``enqueued_at`` of the oldest record held by a worker."""
-        times = [m.enqueued_at for s in list(self.slots) for m in list(s.inflight)]
-        return min(times, default=None)
+        return self._batches.oldest_inflight()
 
+    def _spawn(self, index: int) -> None:
+        """Start worker ``index`` (replacing the slot of that index, if any)."""
+        slot = Slot(index)
+        slot.write = self._sink_calls.for_slot(slot)
+        slot.thread = threading.Thread(
+            target=self._run, args=(slot,), name=f"spoolkit-worker-{index}", daemon=True
+        )
+        self._batches.put_slot(slot)
+        slot.thread.start()
 
-def _sink_object(write: Any) -> Any:
-    """The sink a ``write`` callable belongs to (a bound method's object), else the callable."""
-    return getattr(write, "__self__", write)
-
-
-def _runner(reg: Registered, call: DeferredCall) -> SinkCall:
-    def run(records: Sequence[Record]) -> None:
-        guard.active = False  # the application's own code: what it logs is spooled
-        token = delivering.set(records[0])  # spoolkit.current_record() inside the function
+    def _run(self, slot: Slot) -> None:
+        spoolkit_thread()  # a sink's own logging here is never spooled (no feedback loop)
+        batches = self._batches
         try:
-            reg.run(call)
-        finally:
-            delivering.reset(token)
-            guard.active = True
+            while not self._stopping.is_set() and not slot.abandoned:
+                try:
+                    msgs = batches.take(slot)
+                except ClosedError:  # closed, or taken over: hand back what it held
+                    batches.abandon(slot)
+                    return
+                if msgs:
+                    self._delivery.run(slot, msgs)
+                batches.finished(slot)
+        except Abandoned:
+            return
+        except BaseException as exc:
+            held = batches.abandon(slot)
+            self._counters.error(exc)
+            self._on_crash(slot, exc, held or [])
 
-    return run
+    # -- waiting and stopping ------------------------------------------------------------------
+
+    def wait_settled(self, deadline: float) -> bool:
+        """Wait until every record in the spool now (waiting or in flight) is delivered or
+        dead-lettered; False at ``deadline`` (monotonic) or when cut. Decided by counting
+        records (see :meth:`spoolkit.spool.batches.Batches.wait_settled`)."""
+        return self._batches.wait_settled(deadline)
+
+    def wait_idle(self, deadline: float) -> bool:
+        """Wait until no live worker holds a batch; False at ``deadline`` (monotonic)."""
+        return self._batches.wait_idle(deadline)
+
+    def stop(self, deadline: float, *, hand_back: bool = False) -> bool:
+        """Stop taking batches and finish the ones in hand by ``deadline`` (monotonic).
+
+        A backoff in progress ends at once and its batch goes back to the queue. A batch still
+        held at the deadline (or at once, with ``hand_back``: the store was closed under the
+        spool) is taken away from its worker and handed back; a sink call still running is
+        left to finish on its own, its result ignored (:attr:`calls_abandoned` counts them).
+        Call :meth:`join` once the backend is closed.
+
+        Returns:
+            True if every batch in hand finished; False if some were handed back.
+        """
+        self._stopping.set()
+        if not hand_back and self.wait_idle(deadline):
+            return True
+        abandoned = 0
+        for slot in self.slots:
+            running_call = slot.call_started is not None
+            if self._batches.abandon(slot) and running_call:
+                abandoned += 1
+        self._calls_abandoned = abandoned
+        return False
+
+    @property
+    def calls_abandoned(self) -> int:
+        """Sink calls :meth:`stop` left running when it handed their batches back."""
+        return self._calls_abandoned
+
+    def join(self, deadline: float) -> bool:
+        """Wait for the worker threads to end, up to ``deadline`` (monotonic); not at all once
+        cut. Threads whose batch was handed back are not waited for (a stuck sink call).
+
+        Returns:
+            True if every thread waited for ended.
+        """
+        ended = True
+        for slot in self.slots:
+            thread = slot.thread
+            if thread is None or slot.abandoned:
+                continue
+            if self.cut.is_set():
+                return False
+            thread.join(max(0.0, deadline - time.monotonic()))
+            ended = ended and not thread.is_alive()
+        return ended
