@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import pickle
-import re
 from typing import Any
 
+from spoolkit._internal.json_utf8 import escape_surrogates
 from spoolkit.errors import ConfigError
 from spoolkit.typing import Serializer
 
@@ -24,34 +24,6 @@ __all__ = [
     "RawSerializer",
     "resolve",
 ]
-
-_SURROGATE = re.compile("[\\ud800-\\udfff]")
-
-
-def _escape(match: re.Match[str]) -> str:
-    return f"\\u{ord(match.group()):04x}"
-
-
-def _escape_surrogates(text: str) -> bytes:
-    """The UTF-8 of JSON ``text`` in which lone surrogates (``"caf\\udce9"``, a file name read
-    with ``surrogateescape``) are written as JSON ``\\uXXXX`` escapes, since UTF-8 cannot hold
-    them. JSON text has such characters only inside strings, where the escape means the same
-    character: decoding gives back the same ``str``. (A high surrogate directly followed by a
-    low one is read back as the one character the pair encodes, as by any JSON decoder.)
-
-    Call it after ``text.encode()`` raised ``UnicodeEncodeError``: text without surrogates
-    never pays for the search.
-    """
-    return _SURROGATE.sub(_escape, text).encode()
-
-
-def _json_utf8(text: str) -> bytes:
-    """The UTF-8 of JSON ``text``, lone surrogates written as ``\\uXXXX`` escapes (for sinks
-    that send JSON text made from records a JSON spool gave back with such characters)."""
-    try:
-        return text.encode()
-    except UnicodeEncodeError:
-        return _escape_surrogates(text)
 
 
 class PickleSerializer:
@@ -107,7 +79,7 @@ class JsonSerializer:
         try:
             return text.encode()
         except UnicodeEncodeError:  # a lone surrogate: stored as its \\uXXXX escape
-            return _escape_surrogates(text)
+            return escape_surrogates(text)
 
     def loads(self, data: bytes) -> Any:
         """Decode JSON."""

@@ -16,7 +16,8 @@ import json
 from json.encoder import encode_basestring  # the C escaper of ensure_ascii=False
 from typing import Any
 
-from spoolkit.serializers import JsonText, _escape_surrogates
+from spoolkit._internal.json_utf8 import escape_surrogates
+from spoolkit.serializers import JsonText
 
 __all__ = ["record_json"]
 
@@ -61,4 +62,4 @@ def record_json(d: dict[str, Any]) -> JsonText:
     try:
         return JsonText(text.encode())
     except UnicodeEncodeError:  # a lone surrogate ("caf\\udce9"): stored as its \\uXXXX escape
-        return JsonText(_escape_surrogates(text))
+        return JsonText(escape_surrogates(text))

@@ -12,6 +12,7 @@ from collections.abc import Generator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Literal, overload
 
+from spoolkit._internal.json_utf8 import json_utf8
 from spoolkit._internal.redact import (
     basic_auth_secrets,
     carry_secrets,
@@ -21,7 +22,6 @@ from spoolkit._internal.redact import (
     secrets_in_url,
 )
 from spoolkit.errors import ConfigError, PermanentError, SinkError, TransientError
-from spoolkit.serializers import _json_utf8
 from spoolkit.sinks._encode import Encoded, ToJson, encode_batch
 from spoolkit.typing import Record
 
@@ -101,7 +101,7 @@ class HttpTarget:
         encoded.raise_if_all_bad(self.description)
         lines = [line for _, line in encoded.ok]
         body = "\n".join(lines) + "\n" if self.format == "ndjson" else f"[{','.join(lines)}]"
-        content = _json_utf8(body)  # a lone surrogate ("caf\\udce9") goes as its JSON escape
+        content = json_utf8(body)  # a lone surrogate ("caf\\udce9") goes as its JSON escape
         headers = {}
         if not any(k.lower() == "content-type" for k in self.headers):
             headers["Content-Type"] = _CONTENT_TYPES[self.format]

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from spoolkit._internal.json_utf8 import json_utf8
 from spoolkit._internal.redact import carry_secrets, redact_text, redact_url, secrets_in_url
 from spoolkit.errors import (
     ConfigError,
@@ -17,7 +18,6 @@ from spoolkit.errors import (
     SinkError,
     TransientError,
 )
-from spoolkit.serializers import _json_utf8
 from spoolkit.sinks._encode import ToJson, encode_batch
 from spoolkit.typing import Record
 
@@ -263,7 +263,7 @@ class AmqpSink:
             for record, body in encoded.ok:
                 chan.publish(
                     record,
-                    _json_utf8(body),
+                    json_utf8(body),
                     exchange=self.exchange,
                     key=self._key(record),
                     props=self._properties(record),

@@ -8,8 +8,8 @@ import os
 import threading
 from collections.abc import Sequence
 
+from spoolkit._internal.json_utf8 import json_utf8
 from spoolkit.errors import ConfigError, PermanentError, SinkError, TransientError
-from spoolkit.serializers import _json_utf8
 from spoolkit.sinks._encode import ToJson, encode_batch
 from spoolkit.typing import Record
 
@@ -119,7 +119,7 @@ class JsonlSink:
             return
         encoded = encode_batch(batch, self._to_json)
         encoded.raise_if_all_bad(repr(self))
-        data = _json_utf8("".join(line + "\n" for _, line in encoded.ok))  # lone surrogates escaped
+        data = json_utf8("".join(line + "\n" for _, line in encoded.ok))  # lone surrogates escaped
         with self._lock:
             try:
                 self._append(data)

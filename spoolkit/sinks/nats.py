@@ -7,9 +7,9 @@ import contextlib
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
+from spoolkit._internal.json_utf8 import json_utf8
 from spoolkit._internal.redact import carry_secrets
 from spoolkit.errors import ConfigError, PartialFailure, SinkError
-from spoolkit.serializers import _json_utf8
 from spoolkit.sinks._encode import ToJson, encode_batch
 from spoolkit.typing import Record
 
@@ -151,7 +151,7 @@ class NatsSink:
             return
         encoded = encode_batch(batch, self.to_json)
         encoded.raise_if_all_bad(self._description)
-        messages = [(r, _json_utf8(body)) for r, body in encoded.ok]
+        messages = [(r, json_utf8(body)) for r, body in encoded.ok]
         # one deadline for the batch: connecting plus the acknowledgements, plus a margin
         try:
             outcomes = self._loop.call(lambda: self._publish(messages), self.timeout * 2 + 5)

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from spoolkit._internal.json_utf8 import SURROGATE
 from spoolkit._internal.redact import carry_secrets, redact_text, redact_url, secrets_in_url
 from spoolkit.errors import ConfigError, PartialFailure, PermanentError, SinkError, TransientError
-from spoolkit.serializers import _SURROGATE
 from spoolkit.sinks._encode import dumps
 from spoolkit.typing import Record
 
@@ -340,7 +340,7 @@ def _jsonb(value: Any) -> Jsonb:
     try:
         text.encode()
     except UnicodeEncodeError:  # a lone surrogate: in the JSON text, an escaped backslash + uXXXX
-        text = _SURROGATE.sub(_json_backslashreplace, text)
+        text = SURROGATE.sub(_json_backslashreplace, text)
     return Jsonb(text, dumps=_identity)
 
 

@@ -6,9 +6,9 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from spoolkit._internal.json_utf8 import json_utf8
 from spoolkit._internal.redact import redact_text, redact_url, secrets_in_url
 from spoolkit.errors import ConfigError
-from spoolkit.serializers import _json_utf8
 from spoolkit.sinks._encode import encode_batch
 from spoolkit.typing import Record
 
@@ -155,7 +155,7 @@ class RedisStreamSink:
                     fields: dict[FieldT, EncodableT] = {
                         "id": record.id,
                         "enqueued_at": str(record.enqueued_at),
-                        "item": _json_utf8(item),  # lone surrogates as JSON escapes
+                        "item": json_utf8(item),  # lone surrogates as JSON escapes
                     }
                     pipe.xadd(self.stream, fields, maxlen=self.maxlen, approximate=self.approximate)
                 pipe.execute()

@@ -7,8 +7,8 @@ import threading
 from collections.abc import Sequence
 from typing import TextIO
 
+from spoolkit._internal.json_utf8 import json_utf8
 from spoolkit.errors import TransientError
-from spoolkit.serializers import _json_utf8
 from spoolkit.sinks._encode import ToJson, encode_batch
 from spoolkit.typing import Record
 
@@ -54,7 +54,7 @@ class StdoutSink:
         encoded = encode_batch(batch, self._to_json)
         encoded.raise_if_all_bad("stdout")
         # a lone surrogate (from a JSON spool) as its \uXXXX escape: any stream can encode it
-        text = _json_utf8("".join(line + "\n" for _, line in encoded.ok)).decode()
+        text = json_utf8("".join(line + "\n" for _, line in encoded.ok)).decode()
         stream = self._stream if self._stream is not None else sys.stdout
         with self._lock:
             try:
