@@ -19,6 +19,7 @@ import pytest
 
 from spoolkit import RetryPolicy, Spool
 from spoolkit.backends import Backend
+from spoolkit.backends.base import Undecodable
 from spoolkit.backends.nats import JetStreamMessage, NatsBackend
 from spoolkit.deadletter import DeadLetters
 from spoolkit.errors import ClosedError, ConfigError, PermanentError, TransientError
@@ -157,6 +158,37 @@ def test_close_releases_read_ahead_at_once(make: Factory) -> None:
     assert [m.item for m in take(b, 3, within=5)] == [0, 1, 2]
 
 
+def acks_pending(url: str, stream: str, consumer: str) -> int:
+    """Messages the consumer delivered that were not acknowledged yet."""
+
+    async def run() -> int:
+        nc = await nats.connect(url)
+        try:
+            info = await nc.jetstream().consumer_info(stream, consumer)
+            return int(info.num_ack_pending)
+        finally:
+            await nc.close()
+
+    return asyncio.run(run())
+
+
+def test_close_releases_what_arrived_after_a_fetch(
+    make: Factory, nats_url: str, stream: str
+) -> None:
+    """Messages the server sent after a fetch stopped waiting (they sit in the queue of the
+    client's pull subscription) are handed back at close too, not held for ack_wait."""
+    a = make()
+    assert a.wait(0.05) is False  # subscribed, nothing fetched
+    a.put_many(range(3))
+    psub = a._psub  # a pull request answered after its fetch gave up, as under load:
+    request = b'{"batch": 3, "no_wait": true}'
+    a._loop.call(lambda: psub._nc.publish(psub._nms, request, psub._deliver), 5)
+    assert wait_for(lambda: acks_pending(nats_url, stream, "g") == 3, 5)
+    a.close()
+    b = make()  # ack_wait 60 s: only the NAK makes them deliverable within the test
+    assert [m.item for m in take(b, 3, within=5)] == [0, 1, 2]
+
+
 def test_max_deliveries_goes_to_dead_letters(make: Factory, tmp_path: Path) -> None:
     """A record delivered more than max_deliveries times is dead-lettered, then acknowledged."""
     first = make(ack_wait=0.3, max_deliveries=1)
@@ -202,6 +234,55 @@ def test_dead_letter_failure_leaves_the_record_pending(
     with pytest.raises(OSError, match="disk full"):
         take(second, 1)
     assert stream_state(nats_url, stream).messages == 1
+
+
+def publish_raw(url: str, subject: str, data: bytes) -> None:
+    """Publish ``data`` as is, with a client of our own (no headers)."""
+
+    async def run() -> None:
+        nc = await nats.connect(url)
+        try:
+            await nc.jetstream().publish(subject, data)
+        finally:
+            await nc.close()
+
+    asyncio.run(run())
+
+
+def test_over_delivered_and_undecodable_messages_are_handed_out(
+    make: Factory, nats_url: str, stream: str
+) -> None:
+    """Every message fetched is handed out: one over max_deliveries with JetStream's count, one
+    that cannot be decoded as an Undecodable item (counted); the spool decides what to
+    dead-letter."""
+    first = make(ack_wait=0.3, max_deliveries=1)
+    first.put("poison", block=True, timeout=None)
+    publish_raw(nats_url, f"spoolkit.{stream}", b"\x80 not pickle")
+    held = take(first, 2)  # never acknowledged: "first" dies holding them
+    assert first.undecodable == 1
+    second = make(ack_wait=0.3, max_deliveries=1)
+    got = take(second, 2)
+    assert second.record_ids(got) == first.record_ids(held)
+    assert [m.deliveries for m in got] == [2, 2]
+    assert got[0].item == "poison"
+    bad = got[1].item
+    assert isinstance(bad, Undecodable)
+    assert bad.describe()["data"] == repr(b"\x80 not pickle")
+    assert second.undecodable == 1
+    second.ack(*got)
+    assert wait_for(lambda: second.backlog() == 0, 5)
+
+
+def test_puts_counts_what_was_stored(make: Factory) -> None:
+    """puts counts put, put_durable and put_many records; a restored dead letter is not one."""
+    b = make()
+    b.put("a", block=True, timeout=None)
+    rid = b.put_durable("b", block=True, timeout=None)
+    b.put_many(["c", "d"])
+    b.restore(b.encode("e"), rid, 1.0)
+    assert b.puts == 4
+    with pytest.raises(ConfigError, match="not issued"):
+        b.restore(b"x", "lane-0123-7", 1.0)
 
 
 def test_spool_dead_letters_records_over_max_deliveries(

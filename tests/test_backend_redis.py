@@ -17,6 +17,7 @@ import redis
 
 from spoolkit import RetryPolicy, Spool
 from spoolkit.backends import Backend
+from spoolkit.backends.base import Undecodable
 from spoolkit.backends.redis import RedisBackend, StreamMessage
 from spoolkit.deadletter import DeadLetters
 from spoolkit.errors import ClosedError, ConfigError, PermanentError, TransientError
@@ -190,6 +191,42 @@ def test_dead_letter_failure_leaves_the_record_pending(
         take(second, 1)
     assert client.xlen(stream) == 1
     assert client.xpending(stream, "g")["pending"] == 1
+
+
+def test_over_delivered_and_undecodable_entries_are_handed_out(
+    make: Factory, client: redis.Redis, stream: str
+) -> None:
+    """Every entry read is handed out: one over max_deliveries with Redis's count, one that
+    cannot be decoded as an Undecodable item (counted); the spool decides what to dead-letter."""
+    first = make(consumer="first", claim_idle=0.05, max_deliveries=1)
+    first.put("poison", block=True, timeout=None)
+    client.xadd(stream, {"d": b"\x80 not pickle", "t": "1.5"})
+    held = take(first, 2)  # never acknowledged: "first" dies holding them
+    assert first.undecodable == 1
+    second = make(consumer="second", claim_idle=0.05, max_deliveries=1)
+    got = take(second, 2)
+    assert second.record_ids(got) == first.record_ids(held)
+    assert [m.deliveries for m in got] == [2, 2]
+    assert got[0].item == "poison"
+    bad = got[1].item
+    assert isinstance(bad, Undecodable)
+    assert bad.describe() == {"d": repr(b"\x80 not pickle"), "t": repr(b"1.5")}
+    assert got[1].enqueued_at == 1.5
+    assert second.undecodable == 1
+    second.ack(*got)
+    assert client.xlen(stream) == 0
+
+
+def test_puts_counts_what_was_stored(make: Factory) -> None:
+    """puts counts put, put_durable and put_many records; a restored dead letter is not one."""
+    b = make()
+    b.put("a", block=True, timeout=None)
+    rid = b.put_durable("b", block=True, timeout=None)
+    b.put_many(["c", "d"])
+    b.restore(b.encode("e"), rid, 1.0)
+    assert b.puts == 4
+    with pytest.raises(ConfigError, match="not issued"):
+        b.restore(b"x", "lane-0123-7", 1.0)
 
 
 def test_spool_dead_letters_records_over_max_deliveries(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import socket
 import threading
 import time
@@ -60,6 +61,7 @@ __all__ = ["JetStreamMessage", "NatsBackend"]
 T = TypeVar("T")
 
 _POLL = 0.2  # the longest one fetch waits, so close() is noticed soon
+_LATENCY = 0.05  # how much later than here a pull request expires at the server, at most
 _ENQUEUED = "Spoolkit-Enqueued-At"
 _RECORD = "Spoolkit-Record-Id"
 _CHUNK = 1000  # publishes in flight at once in put_many
@@ -174,6 +176,7 @@ class NatsBackend(StreamBackend[JetStreamMessage]):
         self._ready: collections.deque[JetStreamMessage] = collections.deque()
         self._closed = threading.Event()
         self._prefetch = 100
+        self._requests_end = 0.0  # (monotonic) when the last pull request ends at the server
         self._backlog = 0
         self._init_counters()
         self.host = socket.gethostname()
@@ -312,6 +315,10 @@ class NatsBackend(StreamBackend[JetStreamMessage]):
         """
         self.put_durable(item, block=block, timeout=timeout)
 
+    def putter(self, *, block: bool, timeout: float | None) -> Callable[[Any], None]:
+        """:meth:`put` with these options (each put is a round trip anyway)."""
+        return functools.partial(self.put, block=block, timeout=timeout)
+
     def put_durable(self, item: Any, *, block: bool, timeout: float | None) -> str:
         """Publish ``item`` and return its record id, once JetStream stored it."""
         payload = self.encode(item)
@@ -345,8 +352,10 @@ class NatsBackend(StreamBackend[JetStreamMessage]):
 
     async def _pull(self, n: int, wait: float) -> list[Msg]:
         psub = await self._subscription()
+        wait = max(wait, 0.01)
+        self._requests_end = max(self._requests_end, time.monotonic() + wait + _LATENCY)
         try:
-            msgs: list[Msg] = await psub.fetch(n, timeout=max(wait, 0.01))
+            msgs: list[Msg] = await psub.fetch(n, timeout=wait)
         except TimeoutError:  # nothing came (nats-py's TimeoutError is one too)
             return []
         return msgs
@@ -508,18 +517,26 @@ class NatsBackend(StreamBackend[JetStreamMessage]):
     def close(self) -> None:
         """Hand the messages fetched ahead back to JetStream at once (``NAK``), then close.
 
-        Messages a worker still holds stay pending, delivered again after ``ack_wait``.
+        That includes messages the server sent after their fetch stopped waiting (they wait
+        in the pull subscription's queue): close first waits until the last pull request
+        ended at the server (at most ``_POLL`` s after the last fetch), so none is still
+        being answered. Messages a worker still holds stay pending, delivered again after
+        ``ack_wait``.
         """
         if self._closed.is_set():
             return
         self._closed.set()  # no new call starts
         with self._fetching, self._lock:  # a fetch in flight (at most _POLL s) puts its messages
-            held = list(self._ready)  # in _ready first: they are handed back with the rest
+            held = [m.msg for m in self._ready]  # in _ready first: handed back with the rest
             self._ready.clear()
+        quiet_in = min(self._requests_end - time.monotonic(), _POLL + _LATENCY)
 
         async def shut() -> None:
+            if quiet_in > 0:
+                await asyncio.sleep(quiet_in)
+            late = await self._late_arrivals()
             with contextlib.suppress(Exception):
-                await asyncio.gather(*(m.msg.nak() for m in held))
+                await asyncio.gather(*(m.nak() for m in held + late))
             nc, self._nc = self._nc, None
             if nc is not None and not nc.is_closed:
                 with contextlib.suppress(Exception):
@@ -528,6 +545,26 @@ class NatsBackend(StreamBackend[JetStreamMessage]):
         with contextlib.suppress(Exception):
             self._loop.call(shut, self.timeout + 5)
         self._loop.stop()
+
+    async def _late_arrivals(self) -> list[Msg]:
+        """The messages waiting in the pull subscription's queue (answers to pull requests
+        that came after their fetch returned), once everything the server sent is here.
+
+        nats-py hands these to the next fetch; at close there is none, so they are taken
+        from the subscription itself (``PullSubscription`` offers no public way).
+        """
+        nc, psub = self._nc, self._psub
+        if nc is None or nc.is_closed or psub is None:
+            return []
+        late: list[Msg] = []
+        with contextlib.suppress(Exception):
+            await nc.flush(timeout=self.timeout)  # type: ignore[arg-type]  # int in its hints
+            sub = psub._sub
+            while psub.pending_msgs:
+                msg = await sub.next_msg(timeout=self.timeout)
+                if msg.reply and not (msg.headers or {}).get("Status"):  # not a status line
+                    late.append(msg)
+        return late
 
 
 if TYPE_CHECKING:  # mypy checks NatsBackend against the whole contract, member by member
