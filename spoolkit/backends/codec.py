@@ -13,8 +13,9 @@ carried on the messages, and messages handed back kept here to hand out first.
 from __future__ import annotations
 
 import collections
+import functools
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 from spoolkit.backends.base import Undecodable
@@ -111,6 +112,15 @@ class StreamBackend(Generic[M]):
         """Count ``count`` records stored by a put."""
         with self._counting:
             self._puts += count
+
+    # -- storing -----------------------------------------------------------------------------
+
+    def put(self, item: Any, *, block: bool, timeout: float | None) -> None:
+        raise NotImplementedError
+
+    def putter(self, *, block: bool, timeout: float | None) -> Callable[[Any], None]:
+        """:meth:`put` with these options (each put is a round trip to the server anyway)."""
+        return functools.partial(self.put, block=block, timeout=timeout)
 
     # -- handing out -------------------------------------------------------------------------
 
