@@ -34,7 +34,7 @@ class ThreadSpool:
     """A spool-like object whose put may wait on I/O (as with fsync="always"): it notes the
     thread each put runs on."""
 
-    _fast_aput = False
+    cheap_puts = False
 
     def __init__(self) -> None:
         self.items: list[Any] = []

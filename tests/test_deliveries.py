@@ -15,10 +15,13 @@ import pytest
 from click.testing import CliRunner
 
 from spoolkit import Queue, Spool
+from spoolkit._internal.log import get_logger
 from spoolkit.backends.disk import DiskBackend
 from spoolkit.cli import cli
 from spoolkit.errors import ConfigError
 from spoolkit.queue.framing import ACK_OFFSET, FRAME_HEADER_SIZE, MAX_DELIVERIES
+from spoolkit.spool.screen import screened
+from spoolkit.spool.stats import Counters
 from spoolkit.testing import MemorySink
 from spoolkit.tools import inspect as insp
 
@@ -223,8 +226,8 @@ def test_a_record_that_kills_its_consumer_is_dead_lettered_after_max_deliveries(
 
 
 def test_a_dead_letter_store_that_fails_hands_the_batch_back(tmp_path: Path) -> None:
-    """If the record over max_deliveries cannot be dead-lettered (a full disk), get_batch
-    raises and nothing it took stays handed out: the records are taken again next time."""
+    """If the record over max_deliveries cannot be dead-lettered (a full disk), the spool's
+    screening raises and nothing it took stays handed out: the records are taken again."""
     backend = DiskBackend(tmp_path, max_deliveries=1)
     backend.put_many(["poison", "ok"])
     assert [m.deliveries for m in backend.get_batch(1, 0)] == [1]
@@ -235,11 +238,10 @@ def test_a_dead_letter_store_that_fails_hands_the_batch_back(tmp_path: Path) -> 
             raise OSError(28, "No space left on device")
 
     backend = DiskBackend(tmp_path, max_deliveries=1)
-    backend.bind_dead_letters(FullDisk())  # type: ignore[arg-type]
+    take = screened(backend, FullDisk(), Counters(), get_logger())  # type: ignore[arg-type]
     with pytest.raises(OSError, match="No space left"):
-        backend.get_batch(2, 0)
+        take(2, 0)
     assert backend.waiting() == 2
-    backend.bind_dead_letters(None)  # type: ignore[arg-type]  # unbound: logged, handed out
     again = backend.get_batch(2, 0)
     assert [(m.item, m.deliveries) for m in again] == [("poison", 3), ("ok", 2)]
     backend.close()

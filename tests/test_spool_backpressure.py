@@ -159,13 +159,13 @@ def test_put_many_with_a_drop_policy_goes_item_by_item(make_spool: Any) -> None:
 def test_the_producers_prepared_put_acts_as_put(
     make_spool: Any, tmp_path: Path, when_full: str
 ) -> None:
-    """Spool._putter (what SpoolHandler and SpoolProcessor call) has put's outcomes under
+    """Spool.putter (what SpoolHandler and SpoolProcessor call) has put's outcomes under
     every when_full: the same records stored, refused or dropped, and ClosedError once
     stopped; for block and raise it stores without going through put."""
     outcomes: dict[str, tuple[list[str], Any]] = {}
     for way in ("put", "prepared"):
         spool = make_spool(MemorySink(), tmp_path / way, max_bytes=LIMIT, when_full=when_full)
-        put = spool._putter(0) if way == "prepared" else (lambda x, s=spool: s.put(x, timeout=0))
+        put = spool.putter(0) if way == "prepared" else (lambda x, s=spool: s.put(x, timeout=0))
         calls = 0
         real = spool.put
 

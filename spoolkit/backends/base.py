@@ -21,7 +21,7 @@ To write a backend, implement every member below. The smallest honest one keeps 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 __all__ = ["Backend", "Message", "Undecodable"]
@@ -85,6 +85,12 @@ class Backend(Protocol[M]):
 
     def put(self, item: Any, *, block: bool, timeout: float | None) -> None:
         """Store ``item``. Raise ``queue.Full`` when there is no room in time."""
+
+    def putter(self, *, block: bool, timeout: float | None) -> Callable[[Any], None]:
+        """:meth:`put` with these options, prepared once for producers that put on every call
+        (``functools.partial(self.put, block=block, timeout=timeout)`` will do). It may raise
+        :class:`~spoolkit.errors.ClosedError` once it no longer applies (the disk lanes: this
+        process's lane changed hands): ask for a new one and put again."""
 
     def put_durable(self, item: Any, *, block: bool, timeout: float | None) -> str:
         """Store ``item`` durably (fsynced, or acknowledged by a server) and return its
@@ -175,7 +181,10 @@ class Backend(Protocol[M]):
         whether it did (False for a store without lanes)."""
 
     def closed_under(self) -> str:
-        """Why the store was closed under the spool (not by :meth:`close`), or ``""``."""
+        """Why the store was closed under the spool (not by :meth:`close`), or ``""``. A reason
+        with "taken over" in it means a newer instance in this process holds the store now
+        and delivers its records; any other, that they wait in the store for the next
+        opener."""
 
     def close(self) -> None:
         """Persist and release the store. Blocked ``get_batch`` callers get ClosedError."""

@@ -10,8 +10,9 @@ kills its consumer every time.
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from spoolkit.errors import ConfigError
@@ -108,6 +109,10 @@ class DiskBackend:
         """``Queue.put``: raises ``queue.Full`` when there is no room in time."""
         self.queue.put(item, block, timeout)
 
+    def putter(self, *, block: bool, timeout: float | None) -> Callable[[Any], None]:
+        """The queue's own ``put`` with these options: no call of this backend's in between."""
+        return functools.partial(self.queue.put, block=block, timeout=timeout)
+
     def put_durable(self, item: Any, *, block: bool, timeout: float | None) -> str:
         """Store ``item``, fsync it, and return its record id."""
         q = self.queue
@@ -159,7 +164,7 @@ class DiskBackend:
         self.queue.ack(*batch)
         return True
 
-    # -- what flush waits for: one lane, the directory (see spoolkit.spool.lanes_view) ---------
+    # -- what flush waits for: one lane, the directory (see Batches.wait_settled) ------------
 
     def waiting_by_lane(self) -> dict[str, int]:
         """Records waiting, keyed as :meth:`lane_of` keys them; 0 once a newer instance in

@@ -23,7 +23,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from spoolkit._internal.log import get_logger
@@ -244,6 +244,11 @@ class LanesBackend:
             lane.queue.put(item, block, timeout)
         except ClosedError:
             self._again(lane).queue.put(item, block, timeout)
+
+    def putter(self, *, block: bool, timeout: float | None) -> Callable[[Any], None]:
+        """The ``put`` of this process's lane's queue; it raises ClosedError once the lane
+        changed hands (a fork, a handover): then ask again."""
+        return self._current().putter(block=block, timeout=timeout)
 
     def put_durable(self, item: Any, *, block: bool, timeout: float | None) -> str:
         """Store ``item`` in this process's lane, fsync it, return its record id."""
@@ -501,7 +506,7 @@ class LanesBackend:
         times = [t for t in (lane.oldest_enqueued_at() for lane in self._lanes()) if t is not None]
         return min(times, default=None)
 
-    # -- what flush and stats read (see spoolkit.spool.lanes_view) ---------------------------------
+    # -- what flush and stats read (see spoolkit.spool.batches.Batches.wait_settled) ---------
 
     lane_of = staticmethod(DiskBackend.lane_of)
 

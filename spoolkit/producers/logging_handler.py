@@ -221,7 +221,7 @@ def loop_safe_put(
     return LoopSafePut(
         bounded_put(spool, timeout),
         bounded_put(spool, 0.0),
-        offload=not getattr(spool, "_fast_aput", True),
+        offload=not getattr(spool, "cheap_puts", True),
         dropped=dropped,
         failed=failed,
     )
@@ -229,8 +229,8 @@ def loop_safe_put(
 
 def bounded_put(spool: Any, timeout: float) -> Callable[[Any], None]:
     """``spool.put`` that waits at most ``timeout`` seconds for room, raising ``queue.Full``."""
-    prepare = getattr(spool, "_putter", None)  # a spoolkit.Spool: ready for its configuration
-    if prepare is not None:
+    prepare = getattr(spool, "putter", None)  # a spoolkit.Spool: ready for its configuration
+    if callable(prepare):
         return prepare(timeout)  # type: ignore[no-any-return]
     put: Callable[..., None] = spool.put
     try:

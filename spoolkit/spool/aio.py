@@ -20,7 +20,7 @@ __all__ = ["PutCancelled", "aput", "aput_many"]
 
 async def aput(spool: Spool, item: Any, durable: bool, timeout: float | None) -> None:
     """``Spool.aput``: the put on the loop when it cannot wait, else off it (see the module)."""
-    if spool._fast_aput and not durable and spool._accepting:
+    if spool.cheap_puts and not durable and spool._accepting:
         if spool._when_full != "block":
             spool.put(item)  # "raise" or a drop policy: never waits
             return
@@ -76,14 +76,12 @@ def _put_durable(spool: Spool, item: Any, cancel: threading.Event, deadline: flo
                     spool._drops.dropped(1)
                     return False
                 spool._drops.dropped(1)
-    if spool._count_puts:
-        spool._counters.add("enqueued")
     return True
 
 
 async def aput_many(spool: Spool, items: Sequence[Any]) -> None:
     """``Spool.aput_many``: the whole put on the loop when nothing can wait, else off it."""
-    if spool._fast_aput and spool._max_bytes is None and spool._accepting:
+    if spool.cheap_puts and spool._max_bytes is None and spool._accepting:
         spool.put_many(items)
         return
     done = [0]

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from spoolkit.errors import ClosedError
 from spoolkit.spool.delivery import Abandoned, SinkCall
-from spoolkit.spool.lanes_view import lane_key, waiting_by_lane
 
 if TYPE_CHECKING:
     from spoolkit.backends import Backend
@@ -104,7 +103,7 @@ class Batches:
         self._taken: dict[Any, int] = {}
         self._returned: dict[Any, int] = {}
         self._epoch = 0
-        self._lane_of = lane_key(backend)
+        self._lane_of = backend.lane_of
         self._urgent = 0  # flush callers waiting (under _progress): workers do not linger
 
     # -- slots ---------------------------------------------------------------------------------
@@ -256,7 +255,7 @@ class Batches:
             while True:
                 with self._take_lock:
                     epoch = self._epoch
-                    base = waiting_by_lane(self._backend)
+                    base = self._backend.waiting_by_lane()
                     taken, returned = dict(self._taken), dict(self._returned)
                 if base is None:
                     return self._wait_mark(deadline)
@@ -302,7 +301,7 @@ class Batches:
             if net >= waited:
                 continue
             if now is None:
-                now = waiting_by_lane(self._backend) or {}
+                now = self._backend.waiting_by_lane() or {}
             if now.get(lane, 0):
                 return False
         return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import threading
 import time
@@ -12,9 +13,7 @@ from typing import Any, Literal, ParamSpec, Protocol, TypeVar, overload
 
 import tenacity
 
-from spoolkit._internal.interrupt import interrupted_stop
 from spoolkit._internal.log import get_logger
-from spoolkit._internal.process import after_fork_in_child_of, running, watch_exit
 from spoolkit.backends import Backend, open_backend
 from spoolkit.deadletter import DeadLetters
 from spoolkit.errors import ClosedError, ConfigError, PermanentError, SpoolFull
@@ -29,8 +28,10 @@ from spoolkit.spool.deferred import (
     to_item,
 )
 from spoolkit.spool.deferred import producer as _producer
-from spoolkit.spool.lanes_view import closed_under
+from spoolkit.spool.interrupt import interrupted_stop
+from spoolkit.spool.lifecycle import after_fork_in_child_of, running, watch_exit
 from spoolkit.spool.pool import Pool
+from spoolkit.spool.screen import screened
 from spoolkit.spool.stats import Counters, Drops, SpoolStats, snapshot
 from spoolkit.spool.supervisor import Supervisor
 from spoolkit.typing import Record, Serializer
@@ -81,8 +82,11 @@ class Spool:
             :class:`~spoolkit.backends.lanes.LanesBackend`), a
             ``redis://host/db?stream=...&group=...`` URL
             (:class:`~spoolkit.backends.redis.RedisBackend`; ``path`` then holds only the
-            dead letters) or a :class:`~spoolkit.backends.Backend` object. A backend with a
-            ``bind_dead_letters`` method is given the spool's dead letters.
+            dead letters), a ``nats://host:4222?stream=...`` URL
+            (:class:`~spoolkit.backends.nats.NatsBackend`) or any
+            :class:`~spoolkit.backends.Backend` object. Whatever the backend, the spool itself
+            dead-letters records handed out more than its ``max_deliveries`` times, and those it
+            cannot decode (:mod:`spoolkit.spool.screen`).
         clock: where time is read and backoffs wait (:class:`spoolkit.testing.FakeClock`).
         consume: deliver (start workers); False for a producer-only process (a web worker)
             whose records another process delivers: ``spoolkit ship PATH --to URL``, or a
@@ -117,7 +121,7 @@ class Spool:
         fsync: str = "interval",
         serializer: str | Serializer = "pickle",
         sink_timeout: float | None = 300.0,
-        backend: str | Backend | None = None,
+        backend: str | Backend[Any] | None = None,
         clock: Clock | None = None,
         consume: bool = True,
         exit_timeout: float = 5.0,
@@ -140,9 +144,7 @@ class Spool:
         self._backend = open_backend(
             backend, path, serializer=serializer, fsync=fsync, max_bytes=max_bytes, consume=consume
         )
-        self.path = str(getattr(self._backend, "path", os.path.abspath(path)))
-        # aput stores on the event loop when a put costs only memory: the disk lanes, no fsync
-        self._fast_aput = fsync != "always" and hasattr(self._backend, "queue_put")
+        self.path = self._backend.path or os.path.abspath(path)
         try:
             self._dead = DeadLetters(
                 os.path.join(self.path, "dead"), self._backend.decode, self._backend.restore
@@ -150,11 +152,7 @@ class Spool:
         except BaseException:
             self._backend.close()
             raise
-        bind = getattr(self._backend, "bind_dead_letters", None)
-        if callable(bind):  # backends that dead-letter on their own (max_deliveries)
-            bind(self._dead)
         self._log = get_logger(spool=self.path)
-        self._count_puts = not hasattr(self._backend, "puts")
         self._registry: dict[str, Registered] = {}
         self._shape = (workers, batch_size, batch_interval, sink_timeout)
         self._build()
@@ -174,6 +172,7 @@ class Spool:
         )
         self._pool = Pool(
             self._backend,
+            take=screened(self._backend, self._dead, self._counters, self._log),
             sink=self._write,
             dead=self._dead,
             registry=self._registry,
@@ -197,7 +196,8 @@ class Spool:
     def _after_fork_child(self) -> None:
         """In a forked child: fresh locks, pool and counters; no worker runs here yet.
 
-        The backend's lanes and the dead letters let go of the parent's files by themselves.
+        The backend's lanes and the dead letters let go of the parent's files and locks by
+        themselves.
         A running spool starts the child's workers at its first put; a sink with an
         ``after_fork()`` method is told, so that it drops connections shared with the parent.
         """
@@ -247,8 +247,7 @@ class Spool:
             it did.
         """
         if not self.consume:
-            hand_over = getattr(self._backend, "hand_over", None)
-            return bool(hand_over()) if callable(hand_over) else False
+            return self._backend.hand_over()
         deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
         return self._pool.wait_settled(deadline)
 
@@ -280,7 +279,7 @@ class Spool:
             self._revive = False
         running(self, False)
         deadline = time.monotonic() + timeout
-        closed = closed_under(self._backend)
+        closed = self._backend.closed_under()
         taken = "taken over" in closed
         clean = not closed or taken  # closed under it otherwise: its records wait on disk
         if was_running and drain and not closed:
@@ -427,39 +426,42 @@ class Spool:
         else:
             if self._drops.dropping:
                 self._drops.stored()
-        if self._count_puts:  # else the backend counts them (under a lock it holds anyway)
-            c = self._counters
-            with c.lock:
-                c.enqueued += 1
 
-    def _putter(self, timeout: float | None) -> Callable[[Any], None]:
+    def putter(self, timeout: float | None = None) -> Callable[[Any], None]:
         """``put(item, timeout=timeout)`` prepared once, for producers that put on every call
-        (the logging handler, the structlog processor).
+        (:class:`~spoolkit.SpoolHandler`, :class:`~spoolkit.SpoolProcessor`): the same
+        outcomes as :meth:`put`.
 
-        When the backend stores through a local queue (``queue_put``), counts its puts, and
-        no drop policy applies, that is the queue's ``put`` behind the stopped-spool check:
-        the same outcomes as :meth:`put`, without its two calls in between.
+        Without a drop policy, it calls the backend's prepared put
+        (:meth:`~spoolkit.backends.Backend.putter`: for the disk lanes, the lane queue's own
+        ``put``) behind the stopped-spool check, and falls back to :meth:`put` when that no
+        longer applies (the spool stopped, a forked child's first put, a lane handed over).
         """
-        backend = self._backend
         mode = self._when_full
-        if not hasattr(backend, "queue_put") or self._count_puts or mode not in ("block", "raise"):
-            return lambda item: self.put(item, timeout=timeout)
-        block = mode == "block"
-        queue_put = backend.queue_put
+        if mode not in ("block", "raise"):
+            return functools.partial(self.put, timeout=timeout)
+        backend, block = self._backend, mode == "block"
+        store = backend.putter(block=block, timeout=timeout)
 
         def put(item: Any) -> None:
-            nonlocal queue_put
+            nonlocal store
             try:
                 if not self._accepting:
                     raise ClosedError
-                queue_put(item, block, timeout)
+                store(item)
             except Full:
                 raise self._full() from None
-            except ClosedError:  # stopped, a forked child's first put, or the lane changed
-                self.put(item, timeout=timeout)  # hands (fork, handover): put does the rest
-                queue_put = backend.queue_put
+            except ClosedError:
+                self.put(item, timeout=timeout)  # put knows what to do: start, raise, retry
+                store = backend.putter(block=block, timeout=timeout)
 
         return put
+
+    @property
+    def cheap_puts(self) -> bool:
+        """Whether a :meth:`put` only copies into memory and the page cache (the disk lanes
+        without ``fsync="always"``): asyncio code may then call it on its event loop."""
+        return self._backend.cheap_puts
 
     def _refused(self) -> None:
         """A put while not accepting: start a forked child's copy, else raise ClosedError."""
@@ -506,8 +508,6 @@ class Spool:
         items = items if isinstance(items, Sequence) else list(items)
         if self._when_full == "block" or self._max_bytes is None:
             self._backend.put_many(items)
-            if self._count_puts:
-                self._counters.add("enqueued", len(items))
             return
         for item in items:
             self.put(item)
@@ -573,8 +573,6 @@ class Spool:
             rid = self._backend.put_durable(item, block=self._when_full != "raise", timeout=None)
         except Full:
             raise self._full() from None
-        if self._count_puts:
-            self._counters.add("enqueued")
         return DeferredHandle(rid, name)
 
     # -- state ---------------------------------------------------------------------------------
@@ -583,8 +581,7 @@ class Spool:
         """The lane directories this process holds on the spool: its own first, then those it
         adopted (``[]`` for a backend without lanes, or in a forked child before its first
         put)."""
-        held = getattr(self._backend, "lanes_held", None)
-        return list(held()) if callable(held) else []
+        return self._backend.lanes_held()
 
     @property
     def dead_letters(self) -> DeadLetters:
@@ -618,7 +615,7 @@ def _check(
         raise ConfigError(f"sink_timeout must be > 0 seconds or None, got {sink_timeout!r}")
 
 
-def _backlog(backend: Backend) -> int:
+def _backlog(backend: Backend[Any]) -> int:
     try:
         return backend.backlog()
     except ClosedError:

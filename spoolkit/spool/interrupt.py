@@ -33,7 +33,7 @@ def interrupted_stop(spool: Spool, timeout: float) -> None:
     if not waiting:
         spool.stop(timeout=timeout)
         return
-    cut = spool._supervisor.cut
+    cut = spool._pool.cut
     previous = None
     if (
         threading.current_thread() is threading.main_thread()

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 from spoolkit._internal.redact import error_repr
 from spoolkit.errors import ClosedError
-from spoolkit.spool.lanes_view import lost_records
 
 if TYPE_CHECKING:
     from spoolkit.backends import Backend
@@ -76,7 +75,6 @@ class Counters:
         "dead_lettered",
         "delivered",
         "dropped",
-        "enqueued",
         "last_error",
         "lock",
         "retried",
@@ -87,7 +85,6 @@ class Counters:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.enqueued = 0
         self.delivered = 0
         self.retried = 0
         self.dead_lettered = 0
@@ -148,7 +145,7 @@ class Drops:
             self.log.info("spool_full_ended", when_full=self.when_full, dropped=dropped)
 
 
-def snapshot(counters: Counters, backend: Backend, dead_bytes: int, pool: Pool) -> SpoolStats:
+def snapshot(counters: Counters, backend: Backend[Any], dead_bytes: int, pool: Pool) -> SpoolStats:
     """Read the counters and the backend's gauges into a :class:`SpoolStats`."""
     oldest = None
     with contextlib.suppress(ClosedError):
@@ -159,19 +156,18 @@ def snapshot(counters: Counters, backend: Backend, dead_bytes: int, pool: Pool) 
     c = counters
     with c.lock:
         return SpoolStats(
-            enqueued=c.enqueued + getattr(backend, "puts", 0),
+            enqueued=backend.puts,
             delivered=c.delivered,
             retried=c.retried,
-            # the backend's own: records over max_deliveries, screened before any sink
-            dead_lettered=c.dead_lettered + getattr(backend, "dead_lettered", 0),
+            dead_lettered=c.dead_lettered,
             dropped=c.dropped,
             backlog=backend.backlog(),
             bytes_on_disk=backend.bytes_used() + dead_bytes,
             oldest_age=age,
             worker_restarts=c.worker_restarts,
             last_error=c.last_error,
-            undecodable=getattr(backend, "undecodable", 0),
+            undecodable=backend.undecodable,
             stuck_calls=c.stuck_calls,
             stuck_threads=c.stuck_threads,
-            lost_records=lost_records(backend),
+            lost_records=backend.lost_records,
         )
