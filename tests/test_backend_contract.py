@@ -77,7 +77,7 @@ def test_protocol_members_are_what_the_docstring_lists() -> None:
     """The members read from the Protocol are the contract's (a sanity check of MEMBERS)."""
     assert {"uid", "path", "max_deliveries", "cheap_puts", "puts", "undecodable"} <= set(PROPERTIES)
     assert {"put", "get_batch", "record_ids", "ack", "nack", "close"} <= set(METHODS)
-    assert len(MEMBERS) == 31
+    assert not {"Protocol", "Generic"} & set(MEMBERS)
 
 
 def test_declares_every_member(backend: Any) -> None:

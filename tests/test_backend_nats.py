@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +18,14 @@ import nats
 import pytest
 
 from spoolkit import RetryPolicy, Spool
+from spoolkit._internal.log import get_logger
 from spoolkit.backends import Backend
 from spoolkit.backends.base import Undecodable
 from spoolkit.backends.nats import JetStreamMessage, NatsBackend
 from spoolkit.deadletter import DeadLetters
 from spoolkit.errors import ClosedError, ConfigError, PermanentError, TransientError
+from spoolkit.spool.screen import screened
+from spoolkit.spool.stats import Counters
 from spoolkit.testing import FakeClock, FlakySink, MemorySink
 from tests.helpers.collector import wait_for
 from tests.services._common import free_port
@@ -76,12 +79,19 @@ def stream_state(url: str, stream: str) -> Any:
     return asyncio.run(run())
 
 
-def take(backend: NatsBackend, n: int, within: float = 10.0) -> list[JetStreamMessage]:
-    """Take messages until ``n`` arrived or ``within`` seconds passed."""
+def take(
+    backend: NatsBackend,
+    n: int,
+    within: float = 10.0,
+    get: Callable[[int, float | None], Sequence[Any]] | None = None,
+) -> list[JetStreamMessage]:
+    """Take messages until ``n`` arrived or ``within`` seconds passed, through ``get`` (default
+    the backend's ``get_batch``; a spool's screening one, say)."""
+    get_batch = get or backend.get_batch
     got: list[JetStreamMessage] = []
     deadline = time.monotonic() + within
     while len(got) < n and time.monotonic() < deadline:
-        got += backend.get_batch(n - len(got), 0.05)
+        got += get_batch(n - len(got), 0.05)
     return got
 
 
@@ -196,11 +206,11 @@ def test_max_deliveries_goes_to_dead_letters(make: Factory, tmp_path: Path) -> N
     (held,) = take(first, 1)
     second = make(ack_wait=0.3, max_deliveries=1)
     dead = DeadLetters(tmp_path / "dead", second.decode, second.restore)
-    second.bind_dead_letters(dead)
+    screening = screened(second, dead, Counters(), get_logger())  # as a spool's workers take
     try:
         deadline = time.monotonic() + 10
         while second.backlog() and time.monotonic() < deadline:
-            assert second.get_batch(5, 0.05) == []
+            assert screening(5, 0.05) == []
         assert second.backlog() == 0
         (letter,) = dead.list()
         assert letter.record.id == held.record_id
@@ -230,9 +240,9 @@ def test_dead_letter_failure_leaves_the_record_pending(
     first.put("poison", block=True, timeout=None)
     take(first, 1)
     second = make(ack_wait=0.3, max_deliveries=1)
-    second.bind_dead_letters(Refusing())  # type: ignore[arg-type]
+    screening = screened(second, Refusing(), Counters(), get_logger())  # type: ignore[arg-type]
     with pytest.raises(OSError, match="disk full"):
-        take(second, 1)
+        take(second, 1, get=screening)
     assert stream_state(nats_url, stream).messages == 1
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import functools
 import socket
 import threading
 import time
@@ -314,10 +313,6 @@ class NatsBackend(StreamBackend[JetStreamMessage]):
             TransientError: the server is unreachable or JetStream unavailable.
         """
         self.put_durable(item, block=block, timeout=timeout)
-
-    def putter(self, *, block: bool, timeout: float | None) -> Callable[[Any], None]:
-        """:meth:`put` with these options (each put is a round trip anyway)."""
-        return functools.partial(self.put, block=block, timeout=timeout)
 
     def put_durable(self, item: Any, *, block: bool, timeout: float | None) -> str:
         """Publish ``item`` and return its record id, once JetStream stored it."""
