@@ -12,21 +12,20 @@ handed out with JetStream's delivery count, undecodable ones too (as
 :class:`~spoolkit.backends.base.Undecodable` items): the spool dead-letters those and the ones
 delivered more than ``max_deliveries`` times.
 
-nats-py is asyncio only: the backend runs its client on a private event loop thread
-(``EventLoopThread``), and its methods, called from the spool's threads, wait for the loop.
+:class:`NatsBackend` is a facade over :mod:`spoolkit.backends.nats_url` (the URL's options,
+checked without nats-py), :mod:`.stream` (the connection, on a private event loop thread:
+nats-py is asyncio only) and :mod:`.messages` (headers, :class:`JetStreamMessage`); what it
+shares with the Redis backend is in :mod:`spoolkit.backends.codec`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import contextlib
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from spoolkit._internal.log import get_logger
 from spoolkit.backends.base import Backend
@@ -37,64 +36,15 @@ from spoolkit.serializers import resolve
 from spoolkit.typing import Serializer
 
 try:
-    import nats
-    import nats.errors
-    import nats.js.errors
-    from nats.aio.client import Client
-    from nats.aio.msg import Msg
-    from nats.js import api
+    import nats  # noqa: F401 - the extra's check comes first, naming it
 
-    from spoolkit._internal.nats_client import (
-        EventLoopThread,
-        connect,
-        map_nats_error,
-        nats_secrets,
-        redact_nats_url,
-        servers,
-    )
+    from spoolkit._internal.nats_client import nats_secrets, redact_nats_url, servers
+    from spoolkit.backends.nats.messages import JetStreamMessage, headers, to_message
+    from spoolkit.backends.nats.stream import POLL, JetStream
 except ImportError as exc:  # pragma: no cover - exercised only without the extra installed
     raise ImportError("the NATS backend needs nats-py: pip install 'spoolkit[nats]'") from exc
 
 __all__ = ["JetStreamMessage", "NatsBackend"]
-
-T = TypeVar("T")
-
-_POLL = 0.2  # the longest one fetch waits, so close() is noticed soon
-_LATENCY = 0.05  # how much later than here a pull request expires at the server, at most
-_ENQUEUED = "Spoolkit-Enqueued-At"
-_RECORD = "Spoolkit-Record-Id"
-_CHUNK = 1000  # publishes in flight at once in put_many
-
-
-@dataclass(slots=True, eq=False)
-class JetStreamMessage:
-    """One delivery of a stream message (what ``get_batch`` hands out).
-
-    Attributes:
-        seq: the stream sequence number.
-        record_id: ``str(seq)``, or for a requeued dead letter the id it had first.
-        item: the decoded item (an :class:`~spoolkit.backends.base.Undecodable` when it
-            could not be decoded).
-        enqueued_at: when it was first put (epoch seconds).
-        deliveries: JetStream's delivery count (1 on its first delivery).
-        msg: the nats-py message (what is acknowledged).
-    """
-
-    seq: int
-    record_id: str
-    item: Any
-    enqueued_at: float
-    deliveries: int
-    msg: Msg
-
-
-async def _exists(info: Awaitable[Any]) -> bool:
-    """Whether a JetStream ``*_info`` call finds what it asks about."""
-    try:
-        await info
-    except nats.js.errors.NotFoundError:
-        return False
-    return True
 
 
 def default_consumer_name() -> str:
@@ -157,25 +107,31 @@ class NatsBackend(StreamBackend[JetStreamMessage]):
         consumer = consumer or default_consumer_name()
         check_names(stream, subject, consumer)
         check_limits(ack_wait, max_deliveries, timeout, replicas)
-        self._servers = servers(url)
         self.stream, self.consumer = stream, consumer
         self.subject = subject or f"spoolkit.{stream}"
         self.ack_wait, self._max_deliveries = float(ack_wait), max_deliveries
         self.timeout, self.replicas = float(timeout), replicas
         self._serializer_name, self._serializer = resolve(serializer)
-        self._secrets = nats_secrets(url)
         self._description = f"NatsBackend({redact_nats_url(url)!r}, stream={stream!r})"
         self._log = get_logger(backend=self._description, consumer=consumer)
-        self._loop = EventLoopThread("spoolkit-nats-backend")
-        self._nc: Client | None = None
-        self._psub: Any = None
-        self._connect_lock: asyncio.Lock | None = None
+        self._closed = threading.Event()
+        self._stream = JetStream(
+            servers(url),
+            stream=stream,
+            subject=self.subject,
+            consumer=consumer,
+            ack_wait=self.ack_wait,
+            timeout=self.timeout,
+            replicas=replicas,
+            secrets=nats_secrets(url),
+            description=self._description,
+            closed=self._closed,
+        )
+        self._call = self._stream.call
         self._lock = threading.Lock()  # _ready (held briefly, never across a call)
         self._fetching = threading.Lock()  # one fetch at a time, until its messages are in _ready
         self._ready: collections.deque[JetStreamMessage] = collections.deque()
-        self._closed = threading.Event()
         self._prefetch = 100
-        self._requests_end = 0.0  # (monotonic) when the last pull request ends at the server
         self._backlog = 0
         self._init_counters()
         self.host = socket.gethostname()
@@ -207,104 +163,12 @@ class NatsBackend(StreamBackend[JetStreamMessage]):
     def __repr__(self) -> str:
         return self._description
 
-    # -- calls on the loop -------------------------------------------------------------------
-
-    def _call(self, make: Callable[[], Awaitable[T]], timeout: float | None = None) -> T:
-        """Run ``make()`` on the loop; map nats-py errors to TransientError/PermanentError."""
-        if self._closed.is_set():
-            raise ClosedError(f"{self._description} is closed")
-        try:
-            return self._loop.call(make, (timeout or self.timeout) * 2 + 5)
-        except SpoolError:
-            raise
-        except Exception as exc:
-            if self._closed.is_set():
-                raise ClosedError(f"{self._description} is closed") from exc
-            raise map_nats_error(exc, self._description, self._secrets) from exc
-
-    async def _client(self) -> Client:
-        """The connection, made (and the stream and consumer ensured) when needed."""
-        if self._connect_lock is None:
-            self._connect_lock = asyncio.Lock()
-        async with self._connect_lock:
-            nc = self._nc
-            if nc is None or nc.is_closed:
-                nc = await asyncio.wait_for(connect(self._servers, self.timeout), self.timeout + 1)
-                try:
-                    await self._ensure(nc)
-                except BaseException:
-                    with contextlib.suppress(Exception):
-                        await nc.close()
-                    raise
-                self._nc, self._psub = nc, None
-            return nc
-
-    async def _ensure(self, nc: Client) -> None:
-        js = nc.jetstream(timeout=self.timeout)
-        try:
-            await js.stream_info(self.stream)
-        except nats.js.errors.NotFoundError:
-            try:
-                await js.add_stream(
-                    name=self.stream,
-                    subjects=[self.subject],
-                    retention=api.RetentionPolicy.WORK_QUEUE,
-                    storage=api.StorageType.FILE,
-                    num_replicas=self.replicas,
-                )
-            except nats.js.errors.BadRequestError:
-                if not await _exists(js.stream_info(self.stream)):  # not made by another host
-                    raise  # it says why: the subject overlaps another stream's, say
-        try:
-            await js.consumer_info(self.stream, self.consumer)
-        except nats.js.errors.NotFoundError:
-            config = api.ConsumerConfig(
-                durable_name=self.consumer,
-                ack_policy=api.AckPolicy.EXPLICIT,
-                ack_wait=self.ack_wait,
-                max_deliver=-1,  # max_deliveries is the spool's (see the class docstring)
-                deliver_policy=api.DeliverPolicy.ALL,
-                filter_subject=self.subject,
-                max_ack_pending=-1,
-            )
-            with contextlib.suppress(nats.js.errors.BadRequestError):  # made by another host
-                await js.add_consumer(self.stream, config)
-
-    async def _subscription(self) -> Any:
-        nc = await self._client()
-        if self._psub is None:
-            js = nc.jetstream(timeout=self.timeout)
-            self._psub = await js.pull_subscribe_bind(
-                durable=self.consumer, stream=self.stream, inbox_prefix=nc.new_inbox().encode()
-            )
-        return self._psub
-
     @property
     def uid(self) -> str:
         """``"nats-stream:<stream>"`` (record ids are bare sequence numbers)."""
         return f"nats-stream:{self.stream}"
 
     # -- putting -----------------------------------------------------------------------------
-
-    async def _publish(
-        self, payloads: Sequence[bytes], headers: Sequence[dict[str, str]]
-    ) -> list[int]:
-        nc = await self._client()
-        js = nc.jetstream(timeout=self.timeout)
-        seqs: list[int] = []
-        for start in range(0, len(payloads), _CHUNK):
-            acks = await asyncio.gather(
-                *(
-                    js.publish(self.subject, p, stream=self.stream, headers=h)
-                    for p, h in zip(
-                        payloads[start : start + _CHUNK],
-                        headers[start : start + _CHUNK],
-                        strict=True,
-                    )
-                )
-            )
-            seqs += [int(a.seq) for a in acks]
-        return seqs
 
     def put(self, item: Any, *, block: bool, timeout: float | None) -> None:
         """Publish ``item`` (one acknowledged publish). A stream is never full here.
@@ -317,8 +181,7 @@ class NatsBackend(StreamBackend[JetStreamMessage]):
     def put_durable(self, item: Any, *, block: bool, timeout: float | None) -> str:
         """Publish ``item`` and return its record id, once JetStream stored it."""
         payload = self.encode(item)
-        headers = {_ENQUEUED: repr(time.time())}
-        (seq,) = self._call(lambda: self._publish([payload], [headers]))
+        (seq,) = self._call(lambda: self._stream.publish([payload], [headers(time.time())]))
         self._stored(1)
         return str(seq)
 
@@ -327,9 +190,10 @@ class NatsBackend(StreamBackend[JetStreamMessage]):
         payloads = [self.encode(item) for item in items]
         if not payloads:
             return
-        stamp = repr(time.time())
-        headers = [{_ENQUEUED: stamp} for _ in payloads]
-        self._call(lambda: self._publish(payloads, headers), self.timeout * 4)
+        stamp = headers(time.time())
+        self._call(
+            lambda: self._stream.publish(payloads, [stamp] * len(payloads)), self.timeout * 4
+        )
         self._stored(len(payloads))
 
     def restore(self, payload: bytes, record_id: str, enqueued_at: float) -> None:
@@ -340,25 +204,15 @@ class NatsBackend(StreamBackend[JetStreamMessage]):
         """
         if not record_id.isdigit():
             raise ConfigError(f"record id {record_id!r} was not issued by {self._description}")
-        headers = {_ENQUEUED: repr(enqueued_at), _RECORD: record_id}
-        self._call(lambda: self._publish([payload], [headers]))
+        found = headers(enqueued_at, record_id)
+        self._call(lambda: self._stream.publish([payload], [found]))
 
     # -- taking ------------------------------------------------------------------------------
 
-    async def _pull(self, n: int, wait: float) -> list[Msg]:
-        psub = await self._subscription()
-        wait = max(wait, 0.01)
-        self._requests_end = max(self._requests_end, time.monotonic() + wait + _LATENCY)
-        try:
-            msgs: list[Msg] = await psub.fetch(n, timeout=wait)
-        except TimeoutError:  # nothing came (nats-py's TimeoutError is one too)
-            return []
-        return msgs
-
     def _read(self, n: int, wait: float) -> list[JetStreamMessage]:
         """Fetch up to ``n`` messages (waiting up to ``wait`` s for the first)."""
-        raw = self._call(lambda: self._pull(n, wait), wait + self.timeout)
-        return [self._message(m) for m in raw]
+        raw = self._call(lambda: self._stream.pull(n, wait), wait + self.timeout)
+        return [to_message(m, self._item) for m in raw]
 
     def _fetch(self, n: int, wait: float) -> bool:
         """Fetch into ``_ready`` (one fetch at a time; ``_ready`` is free meanwhile); True when
@@ -370,19 +224,6 @@ class NatsBackend(StreamBackend[JetStreamMessage]):
             with self._lock:
                 self._ready.extend(got)
                 return bool(self._ready)
-
-    def _message(self, msg: Msg) -> JetStreamMessage:
-        meta = msg.metadata
-        seq = int(meta.sequence.stream)
-        headers = msg.headers or {}
-        return JetStreamMessage(
-            seq,
-            headers.get(_RECORD, str(seq)),
-            self._item(msg.data, {"data": msg.data, "headers": headers}),
-            float(headers.get(_ENQUEUED, 0.0)),
-            int(meta.num_delivered),
-            msg,
-        )
 
     def wait(self, timeout: float | None) -> bool:
         """Wait until a message is ready here, fetching it from JetStream.
@@ -398,8 +239,8 @@ class NatsBackend(StreamBackend[JetStreamMessage]):
                 with self._lock:
                     if self._ready:
                         return True
-                remaining = _POLL if deadline is None else deadline - time.monotonic()
-                if self._fetch(self._prefetch, min(max(remaining, 0), _POLL)):
+                remaining = POLL if deadline is None else deadline - time.monotonic()
+                if self._fetch(self._prefetch, min(max(remaining, 0), POLL)):
                     return True
                 if deadline is not None and time.monotonic() >= deadline:
                     return False
@@ -435,31 +276,15 @@ class NatsBackend(StreamBackend[JetStreamMessage]):
     def ack(self, *messages: JetStreamMessage) -> None:
         """Acknowledge the messages and wait until the server has the acks (JetStream then
         removes them from the stream, moments later: ``settled_through`` waits for that)."""
-        if not messages:
-            return
-
-        async def ack_all() -> None:
-            # one round trip for the batch: the acks, then a PING whose PONG says the server
-            # read them (it handles a connection's messages in order); an ack lost with the
-            # connection means a redelivery, never a loss
-            nc = await self._client()
-            for m in messages:
-                await m.msg.ack()
-            await nc.flush(timeout=self.timeout)  # type: ignore[arg-type]  # int in its hints
-
-        self._call(ack_all)
+        if messages:
+            self._call(lambda: self._stream.ack([m.msg for m in messages]))
 
     # -- gauges ------------------------------------------------------------------------------
-
-    async def _info(self) -> tuple[Any, Any]:
-        nc = await self._client()
-        js = nc.jetstream(timeout=self.timeout)
-        return await js.stream_info(self.stream), await js.consumer_info(self.stream, self.consumer)
 
     def waiting(self) -> int:
         """Messages no consumer was handed yet (the consumer's ``num_pending``), plus those
         ready here."""
-        _, consumer = self._call(self._info)
+        _, consumer = self._call(self._stream.info)
         with self._lock:
             return int(consumer.num_pending or 0) + len(self._ready)
 
@@ -469,7 +294,7 @@ class NatsBackend(StreamBackend[JetStreamMessage]):
         After :meth:`close`, the last value read.
         """
         if not self._closed.is_set():
-            stream, _ = self._call(self._info)
+            stream, _ = self._call(self._stream.info)
             self._backlog = int(stream.state.messages)
         return self._backlog
 
@@ -479,26 +304,12 @@ class NatsBackend(StreamBackend[JetStreamMessage]):
         with self._lock:
             if self._ready:
                 return min(m.enqueued_at for m in self._ready)
-
-        async def next_new() -> float | None:
-            nc = await self._client()
-            js = nc.jetstream(timeout=self.timeout)
-            consumer = await js.consumer_info(self.stream, self.consumer)
-            if not consumer.num_pending:
-                return None
-            seq = int(consumer.delivered.stream_seq or 0) + 1
-            try:
-                msg = await js.get_msg(self.stream, seq)
-            except nats.js.errors.NotFoundError:
-                return None
-            return float((msg.headers or {}).get(_ENQUEUED, 0.0))
-
-        return self._call(next_new)
+        return self._call(self._stream.next_enqueued_at)
 
     def flush_mark(self) -> object | None:
         """The newest message's sequence now (None when the stream is empty): what ``flush``
         waits to see settled. Sequences only grow."""
-        stream, _ = self._call(self._info)
+        stream, _ = self._call(self._stream.info)
         return int(stream.state.last_seq) if stream.state.messages else None
 
     def settled_through(self, mark: object) -> bool:
@@ -506,60 +317,23 @@ class NatsBackend(StreamBackend[JetStreamMessage]):
         consumer (delivered or dead-lettered): acknowledged messages leave a work-queue
         stream, so none is left."""
         last = int(str(mark))
-        stream, _ = self._call(self._info)
+        stream, _ = self._call(self._stream.info)
         return not stream.state.messages or int(stream.state.first_seq) > last
 
     def close(self) -> None:
         """Hand the messages fetched ahead back to JetStream at once (``NAK``), then close.
 
-        That includes messages the server sent after their fetch stopped waiting (they wait
-        in the pull subscription's queue): close first waits until the last pull request
-        ended at the server (at most ``_POLL`` s after the last fetch), so none is still
-        being answered. Messages a worker still holds stay pending, delivered again after
-        ``ack_wait``.
+        That includes messages that arrived after their fetch stopped waiting (see
+        :meth:`spoolkit.backends.nats.stream.JetStream.close`). Messages a worker still
+        holds stay pending, delivered again after ``ack_wait``.
         """
         if self._closed.is_set():
             return
         self._closed.set()  # no new call starts
-        with self._fetching, self._lock:  # a fetch in flight (at most _POLL s) puts its messages
+        with self._fetching, self._lock:  # a fetch in flight (at most POLL s) puts its messages
             held = [m.msg for m in self._ready]  # in _ready first: handed back with the rest
             self._ready.clear()
-        quiet_in = min(self._requests_end - time.monotonic(), _POLL + _LATENCY)
-
-        async def shut() -> None:
-            if quiet_in > 0:
-                await asyncio.sleep(quiet_in)
-            late = await self._late_arrivals()
-            with contextlib.suppress(Exception):
-                await asyncio.gather(*(m.nak() for m in held + late))
-            nc, self._nc = self._nc, None
-            if nc is not None and not nc.is_closed:
-                with contextlib.suppress(Exception):
-                    await nc.close()  # flushes the NAKs
-
-        with contextlib.suppress(Exception):
-            self._loop.call(shut, self.timeout + 5)
-        self._loop.stop()
-
-    async def _late_arrivals(self) -> list[Msg]:
-        """The messages waiting in the pull subscription's queue (answers to pull requests
-        that came after their fetch returned), once everything the server sent is here.
-
-        nats-py hands these to the next fetch; at close there is none, so they are taken
-        from the subscription itself (``PullSubscription`` offers no public way).
-        """
-        nc, psub = self._nc, self._psub
-        if nc is None or nc.is_closed or psub is None:
-            return []
-        late: list[Msg] = []
-        with contextlib.suppress(Exception):
-            await nc.flush(timeout=self.timeout)  # type: ignore[arg-type]  # int in its hints
-            sub = psub._sub
-            while psub.pending_msgs:
-                msg = await sub.next_msg(timeout=self.timeout)
-                if msg.reply and not (msg.headers or {}).get("Status"):  # not a status line
-                    late.append(msg)
-        return late
+        self._stream.close(held)
 
 
 if TYPE_CHECKING:  # mypy checks NatsBackend against the whole contract, member by member
