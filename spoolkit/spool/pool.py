@@ -139,10 +139,13 @@ class Pool:
         for index in range(self.size):
             self._spawn(index)
 
-    def restart(self, slot: Slot) -> None:
-        """Start a new worker in the place of ``slot``'s, which crashed (not once stopping)."""
-        if not self._stopping.is_set():
-            self._spawn(slot.index)
+    def restart(self, slot: Slot) -> bool:
+        """Start a new worker in the place of ``slot``'s, which crashed; False (none started)
+        once the pool is stopping."""
+        if self._stopping.is_set():
+            return False
+        self._spawn(slot.index)
+        return True
 
     def replace(self, slot: Slot, call_started: float) -> list[Any] | None:
         """Replace a worker stuck in a sink call: its batch goes back to the queue for another

@@ -126,8 +126,7 @@ class Supervisor:
         delay = min(_MAX_RESTART_WAIT, _FIRST_RESTART_WAIT * 2**self._streak)
         self._counters.add("worker_restarts")
         self._bound(slot, msgs).error("worker_crashed", error=error_repr(exc), restart_in=delay)
-        if not wait(self._clock, self._stop, delay):
-            self._pool.restart(slot)
+        if not wait(self._clock, self._stop, delay) and self._pool.restart(slot):
             self._bound(slot, msgs).info("worker_restarted")
 
     def check_stuck(self) -> None:
