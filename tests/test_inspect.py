@@ -342,8 +342,10 @@ def spool_with_dead_letters(tmp_path: Path) -> Path:
     spool.start()
     spool.put_many([{"n": i} for i in range(6)])
     assert spool.flush(10)
-    spool.put({"n": 100})  # left waiting: the spool stops without draining
-    spool.stop(drain=False)
+    spool.stop()
+    waiting = Spool(path, None, serializer="json")  # never started: its record stays waiting
+    waiting.put({"n": 100})
+    waiting.stop()
     return path
 
 
