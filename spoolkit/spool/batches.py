@@ -307,11 +307,18 @@ class Batches:
         return True
 
     def _wait_mark(self, deadline: float) -> bool:
-        """Wait until everything stored up to the backend's mark now is settled."""
+        """Wait until everything stored up to the backend's mark now is settled, then until
+        the rounds that settled it ended (so that the stats count it as a lane flush does)."""
         backend = self._backend
         mark = backend.flush_mark()
         while mark is not None and not backend.settled_through(mark):
             with self._progress:
+                if not self._wait_progress(deadline):
+                    return False
+        with self._take_lock:
+            need = [(s, s.rounds) for s in self._slots]
+        with self._progress:
+            while any(not s.abandoned and s.finished < n for s, n in need):
                 if not self._wait_progress(deadline):
                     return False
         return True
