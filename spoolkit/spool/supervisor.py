@@ -81,12 +81,6 @@ class Supervisor:
         self._stuck: list[Slot] = []  # abandoned in a stuck sink call; threads maybe running
         self._at_limit = False
 
-    @property
-    def cut(self) -> threading.Event:
-        """The pool's :attr:`~spoolkit.spool.pool.Pool.cut`: set, it ends every wait for
-        progress at once (a second Ctrl-C during ``stop``)."""
-        return self._pool.cut
-
     def start(self) -> None:
         """Start the workers and the supervisor thread."""
         self._pool.start(on_crash=self._crashed)
