@@ -234,8 +234,9 @@ class Spool:
         "Now" includes the backlog recovered from disk and records in flight; records put
         after the call are not waited for (though a few may be, harmlessly). Costs nothing
         to the producers. With the disk lanes, decided by counting the records each lane
-        hands out, never by their timestamps: a wall clock stepped back does not end it early
-        (a Redis backend is still judged by timestamps).
+        hands out, never by their timestamps: a wall clock stepped back does not end it early.
+        A Redis or NATS backend waits until every entry stored before the call is
+        acknowledged (a sequence mark, not a timestamp either).
 
         Args:
             timeout: the most seconds to wait; None waits as long as it takes.
