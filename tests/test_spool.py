@@ -360,3 +360,18 @@ def test_an_unknown_backend_string_names_every_accepted_form(tmp_path: Path) -> 
     assert "'disk'" in message
     assert "redis://" in message
     assert "spoolkit.backends.Backend" in message
+
+
+@pytest.mark.parametrize(
+    ("serializer", "fsync", "name", "cheap"),
+    [("json", "interval", "json", True), ("pickle", "always", "pickle", False)],
+)
+def test_serializer_name_and_cheap_puts_describe_the_spool(
+    tmp_path: Path, serializer: str, fsync: str, name: str, cheap: bool
+) -> None:
+    """serializer_name names the stored form; cheap_puts is True for the disk lanes unless
+    every put is fsynced (then a put waits on the disk)."""
+    spool = Spool(tmp_path, MemorySink(), serializer=serializer, fsync=fsync)
+    assert spool.serializer_name == name
+    assert spool.cheap_puts is cheap
+    spool.stop(drain=False)

@@ -346,7 +346,7 @@ class SpoolHandler(logging.Handler):
         self._put = bounded_put(spool, put_timeout)
         self._loop_put = loop_safe_put(spool, put_timeout, self._drop_later, self._fail_later)
         # a spool storing JSON with the built-in serializer takes the record's JSON text as is
-        self._json_text = getattr(spool, "_serializer_name", None) == "json"
+        self._json_text = getattr(spool, "serializer_name", None) == "json"
 
     def handle(self, record: logging.LogRecord) -> bool:
         """Filter ``record``, then :meth:`emit` it without taking the handler lock.

@@ -459,6 +459,12 @@ class Spool:
         return put
 
     @property
+    def serializer_name(self) -> str:
+        """The serializer records are stored with: ``"pickle"``, ``"json"``, ``"raw"``, or
+        ``"custom"`` for a serializer object (a producer hands a JSON spool JSON text as is)."""
+        return self._serializer_name
+
+    @property
     def cheap_puts(self) -> bool:
         """Whether a :meth:`put` only copies into memory and the page cache (the disk lanes
         without ``fsync="always"``): asyncio code may then call it on its event loop."""
