@@ -190,9 +190,13 @@ def test_close_releases_what_arrived_after_a_fetch(
     a = make()
     assert a.wait(0.05) is False  # subscribed, nothing fetched
     a.put_many(range(3))
-    psub = a._stream.psub  # a pull request answered after its fetch gave up, as under load:
-    request = b'{"batch": 3, "no_wait": true}'
-    a._stream.call(lambda: psub._nc.publish(psub._nms, request, psub._deliver))
+    js = a._stream  # a pull request answered after its fetch gave up waiting for it:
+
+    async def answered_late() -> None:
+        nc = await js.client()
+        await nc.publish(js._next, b'{"batch": 3, "no_wait": true}', reply=f"{js._prefix}.0")
+
+    a._stream.call(answered_late)
     assert wait_for(lambda: acks_pending(nats_url, stream, "g") == 3, 5)
     a.close()
     b = make()  # ack_wait 60 s: only the NAK makes them deliverable within the test

@@ -4,12 +4,20 @@ nats-py is asyncio only; the spool's workers are threads. :class:`JetStream` run
 on a private event loop thread (``EventLoopThread``): :meth:`JetStream.call` runs a coroutine
 there and waits for it, mapping nats-py's errors to spoolkit's. The coroutines below
 (``publish``, ``pull``, ``ack``, ``info``...) are what the backend runs through it.
+
+Pull requests are sent here rather than through nats-py's ``PullSubscription.fetch``, so that
+every fetch waits until the server ended its requests (a batch filled, or a status line:
+``404``, ``408``...). A request left open when its fetch stopped waiting would be answered
+later into a process that may not fetch again soon (an idle or stopping consumer), and the
+messages it got would wait there for ``ack_wait`` while other consumers could deliver them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import json
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -82,9 +90,12 @@ class JetStream:
         self._secrets, self._description, self._closed = secrets, description, closed
         self._loop = EventLoopThread("spoolkit-nats-backend")
         self._nc: Client | None = None
-        self.psub: Any = None  # the pull subscription, made at the first pull
+        self.inbox: Any = None  # the subscription pull requests are answered on
+        self._prefix = ""  # its subject, less the request number
+        self._numbers = itertools.count(1)
+        self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._connect_lock: asyncio.Lock | None = None
-        self._requests_end = 0.0  # (monotonic) when the last pull request ends at the server
+        self._requests_end = 0.0  # (monotonic) when a request left open ends at the server
 
     def call(self, make: Callable[[], Awaitable[T]], timeout: float | None = None) -> T:
         """Run ``make()`` on the loop and return its result.
@@ -121,7 +132,7 @@ class JetStream:
                     with contextlib.suppress(Exception):
                         await nc.close()
                     raise
-                self._nc, self.psub = nc, None
+                self._nc, self.inbox = nc, None
             return nc
 
     async def _ensure(self, nc: Client) -> None:
@@ -177,20 +188,57 @@ class JetStream:
         return seqs
 
     async def pull(self, n: int, wait: float) -> list[Msg]:
-        """Fetch up to ``n`` messages, waiting up to ``wait`` s for the first."""
+        """Fetch up to ``n`` messages, waiting up to ``wait`` s for the first.
+
+        What waits is taken at once (a ``no_wait`` request); if nothing did, a ``no_wait``
+        request with ``expires`` waits up to ``wait`` for messages, and the server ends it
+        once it delivered some. Each request is over at the server when this returns.
+        """
         nc = await self.client()
-        if self.psub is None:
-            js = nc.jetstream(timeout=self.timeout)
-            self.psub = await js.pull_subscribe_bind(
-                durable=self.consumer, stream=self.stream, inbox_prefix=nc.new_inbox().encode()
-            )
-        wait = max(wait, 0.01)
-        self._requests_end = max(self._requests_end, time.monotonic() + wait + _LATENCY)
-        try:
-            msgs: list[Msg] = await self.psub.fetch(n, timeout=wait)
-        except TimeoutError:  # nothing came (nats-py's TimeoutError is one too)
-            return []
-        return msgs
+        if self.inbox is None:
+            self._prefix = nc.new_inbox()
+            self.inbox = await nc.subscribe(self._prefix + ".*")
+        got = await self._queued(n)  # answers that came after their request gave up
+        if not got:
+            got = await self._request(nc, n, None)
+        if not got and wait > 0.01:
+            got = await self._request(nc, n, wait)
+        return got
+
+    async def _request(self, nc: Client, n: int, wait: float | None) -> list[Msg]:
+        """Ask for up to ``n`` messages, those waiting now or (``wait``) the first to come
+        within ``wait`` s; take them until the server ends the request."""
+        reply = f"{self._prefix}.{next(self._numbers)}"
+        ask: dict[str, Any] = {"batch": n, "no_wait": True}
+        if wait is not None:
+            ask["expires"] = int(wait * 1e9)
+        await nc.publish(self._next, json.dumps(ask).encode(), reply=reply)
+        ends = time.monotonic() + (wait or 0.0)
+        got: list[Msg] = []
+        while len(got) < n:
+            remaining = ends + self.timeout - time.monotonic()
+            try:
+                msg = await self.inbox.next_msg(timeout=max(remaining, 0.001))
+            except TimeoutError:  # no end from the server: whatever it sends later is queued
+                self._requests_end = max(self._requests_end, ends + _LATENCY)
+                break
+            status = (msg.headers or {}).get("Status")
+            if not status:
+                got.append(msg)
+            elif msg.subject == reply and status != "100":  # the server ended this request
+                if status not in ("404", "408", "409"):  # not "none", "expired", "busy"
+                    raise nats.js.errors.APIError.from_msg(msg)
+                break
+        return got
+
+    async def _queued(self, n: int) -> list[Msg]:
+        """Up to ``n`` messages already waiting on the inbox (status lines are dropped)."""
+        got: list[Msg] = []
+        while len(got) < n and self.inbox.pending_msgs:
+            msg = await self.inbox.next_msg(timeout=self.timeout)
+            if not (msg.headers or {}).get("Status"):
+                got.append(msg)
+        return got
 
     async def ack(self, msgs: Sequence[Msg]) -> None:
         """Acknowledge, then wait until the server has the acks.
@@ -230,12 +278,10 @@ class JetStream:
         """Hand ``held`` back (``NAK``) with what arrived after its fetch stopped waiting,
         then close the connection and the loop.
 
-        Messages the server sends in answer to a pull request after its fetch gave up (the
-        client's timeout and the request's expiry at the server race) wait in the pull
-        subscription's queue for the next fetch; at close there is none. So this first
-        waits until the last pull request ended at the server (at most ``POLL`` s after
-        the last fetch), so none is still being answered, then hands those back too.
-        Call it with no fetch in flight.
+        A request whose end did not come in time (see :meth:`pull`) may still be answered:
+        those answers wait on the inbox for the next fetch, and at close there is none. So
+        this first waits until such a request ended at the server (at most ``POLL`` s
+        after the last fetch), then hands back what came. Call it with no fetch in flight.
         """
         quiet_in = min(self._requests_end - time.monotonic(), POLL + _LATENCY)
 
@@ -255,17 +301,11 @@ class JetStream:
         self._loop.stop()
 
     async def _late_arrivals(self) -> list[Msg]:
-        """The messages waiting in the pull subscription's queue, once everything the server
-        sent is here (nats-py's ``PullSubscription`` offers no public way to take them)."""
-        nc, psub = self._nc, self.psub
-        if nc is None or nc.is_closed or psub is None:
+        """The messages waiting on the inbox, once everything the server sent is here."""
+        nc = self._nc
+        if nc is None or nc.is_closed or self.inbox is None:
             return []
-        late: list[Msg] = []
         with contextlib.suppress(Exception):
             await nc.flush(timeout=self.timeout)  # type: ignore[arg-type]  # int in its hints
-            sub = psub._sub  # private: see the docstring
-            while psub.pending_msgs:
-                msg = await sub.next_msg(timeout=self.timeout)
-                if msg.reply and not (msg.headers or {}).get("Status"):  # not a status line
-                    late.append(msg)
-        return late
+            return await self._queued(self.inbox.pending_msgs)
+        return []
