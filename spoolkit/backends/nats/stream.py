@@ -228,6 +228,8 @@ class JetStream:
             elif msg.subject == reply and status != "100":  # the server ended this request
                 if status not in ("404", "408", "409"):  # not "none", "expired", "busy"
                     raise nats.js.errors.APIError.from_msg(msg)
+                if status == "409":  # refused now (too many requests waiting, a new leader):
+                    await asyncio.sleep(max(0.0, ends - time.monotonic()))  # not at once again
                 break
         return got
 
