@@ -15,7 +15,7 @@ delivered more than ``max_deliveries`` times.
 :class:`NatsBackend` is a facade over :mod:`spoolkit.backends.nats_url` (the URL's options,
 checked without nats-py), :mod:`.stream` (the connection, on a private event loop thread:
 nats-py is asyncio only) and :mod:`.messages` (headers, :class:`JetStreamMessage`); what it
-shares with the Redis backend is in :mod:`spoolkit.backends.codec`.
+shares with the Redis backend is in :mod:`spoolkit.backends.streams`.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from spoolkit._internal.log import get_logger
 from spoolkit.backends.base import Backend
-from spoolkit.backends.codec import StreamBackend
 from spoolkit.backends.nats_url import check_limits, check_names, number, split_url
+from spoolkit.backends.streams import StreamBackend
 from spoolkit.errors import ClosedError, ConfigError, SpoolError
 from spoolkit.serializers import resolve
 from spoolkit.typing import Serializer

@@ -15,7 +15,7 @@ ones delivered more than ``max_deliveries`` times.
 options, checked without redis-py), :mod:`.options` (redis-py's options, the client),
 :mod:`.entries` (entry fields, :class:`StreamMessage`), :mod:`.reader` (group reads,
 ``XAUTOCLAIM``) and :mod:`.writer` (``XADD``, ``XACK``); what it shares with the JetStream
-backend is in :mod:`spoolkit.backends.codec`.
+backend is in :mod:`spoolkit.backends.streams`.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from spoolkit._internal.log import get_logger
 from spoolkit.backends.base import Backend
-from spoolkit.backends.codec import StreamBackend
 from spoolkit.backends.redis_url import check_limits, check_names, number
+from spoolkit.backends.streams import StreamBackend
 from spoolkit.errors import ClosedError, ConfigError, PermanentError, SpoolError
 from spoolkit.serializers import resolve
 from spoolkit.typing import Serializer
