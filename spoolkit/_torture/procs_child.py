@@ -89,15 +89,15 @@ def _hook_stops() -> None:
 
 
 def _hook_lanes() -> None:
-    """Announce lane openings and handovers, for every spool of this process."""
+    """Announce lane openings, handovers and acknowledgements, for every spool of this
+    process (each keeps its records in a LanesBackend)."""
     lanes: Any = LanesBackend
     lanes._open_lane = _announcing("@open", LanesBackend._open_lane)
     lanes.hand_over = _announcing("@handoff", LanesBackend.hand_over)
+    lanes.ack = _announcing("@ack", LanesBackend.ack)
 
 
 def _hook_spool(spool: Spool) -> None:
-    backend: Any = spool._backend
-    backend.ack = _announcing("@ack", backend.ack)
     dead: Any = spool.dead_letters
     dead.add = _announcing("@dead", dead.add)
 
