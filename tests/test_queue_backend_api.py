@@ -152,3 +152,17 @@ def test_leave_close_to_owner_keeps_the_exit_hook_away(tmp_path: Path) -> None:
         assert q._finalizer.atexit is False
         q.put(1)
     assert q.closed
+
+
+def test_putter_has_puts_outcomes(tmp_path: Path) -> None:
+    """putter(block, timeout) stores as put does, raises Full on a full queue without
+    blocking, and SerializationError for an item the serializer refuses (nothing stored)."""
+    with Queue(tmp_path, maxsize=2, serializer="json") as q:
+        put = q.putter()
+        put({"n": 1})
+        with pytest.raises(SerializationError):
+            put({"n": object()})
+        put({"n": 2})
+        with pytest.raises(Full):
+            q.putter(block=False)({"n": 3})
+        assert [d.item for d in q.get_batch(5, 0)] == [{"n": 1}, {"n": 2}]

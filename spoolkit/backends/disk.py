@@ -10,7 +10,6 @@ kills its consumer every time.
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -110,8 +109,8 @@ class DiskBackend:
         self.queue.put(item, block, timeout)
 
     def putter(self, *, block: bool, timeout: float | None) -> Callable[[Any], None]:
-        """The queue's own ``put`` with these options: no call of this backend's in between."""
-        return functools.partial(self.queue.put, block=block, timeout=timeout)
+        """:meth:`Queue.putter <spoolkit.Queue.putter>`: no call of this backend's in between."""
+        return self.queue.putter(block, timeout)
 
     def put_durable(self, item: Any, *, block: bool, timeout: float | None) -> str:
         """Store ``item``, fsync it, and return its record id."""
