@@ -14,9 +14,12 @@ handed out more than :attr:`Backend.max_deliveries` times, or whose item is
 
 To write a backend, implement every member below. The smallest honest one keeps one lane:
 ``waiting_by_lane()`` returns ``{"": self.waiting()}``, ``lane_of()`` returns ``""``,
-``flush_mark()`` returns None, ``puts``/``undecodable``/``lost_records`` count what they say
-(0 if never), ``closed_under()`` returns ``""``, ``hand_over()`` returns False,
-``lanes_held()`` returns ``[]`` and ``path`` is None.
+``flush_mark()`` returns None and ``settled_through()`` True, ``putter()`` is
+``functools.partial(self.put, block=block, timeout=timeout)``,
+``puts``/``undecodable``/``lost_records`` count what they say (0 if never),
+``closed_under()`` returns ``""``, ``hand_over()`` returns False, ``lanes_held()`` returns
+``[]`` and ``path`` is None. ``tests/test_backend_written_from_the_contract.py`` is one, in
+memory, in 150 lines: a Spool runs on it, retrying, flushing and dead-lettering.
 """
 
 from __future__ import annotations
