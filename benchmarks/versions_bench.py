@@ -8,8 +8,10 @@ refactor, a dependency upgrade).
 Each round runs every case once per version, alternating which version goes first, each run in
 a fresh child process that imports ``spoolkit`` from that version's tree (and the case itself
 from this tree's benchmarks, which use only the public API). Printed per case: the median of
-the rounds for each version, and after/before (under 1: the current tree is faster). On a
-shared machine, differences under about 5% are noise; ``--rounds`` more tightens them.
+the rounds for each version, and after/before (under 1: the current tree is faster). Wall
+figures on a shared machine swing by 20% and more (file creation, threads waiting for a core);
+the CPU figures (``time.thread_time`` of the calling thread) are the ones to compare, to a few
+percent. ``--rounds`` more tightens both.
 
 Writes benchmarks/results/versions_bench.json.
 """
@@ -23,62 +25,92 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
-def _queue_put_get(n: int) -> tuple[float, float]:
-    import queue_bench
+def _queue_put_get(n: int) -> tuple[float, ...]:
+    """queue_bench's batch case (chunks of 1000): put, then get_batch(500) + ack; wall and
+    CPU (``time.thread_time``: leaves out waiting for a core) per record."""
+    import spoolkit
 
     items = [os.urandom(100) for _ in range(n)]
     with tempfile.TemporaryDirectory() as d:
-        put, got = queue_bench.bench_spoolkit_batch(d, items, chunksize=1000)
-    return 1e6 / put, 1e6 / got
+        q = spoolkit.Queue(d, chunksize=1000)
+        w0, c0 = time.perf_counter(), time.thread_time()
+        for x in items:
+            q.put(x)
+        w1, c1 = time.perf_counter(), time.thread_time()
+        got = 0
+        while got < n:
+            batch = q.get_batch(500)
+            q.ack(*batch)
+            got += len(batch)
+        w2, c2 = time.perf_counter(), time.thread_time()
+        q.close()
+    per = 1e6 / n
+    return (w1 - w0) * per, (c1 - c0) * per, (w2 - w1) * per, (c2 - c1) * per
 
 
-def _queue_stdlib(n: int) -> tuple[float, float]:
-    import queue_bench
+def _queue_stdlib(n: int) -> tuple[float, ...]:
+    """queue_bench's stdlib-style case (pqueue's 100 records per chunk): put, then get +
+    task_done, one record at a time; wall and CPU per record."""
+    import spoolkit
 
     items = [os.urandom(100) for _ in range(n)]
     with tempfile.TemporaryDirectory() as d:
-        put, got = queue_bench.bench_spoolkit(d, items)
-    return 1e6 / put, 1e6 / got
+        q = spoolkit.Queue(d)
+        w0, c0 = time.perf_counter(), time.thread_time()
+        for x in items:
+            q.put(x)
+        w1, c1 = time.perf_counter(), time.thread_time()
+        for _ in items:
+            q.get()
+            q.task_done()
+        w2, c2 = time.perf_counter(), time.thread_time()
+        q.close()
+    per = 1e6 / n
+    return (w1 - w0) * per, (c1 - c0) * per, (w2 - w1) * per, (c2 - c1) * per
 
 
-def _spool_end_to_end(n: int) -> tuple[float]:
+def _spool_end_to_end(n: int) -> tuple[float, ...]:
     from _common import end_to_end
 
     return (1e6 / end_to_end(n, workers=2, use_put_many=False),)
 
 
-def _spool_put_sink_down(n: int) -> tuple[float]:
+def _spool_put_sink_down(n: int) -> tuple[float, ...]:
     import spool_bench
 
     return (spool_bench.put_cost_sink_down(n),)
 
 
-def _handler(case_name: str) -> Callable[[int], tuple[float, float]]:
-    def run(n: int) -> tuple[float, float]:
+def _handler(case_name: str) -> Callable[[int], tuple[float, ...]]:
+    def run(n: int) -> tuple[float, ...]:
         import handler_bench
 
         cases = {**handler_bench.STDLIB, **handler_bench.STRUCTLOG}
-        steady, _end, burst, _cpu, _cpu_burst = handler_bench.run_case(cases[case_name], n)
-        return steady, burst
+        steady, _end, burst, cpu, cpu_burst = handler_bench.run_case(cases[case_name], n)
+        return steady, cpu, burst, cpu_burst
 
     return run
 
 
+_WALL_CPU = ("put", "put (CPU)", "take+ack", "take+ack (CPU)")
+_LOGGING = ("steady", "steady (CPU)", "burst", "burst (CPU)")
+
 # name -> (function of n, names of the figures it returns, all in µs per record)
 CASES: dict[str, tuple[Callable[[int], tuple[float, ...]], tuple[str, ...]]] = {
-    "Queue get_batch(500)": (_queue_put_get, ("put", "get_batch+ack")),
-    "Queue get/task_done": (_queue_stdlib, ("put", "get+task_done")),
+    "Queue get_batch(500)": (_queue_put_get, _WALL_CPU),
+    "Queue get/task_done": (_queue_stdlib, _WALL_CPU),
     "Spool put -> flush": (_spool_end_to_end, ("end to end",)),
     "Spool put, sink down": (_spool_put_sink_down, ("put",)),
-    "SpoolHandler": (_handler("SpoolHandler"), ("steady", "burst")),
-    "SpoolHandler(path)": (_handler("SpoolHandler(path)"), ("steady", "burst")),
-    "SpoolProcessor(drop=True)": (_handler("SpoolProcessor(drop=True)"), ("steady", "burst")),
+    "SpoolHandler": (_handler("SpoolHandler"), _LOGGING),
+    "SpoolHandler(path)": (_handler("SpoolHandler(path)"), _LOGGING),
+    "SpoolProcessor(drop=True)": (_handler("SpoolProcessor(drop=True)"), _LOGGING),
 }
 
 
