@@ -4,10 +4,11 @@ The store marks what it changes: the chunks acknowledged in, or rolled away from
 last sync (:attr:`Durability.dirty`), the directory when chunk files appear, are renamed or are
 removed (:attr:`Durability.dir_dirty`), and, with a background flusher, the files of deleted
 chunks whose removal waits off the ack path (:attr:`Durability.unlink_later`). Appends to the
-head chunk mark nothing (one set insertion less per put): a sync covers the head chunk whenever
-new records were appended since the last one (the store's next record id moved), and a chunk
-rolled away from is marked if records were appended since the last sync. A record appended
-under an id of its own (a dead-letter requeue) is marked as any other change.
+head chunk mark nothing, so a put does no bookkeeping for the fsync: a sync covers the head
+chunk whenever new records were appended since the last one (the store's next record id
+moved), and a chunk rolled away from is marked if records were appended since the last sync.
+A record appended under an id of its own (a dead-letter requeue) is marked as any other
+change.
 :meth:`Durability.sync` fsyncs what is marked for all the callers waiting at once (group
 commit); with ``fsync="interval"`` a background thread removes the waiting files and syncs
 every ``interval`` seconds.

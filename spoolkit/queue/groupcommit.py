@@ -13,9 +13,8 @@ The next leader is woken first, so its flush starts while the covered callers wa
 them takes the shared lock again on the way out, and no caller is woken only to find that
 the flush did not cover it.
 
-On a disk whose fsync takes 0.5-2 ms, that lifts 8 putting threads from about 4x one
-thread's durable puts/s to 6-7x; where fsync is much faster than waking a thread, the
-wake-ups bound the gain either way.
+What this gains depends on how long an fsync takes against waking a thread: where an fsync
+is much faster, the wake-ups bound the gain (figures in docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -139,8 +139,8 @@ class Store:
     def generation(self) -> int:
         """A number that moves with every change an fsync should cover (read with the lock).
 
-        New records move ``next_id``, everything else ``gen``: the sum saves the put path an
-        update.
+        New records move ``next_id``, everything else ``gen``, so that a put, which moves
+        ``next_id`` anyway, updates nothing more.
         """
         return self.next_id + self.gen
 
@@ -266,7 +266,8 @@ class Store:
             self.gen += 1
             self._dirty.add(chunk)
         fields = _pack_fields(n, record_id, enqueued_at)
-        # one CRC call over a joined copy is cheaper than two, up to a few KiB (same value)
+        # a short payload is checksummed with its fields in one call over a joined copy: the
+        # same value as two chained calls, for less (the threshold, _JOIN_CRC: benchmarks.md)
         crc = (
             _crc(fields + payload, chunk.index)
             if n < _JOIN_CRC

@@ -1,7 +1,7 @@
 """Delivering one batch: the sink and deferred calls, retries in place, dead letters.
 
 A worker of the pool (:mod:`spoolkit.spool.pool`) hands each batch it takes to
-:meth:`Delivery.run`. The data records go to the sink in one call, each deferred call to its
+:meth:`Deliverer.run`. The data records go to the sink in one call, each deferred call to its
 registered function; failures are retried in place with tenacity (the backoff waits on the
 spool's clock and ends early when the spool stops); what still fails is dead-lettered. A
 record is acknowledged only once its sink call returned or its dead letter is stored, through
@@ -32,7 +32,7 @@ from spoolkit.typing import Record
 if TYPE_CHECKING:
     from spoolkit.spool.pool import Slot
 
-__all__ = ["Abandoned", "Delivery", "Interrupted", "SinkCall"]
+__all__ = ["Abandoned", "Deliverer", "Interrupted", "SinkCall"]
 
 SinkCall = Callable[[Sequence[Record]], None]
 Settle = Callable[["Slot", Sequence[Any], Sequence[Any]], None]
@@ -47,7 +47,7 @@ class Abandoned(BaseException):
     """The supervisor gave this worker's batch to another worker: drop it silently."""
 
 
-class Delivery:
+class Deliverer:
     """Delivers the batches of one spool's workers.
 
     Args:

@@ -351,8 +351,8 @@ class Spool:
         """Store ``item``, like :meth:`put`, without blocking the event loop on a wait.
 
         When the put costs only memory (the disk lanes, room in the spool or no ``max_bytes``,
-        ``fsync`` not ``"always"``, not ``durable``) it runs right here on the loop: a few
-        microseconds, less than a thread hop. A wait for room, an fsync, or a network backend
+        ``fsync`` not ``"always"``, not ``durable``) it runs right here on the loop: that costs
+        less than handing it to a thread. A wait for room, an fsync, or a network backend
         runs on a thread of the spool's own; the loop goes on meanwhile.
 
         Cancellation never loses or duplicates a record silently: a cancelled ``aput`` raises

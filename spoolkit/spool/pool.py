@@ -3,7 +3,7 @@ the locks between them.
 
 Each worker waits for records, takes a batch of up to ``batch_size`` (lingering up to
 ``batch_interval`` for it to fill) through ``take`` (the backend's ``get_batch``, or the
-spool's screening wrapper around it), hands it to :class:`~spoolkit.spool.delivery.Delivery`,
+spool's screening wrapper around it), hands it to :class:`~spoolkit.spool.delivery.Deliverer`,
 and starts over. The rest of the spool uses only the pool's API:
 
 - :meth:`Pool.start` starts the workers; :meth:`Pool.restart` starts one again after a crash;
@@ -35,7 +35,7 @@ from spoolkit.retry import Clock, RetryPolicy
 from spoolkit.spool.async_sink import AsyncRunner
 from spoolkit.spool.batches import Batches, Slot, Take
 from spoolkit.spool.deferred import Registered
-from spoolkit.spool.delivery import Abandoned, Delivery, SinkCall
+from spoolkit.spool.delivery import Abandoned, Deliverer, SinkCall
 from spoolkit.spool.sink_calls import SinkCalls
 from spoolkit.spool.stats import Counters
 
@@ -100,7 +100,7 @@ class Pool:
             cut=self.cut,
         )
         self._sink_calls = SinkCalls(sink, workers)
-        self._delivery = Delivery(
+        self._delivery = Deliverer(
             backend,
             sink=sink,
             dead=dead,
