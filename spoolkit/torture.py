@@ -145,12 +145,12 @@ class _Loop:
             return
         with open(self.log, "r+b") as f:
             f.seek(self.cut)
-            segment = f.read()
-            end = segment.rfind(b"\n") + 1
-            if end < len(segment):  # a torn last line: never acknowledged, cut it off
+            section = f.read()
+            end = section.rfind(b"\n") + 1
+            if end < len(section):  # a torn last line: never acknowledged, cut it off
                 f.truncate(self.cut + end)
         self.cut += end
-        self.ledger.sink_lines(cycle, segment[:end])
+        self.ledger.sink_lines(cycle, section[:end])
 
     def check(self, cycle: int, *, final: bool) -> set[int]:
         pending = _numbers([r.item for r in peek(self.spool, 1 << 40)])

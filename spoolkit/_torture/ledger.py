@@ -141,9 +141,9 @@ class Ledger:
             (self.attempted if kind == "@put" else self.returned).update(range(first, last + 1))
         return kind
 
-    def sink_lines(self, cycle: int, segment: bytes) -> None:
+    def sink_lines(self, cycle: int, section: bytes) -> None:
         """Check the complete batch lines the sink logged during ``cycle``."""
-        found, last = sink_deliveries(segment, f"cycle {cycle}", self.attempted, self.problem)
+        found, last = sink_deliveries(section, f"cycle {cycle}", self.attempted, self.problem)
         for worker, batch, rid, n in found:
             self._delivered(cycle, worker, batch, rid, n)
         for worker, b in last.items():

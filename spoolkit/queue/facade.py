@@ -439,7 +439,7 @@ class Queue:
             if store.closed:
                 store.check_open()
             d = self._handout.pop_for_task_done()
-            store.ack(d._seg, d._off, d._crc)
+            store.ack(d._chunk, d._off, d._crc)
             self._after_ack()
             gen = store.generation()
         finally:

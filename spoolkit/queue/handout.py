@@ -44,7 +44,7 @@ class Delivery:
             means a consumer took it before and died, stalled or handed it back.
     """
 
-    __slots__ = ("_crc", "_off", "_seg", "_store", "deliveries", "enqueued_at", "item", "seq")
+    __slots__ = ("_chunk", "_crc", "_off", "_store", "deliveries", "enqueued_at", "item", "seq")
 
     def __init__(  # noqa: PLR0917 - built on the hot path, positional on purpose
         self,
@@ -58,7 +58,7 @@ class Delivery:
         deliveries: int = 1,
     ) -> None:
         self._store = store
-        self._seg = chunk
+        self._chunk = chunk
         self._off = off
         self._crc = crc
         self.seq = rid
@@ -157,7 +157,7 @@ class Handout:
         handed = self._handed.get(ident)
         if handed is None:
             handed = self._handed[ident] = deque()
-        handed.append((d._seg.index, d._off))
+        handed.append((d._chunk.index, d._off))
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Mark deliveries acknowledged on disk, one run per chunk; repeats are ignored.
@@ -170,13 +170,13 @@ class Handout:
         marks: list[tuple[int, int]] = []
         try:
             for d in deliveries:
-                key = (d._seg.index, d._off)
+                key = (d._chunk.index, d._off)
                 if outstanding.get(key) is d:
                     del outstanding[key]
-                    if d._seg is not chunk:  # one ack_run per run of the same chunk
+                    if d._chunk is not chunk:  # one ack_run per run of the same chunk
                         if marks:
                             store.ack_run(chunk, marks)
-                        chunk, marks = d._seg, []
+                        chunk, marks = d._chunk, []
                     marks.append((d._off, d._crc))
                 elif d._store is not store:
                     self._foreign(d)
@@ -187,10 +187,10 @@ class Handout:
     def nack(self, deliveries: Sequence[Delivery]) -> None:
         """Hand deliveries back to the store, to be taken again before newer records."""
         for d in deliveries:
-            key = (d._seg.index, d._off)
+            key = (d._chunk.index, d._off)
             if self.outstanding.get(key) is d:  # else acked already, or nacked and taken again
                 del self.outstanding[key]
-                self._store.nack(d._seg, d._off)
+                self._store.nack(d._chunk, d._off)
             elif d._store is not self._store:
                 self._foreign(d)
 
