@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import redis
 
-from spoolkit import RetryPolicy, Spool
+from spoolkit import Spool
 from spoolkit._internal.log import get_logger
 from spoolkit.backends import Backend
 from spoolkit.backends.base import Undecodable
@@ -24,7 +24,7 @@ from spoolkit.deadletter import DeadLetters
 from spoolkit.errors import ClosedError, ConfigError, PermanentError, TransientError
 from spoolkit.spool.screen import screened
 from spoolkit.spool.stats import Counters
-from spoolkit.testing import FakeClock, FlakySink, MemorySink
+from spoolkit.testing import MemorySink
 from tests.services._common import free_port
 
 pytestmark = pytest.mark.services
@@ -101,32 +101,6 @@ def test_put_get_ack_round_trip(make: Factory, client: redis.Redis, stream: str)
     assert b.backlog() == 0
     assert client.xlen(stream) == 0
     assert client.xpending(stream, "g")["pending"] == 0
-
-
-def test_nacked_messages_come_back_first(make: Factory) -> None:
-    """nack hands messages out again, before newer ones, with the same record ids."""
-    b = make()
-    b.put_many(range(5))
-    first = b.get_batch(3, 1)
-    b.nack(*first)
-    again = b.get_batch(10, 1)
-    assert [m.item for m in again] == [0, 1, 2, 3, 4]
-    assert b.record_ids(again[:3]) == b.record_ids(first)
-
-
-def test_wait_and_oldest_enqueued_at(make: Factory) -> None:
-    """wait is False on an empty stream, True once a record waits; oldest is its put time."""
-    b = make()
-    assert b.wait(0.05) is False
-    assert b.oldest_enqueued_at() is None
-    before = time.time()
-    make().put("x", block=True, timeout=None)
-    oldest = b.oldest_enqueued_at()
-    assert oldest is not None
-    assert before <= oldest <= time.time()
-    assert b.wait(2) is True
-    assert b.get_batch(5, 0)[0].item == "x"
-    assert b.oldest_enqueued_at() is None
 
 
 def test_records_of_a_dead_consumer_are_claimed(make: Factory) -> None:
@@ -225,18 +199,6 @@ def test_over_delivered_and_undecodable_entries_are_handed_out(
     assert second.undecodable == 1
     second.ack(*got)
     assert client.xlen(stream) == 0
-
-
-def test_puts_counts_what_was_stored(make: Factory) -> None:
-    """puts counts put, put_durable and put_many records; a restored dead letter is not one."""
-    b = make()
-    b.put("a", block=True, timeout=None)
-    rid = b.put_durable("b", block=True, timeout=None)
-    b.put_many(["c", "d"])
-    b.restore(b.encode("e"), rid, 1.0)
-    assert b.puts == 4
-    with pytest.raises(ConfigError, match="not issued"):
-        b.restore(b"x", "lane-0123-7", 1.0)
 
 
 def test_spool_dead_letters_records_over_max_deliveries(
@@ -346,53 +308,6 @@ def test_spool_delivers_through_redis(redis_url: str, stream: str, tmp_path: Pat
     assert all("-" in i for i in ids)
 
 
-def test_spool_retries_and_dead_letters_on_redis(
-    redis_url: str, stream: str, tmp_path: Path
-) -> None:
-    """Retries happen in place; a permanently failing batch lands in the local dead letters."""
-    url = f"{redis_url}?stream={stream}&group=g"
-    flaky = FlakySink(pattern=[True, True])
-    retry = RetryPolicy(max_attempts=5, initial_wait=1, jitter=0)
-    with Spool(tmp_path / "a", flaky, backend=url, retry=retry, clock=FakeClock()) as spool:
-        spool.put_many(["x", "y"])
-        assert spool.flush(10)
-        assert spool.stats().retried == 4
-    assert [r.item for b in flaky.inner.batches for r in b] == ["x", "y"]
-
-    failing = FlakySink(pattern=[PermanentError("no")])
-    with Spool(tmp_path / "b", failing, backend=url) as spool:
-        spool.put("z")
-        assert spool.flush(10)
-        (letter,) = spool.dead_letters.list()
-        assert letter.record.item == "z"
-        assert spool.dead_letters.requeue() == 1
-        assert spool.flush(10)
-    (batch,) = failing.inner.batches
-    assert [(r.id, r.item) for r in batch] == [(letter.id, "z")]
-
-
-def test_two_spools_share_the_stream(redis_url: str, stream: str, tmp_path: Path) -> None:
-    """Two spools in one group split the records between them; each is delivered once."""
-    url = f"{redis_url}?stream={stream}&group=g"
-    sinks = [MemorySink(), MemorySink()]
-    spools = [
-        Spool(tmp_path / str(i), sink, backend=url, workers=1, batch_size=10, batch_interval=0)
-        for i, sink in enumerate(sinks)
-    ]
-    for spool in spools:
-        spool.start()
-    try:
-        spools[0].put_many(range(500))
-        deadline = time.monotonic() + 10
-        while sum(s.stats().delivered for s in spools) < 500 and time.monotonic() < deadline:
-            spools[0].flush(0.1)
-    finally:
-        for spool in spools:
-            spool.stop()
-    got = [r.item for sink in sinks for batch in sink.batches for r in batch]
-    assert sorted(got) == list(range(500))
-
-
 def test_kill9_consumer_mid_batch_survivor_claims(
     redis_url: str, stream: str, tmp_path: Path, client: redis.Redis
 ) -> None:
@@ -458,22 +373,6 @@ def _hung_batch(log: Path) -> list[str] | None:
 
 def _delivered(log: Path) -> list[str]:
     return [i for line in _lines(log) if line.startswith("B ") for i in line.split()[1:]]
-
-
-def test_import_spoolkit_backends_does_not_load_redis() -> None:
-    """`import spoolkit.backends` leaves redis unloaded; without redis the error names the extra."""
-    code = (
-        "import sys, spoolkit, spoolkit.backends\n"
-        "assert 'redis' not in sys.modules, 'redis was imported'\n"
-        "sys.modules['redis'] = None\n"
-        "try:\n"
-        "    import spoolkit.backends.redis\n"
-        "except ImportError as e:\n"
-        "    assert \"pip install 'spoolkit[redis]'\" in str(e), e\n"
-        "else:\n"
-        "    raise AssertionError('no ImportError')\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
 def test_flush_waits_for_every_entry_after_the_clock_stepped_back(
