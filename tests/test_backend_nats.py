@@ -28,6 +28,7 @@ from spoolkit.spool.screen import screened
 from spoolkit.spool.stats import Counters
 from spoolkit.testing import MemorySink
 from tests.helpers.collector import wait_for
+from tests.helpers.consumer_logs import delivered, hung_batch, poll
 from tests.services._common import free_port
 from tests.services.nats_server import NatsServer
 
@@ -394,14 +395,14 @@ def test_kill9_consumer_mid_batch_is_redelivered(
 
     try:
         victim = consumer("v", logs[0], "3")
-        hung = _wait_for(lambda: _hung_batch(logs[0]), within=20)
+        hung = poll(lambda: hung_batch(logs[0]), within=20)
         consumer("s", logs[1], "-1")
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait(10)
-        _wait_for(lambda: stream_state(nats_url, stream).messages == 0 or None, within=30)
-        delivered = {int(i) for log in logs for i in _delivered(log)}
-        assert delivered == set(range(n))
-        assert set(hung) <= set(_delivered(logs[1]))  # the batch it died in, via the survivor
+        poll(lambda: stream_state(nats_url, stream).messages == 0 or None, within=30)
+        got = {int(i) for log in logs for i in delivered(log)}
+        assert got == set(range(n))
+        assert set(hung) <= set(delivered(logs[1]))  # the batch it died in, via the survivor
     finally:
         for child in children:
             assert child.stdin is not None
@@ -412,25 +413,3 @@ def test_kill9_consumer_mid_batch_is_redelivered(
                 except subprocess.TimeoutExpired:
                     child.kill()
                     child.wait()
-
-
-def _wait_for(check: Callable[[], Any], within: float) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        result = check()
-        if result is not None:
-            return result
-        time.sleep(0.05)  # polling a file or the server, not waiting for an event
-    raise AssertionError(f"not done within {within}s")
-
-
-def _lines(log: Path) -> list[str]:
-    return log.read_text().split("\n")[:-1] if log.exists() else []
-
-
-def _hung_batch(log: Path) -> list[str] | None:
-    return next((line.split()[1:] for line in _lines(log) if line.startswith("H ")), None)
-
-
-def _delivered(log: Path) -> list[str]:
-    return [i for line in _lines(log) if line.startswith("B ") for i in line.split()[1:]]

@@ -25,6 +25,7 @@ from spoolkit.errors import ClosedError, ConfigError, PermanentError, TransientE
 from spoolkit.spool.screen import screened
 from spoolkit.spool.stats import Counters
 from spoolkit.testing import MemorySink
+from tests.helpers.consumer_logs import delivered, hung_batch, poll
 from tests.services._common import free_port
 
 pytestmark = pytest.mark.services
@@ -333,14 +334,14 @@ def test_kill9_consumer_mid_batch_survivor_claims(
         # The victim runs alone until it hangs in its fourth batch: started together, the
         # survivor could take every record before the victim got that far.
         victim = consumer("v", logs[0], "3")
-        hung = _wait_for(lambda: _hung_batch(logs[0]), within=15)
+        hung = poll(lambda: hung_batch(logs[0]), within=15)
         consumer("s", logs[1], "-1")
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait(10)
-        _wait_for(lambda: client.xlen(stream) == 0 or None, within=15)
-        delivered = {int(i) for log in logs for i in _delivered(log)}
-        assert delivered == set(range(n))
-        assert set(hung) <= set(_delivered(logs[1]))  # the batch it died in, via the survivor
+        poll(lambda: client.xlen(stream) == 0 or None, within=15)
+        got = {int(i) for log in logs for i in delivered(log)}
+        assert got == set(range(n))
+        assert set(hung) <= set(delivered(logs[1]))  # the batch it died in, via the survivor
     finally:
         for child in children:
             assert child.stdin is not None
@@ -351,28 +352,6 @@ def test_kill9_consumer_mid_batch_survivor_claims(
                 except subprocess.TimeoutExpired:
                     child.kill()
                     child.wait()
-
-
-def _wait_for(check: Callable[[], Any], within: float) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        result = check()
-        if result is not None:
-            return result
-        time.sleep(0.02)  # polling a file or the server, not waiting for an event
-    raise AssertionError(f"not done within {within}s")
-
-
-def _lines(log: Path) -> list[str]:
-    return log.read_text().split("\n")[:-1] if log.exists() else []
-
-
-def _hung_batch(log: Path) -> list[str] | None:
-    return next((line.split()[1:] for line in _lines(log) if line.startswith("H ")), None)
-
-
-def _delivered(log: Path) -> list[str]:
-    return [i for line in _lines(log) if line.startswith("B ") for i in line.split()[1:]]
 
 
 def test_flush_waits_for_every_entry_after_the_clock_stepped_back(
