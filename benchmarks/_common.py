@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,6 +18,30 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 ITEM = {"level": "info", "msg": "user logged in", "user": 12345, "ok": True}
 BATCH = 500
+
+LOG_RECORD = {
+    "timestamp": "2024-05-01T12:00:00.123456Z",
+    "level": "INFO",
+    "logger": "app.payments",
+    "message": "user logged in",
+    "module": "views",
+    "function": "login",
+    "line": 42,
+    "process": 1234,
+    "thread": 5678,
+    "exception": None,
+    "stack": None,
+    "extra": {"user": 12345, "ok": True},
+}
+"""A log record as SpoolHandler stores it: what the sink benchmarks send."""
+
+
+class Counter:
+    """Records a test server received, counted from its handler threads."""
+
+    def __init__(self) -> None:
+        self.records = 0
+        self.lock = threading.Lock()
 
 
 def rate(n: int, fn: Callable[[], Any]) -> float:

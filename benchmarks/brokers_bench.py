@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import nats
 import pika
 
-from benchmarks._common import end_to_end, save, table
+from benchmarks._common import LOG_RECORD, Counter, end_to_end, save, table
 from spoolkit import Spool
 from spoolkit.sinks.amqp import AmqpSink
 from spoolkit.sinks.http import HttpSink
@@ -50,29 +50,13 @@ from tests.services.nats_server import start_nats
 from tests.services.rabbitmq_server import start_rabbitmq
 from tests.services.redis_server import start_redis
 
-RECORD = {
-    "timestamp": "2024-05-01T12:00:00.123456Z",
-    "level": "INFO",
-    "logger": "app.payments",
-    "message": "user logged in",
-    "module": "views",
-    "function": "login",
-    "line": 42,
-    "process": 1234,
-    "thread": 5678,
-    "exception": None,
-    "stack": None,
-    "extra": {"user": 12345, "ok": True},
-}
+
+def __init__(self) -> None:
+    self.records = 0
+    self.lock = threading.Lock()
 
 
-class _Counter:
-    def __init__(self) -> None:
-        self.records = 0
-        self.lock = threading.Lock()
-
-
-def _http_server(counter: _Counter) -> ThreadingHTTPServer:
+def _http_server(counter: Counter) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -98,7 +82,7 @@ def _http_server(counter: _Counter) -> ThreadingHTTPServer:
 
 def _through_spool(sink: Any, n: int, delivered: Callable[[], int], workers: int) -> float:
     """Records/s from the first put until the server has all ``n`` records."""
-    items = [dict(RECORD, message=f"user logged in {i}") for i in range(n)]
+    items = [dict(LOG_RECORD, message=f"user logged in {i}") for i in range(n)]
     with tempfile.TemporaryDirectory() as d:
         spool = Spool(
             d, sink, workers=workers, batch_size=500, batch_interval=0.05, serializer="json"
@@ -146,7 +130,7 @@ def _nats_stream(url: str) -> tuple[str, str, Callable[[], int]]:
 
 
 def sinks(n: int, runs: int, workers: int) -> dict[str, float]:
-    counter = _Counter()
+    counter = Counter()
     http = _http_server(counter)
     rabbit = start_rabbitmq()
     nats_server = start_nats()

@@ -46,36 +46,20 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from benchmarks._common import save, table
+from benchmarks._common import LOG_RECORD, Counter, save, table
 from spoolkit import Spool
 from spoolkit.otel import DurableSpanExporter
 from spoolkit.sinks import HttpSink, OtlpLogSink, SyslogSink
 from tests.services._common import destroy
 from tests.services.rsyslog_server import start_rsyslog
 
-RECORD = {
-    "timestamp": "2024-05-01T12:00:00.123456Z",
-    "level": "INFO",
-    "logger": "app.payments",
-    "message": "user logged in",
-    "module": "views",
-    "function": "login",
-    "line": 42,
-    "process": 1234,
-    "thread": 5678,
-    "exception": None,
-    "stack": None,
-    "extra": {"user": 12345, "ok": True},
-}
+
+def __init__(self) -> None:
+    self.records = 0
+    self.lock = threading.Lock()
 
 
-class _Counter:
-    def __init__(self) -> None:
-        self.records = 0
-        self.lock = threading.Lock()
-
-
-def _server(counter: _Counter) -> ThreadingHTTPServer:
+def _server(counter: Counter) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -113,7 +97,7 @@ def _server(counter: _Counter) -> ThreadingHTTPServer:
 
 def _through_spool(sink: Any, n: int, delivered: Callable[[], int]) -> float:
     """Records/s from the first put until the server has all ``n`` records."""
-    items = [dict(RECORD, message=f"user logged in {i}") for i in range(n)]
+    items = [dict(LOG_RECORD, message=f"user logged in {i}") for i in range(n)]
     with tempfile.TemporaryDirectory() as d:
         spool = Spool(d, sink, workers=2, batch_size=500, batch_interval=0.05, serializer="json")
         with spool:
@@ -126,7 +110,7 @@ def _through_spool(sink: Any, n: int, delivered: Callable[[], int]) -> float:
 
 
 def sinks(n: int, runs: int) -> dict[str, float]:
-    counter = _Counter()
+    counter = Counter()
     server = _server(counter)
     port = server.server_address[1]
     rsyslog = start_rsyslog()
@@ -181,7 +165,7 @@ class _Subclassed(OTLPSpanExporter):
 
 
 def _durable(
-    kind: type[OTLPSpanExporter], endpoint: str, spans: list[Any], batches: int, counter: _Counter
+    kind: type[OTLPSpanExporter], endpoint: str, spans: list[Any], batches: int, counter: Counter
 ) -> tuple[float, float]:
     """(µs per export call, µs per batch from the first export until all were received)."""
     with tempfile.TemporaryDirectory() as d:
@@ -202,7 +186,7 @@ def wrapper(batches: int) -> dict[str, float]:
     time to delivered, for the raw path (OTLP/HTTP) and the rebuild path (other exporters);
     and one export call with the collector down (bare: the exporter's timeout)."""
     spans = _spans(512)
-    counter = _Counter()
+    counter = Counter()
     server = _server(counter)
     endpoint = f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
     try:
