@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from spoolkit._torture.child import item_is_intact
 
@@ -112,17 +113,18 @@ class _Sighting:
     record_id: str
 
 
-class Ledger:
-    """The checker of the crash loop (see the module docstring)."""
+class LedgerBase:
+    """What both crash loops' checkers keep: the records put (``attempted``: the child said it
+    was about to; ``returned``: its ``put`` returned), where each was seen delivered, the
+    dead letters, and the problems noted."""
 
     def __init__(self) -> None:
         self.attempted: set[int] = set()
         self.returned: set[int] = set()
-        self.sightings: dict[int, list[_Sighting]] = {}
+        self.sightings: dict[int, list[Any]] = {}
         self.last_batch: dict[tuple[int, str], int] = {}
         self.killed: set[int] = set()
         self.dead: set[int] = set()
-        self.duplicates = 0
         self.problems: list[str] = []
         self._hidden = 0
 
@@ -132,6 +134,38 @@ class Ledger:
             self.problems.append(text)
         else:
             self._hidden += 1
+
+    def all_problems(self) -> list[str]:
+        """The problems noted, with a count of those left out."""
+        hidden = [f"... and {self._hidden} more problem(s)"] if self._hidden else []
+        return [*self.problems, *hidden]
+
+    def check_kept(
+        self, cycle: int, pending: Iterable[int], dead: Iterable[int], *, final: bool
+    ) -> set[int]:
+        """Return the records whose ``put`` returned and that are nowhere (and note them)."""
+        pending = set(pending)
+        self.dead = set(dead)
+        for n in self.dead - self.attempted:
+            self.problem(f"cycle {cycle}: record {n} dead-lettered but never put")
+        if final and pending:
+            self.problem(f"{len(pending)} record(s) still waiting in the spool after the drain")
+        missing = self.returned - self.sightings.keys() - self.dead - pending
+        if missing:
+            sample = sorted(missing)[:5]
+            self.problem(
+                f"cycle {cycle}: {len(missing)} record(s) put but neither delivered, "
+                f"dead-lettered nor waiting, e.g. {sample}"
+            )
+        return missing
+
+
+class Ledger(LedgerBase):
+    """The checker of the crash loop (see the module docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.duplicates = 0
 
     def child_line(self, line: bytes) -> str:
         """Take one stdout line of the child; return its event name (``@put``, ``P``, ...)."""
@@ -165,32 +199,11 @@ class Ledger:
                 )
         seen.append(_Sighting(cycle, worker, batch, rid))
 
-    def check_kept(
-        self, cycle: int, pending: Iterable[int], dead: Iterable[int], *, final: bool
-    ) -> set[int]:
-        """Return the records whose ``put`` returned and that are nowhere (and note them)."""
-        pending = set(pending)
-        self.dead = set(dead)
-        for n in self.dead - self.attempted:
-            self.problem(f"cycle {cycle}: record {n} dead-lettered but never put")
-        if final and pending:
-            self.problem(f"{len(pending)} record(s) still waiting in the spool after the drain")
-        missing = self.returned - self.sightings.keys() - self.dead - pending
-        if missing:
-            sample = sorted(missing)[:5]
-            self.problem(
-                f"cycle {cycle}: {len(missing)} record(s) put but neither delivered, "
-                f"dead-lettered nor waiting, e.g. {sample}"
-            )
-        return missing
-
     def report(
         self, cycles: int, lost: int, kills: dict[str, int], directory: str
     ) -> CrashLoopReport:
         """The :class:`CrashLoopReport` of what was checked."""
-        problems = list(self.problems)
-        if self._hidden:
-            problems.append(f"... and {self._hidden} more problem(s)")
+        problems = self.all_problems()
         return CrashLoopReport(
             cycles=cycles,
             records=len(self.returned),

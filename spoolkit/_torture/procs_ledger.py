@@ -21,14 +21,11 @@ log of each delivering process once that process has ended. Its invariants:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from spoolkit._torture.ledger import sink_deliveries
+from spoolkit._torture.ledger import LedgerBase, sink_deliveries
 
 __all__ = ["ProcsLedger", "ProcsReport"]
-
-_MAX_PROBLEMS = 20
 
 
 @dataclass
@@ -95,26 +92,12 @@ class _Sighting:
     record_id: str
 
 
-class ProcsLedger:
+class ProcsLedger(LedgerBase):
     """The checker of the multi-process crash loop (see the module docstring)."""
 
     def __init__(self) -> None:
-        self.attempted: set[int] = set()
-        self.returned: set[int] = set()
-        self.sightings: dict[int, list[_Sighting]] = {}
-        self.last_batch: dict[tuple[int, str], int] = {}
-        self.killed: set[int] = set()
+        super().__init__()
         self.cut_short: set[int] = set()
-        self.dead: set[int] = set()
-        self.problems: list[str] = []
-        self._hidden = 0
-
-    def problem(self, text: str) -> None:
-        """Note a broken invariant."""
-        if len(self.problems) < _MAX_PROBLEMS:
-            self.problems.append(text)
-        else:
-            self._hidden += 1
 
     def child_line(self, instance: int, line: bytes) -> str:
         """Take one stdout line of process ``instance``; return its event name."""
@@ -162,27 +145,3 @@ class ProcsLedger:
                     f"in flight at a kill: {seen}"
                 )
         return extra
-
-    def check_kept(
-        self, cycle: int, pending: Iterable[int], dead: Iterable[int], *, final: bool
-    ) -> set[int]:
-        """Return the records whose ``put`` returned and that are nowhere (and note them)."""
-        pending = set(pending)
-        self.dead = set(dead)
-        for n in self.dead - self.attempted:
-            self.problem(f"cycle {cycle}: record {n} dead-lettered but never put")
-        if final and pending:
-            self.problem(f"{len(pending)} record(s) still waiting in the spool after the drain")
-        missing = self.returned - self.sightings.keys() - self.dead - pending
-        if missing:
-            sample = sorted(missing)[:5]
-            self.problem(
-                f"cycle {cycle}: {len(missing)} record(s) put but neither delivered, "
-                f"dead-lettered nor waiting, e.g. {sample}"
-            )
-        return missing
-
-    def all_problems(self) -> list[str]:
-        """The problems noted, with a count of those left out."""
-        hidden = [f"... and {self._hidden} more problem(s)"] if self._hidden else []
-        return [*self.problems, *hidden]
