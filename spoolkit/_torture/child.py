@@ -35,7 +35,14 @@ from spoolkit.queue.chunk import Chunk
 from spoolkit.queue.durability import Durability
 from spoolkit.queue.store import Store
 
-__all__ = ["RecordingSink", "item_is_intact", "make_item", "record_field", "torture_item"]
+__all__ = [
+    "RecordingSink",
+    "item_is_intact",
+    "make_item",
+    "produce",
+    "record_field",
+    "torture_item",
+]
 
 _OUT = 1  # stdout's file descriptor
 
@@ -177,7 +184,9 @@ def _build_sink(factory: str | None, sink_dir: str) -> Any:
     return getattr(importlib.import_module(module), name)(sink_dir)
 
 
-def _produce(spool: Spool, first: int, count: int, seed: int) -> None:
+def produce(spool: Spool, first: int, count: int, seed: int) -> None:
+    """Put records ``first`` to ``first + count - 1``, one by one or a few at a time (seeded),
+    announcing each step (``@put``, then ``P`` once ``put`` returned)."""
     rng = random.Random(seed)  # noqa: S311 - test data, not cryptography
     n, end = first, first + count
     while n < end:
@@ -219,7 +228,7 @@ def main(config: dict[str, Any]) -> None:
     producers, per = config["producers"], config["records"]
     threads = [
         threading.Thread(
-            target=_produce,
+            target=produce,
             args=(spool, config["first"] + p * 1_000_000, per // producers, config["seed"] + p),
         )
         for p in range(producers if per else 0)

@@ -32,13 +32,19 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from spoolkit import Record, RetryPolicy, Spool
-from spoolkit._torture.child import RecordingSink, _announcing, _install_hooks, announce, make_item
+from spoolkit._torture.child import (
+    RecordingSink,
+    _announcing,
+    _install_hooks,
+    announce,
+    make_item,
+    produce,
+)
 from spoolkit.backends.lanes import LanesBackend
 from spoolkit.producers import SpoolHandler
 
@@ -119,7 +125,6 @@ def _writer(config: dict[str, Any]) -> None:
     sink: Any = _sink(config) if consume else _NoSink()
     options = dict(spool_options(config), consume=consume)
     first, count = int(config["first"]), int(config["records"])
-    rng = random.Random(config["seed"])  # noqa: S311 - test data, not cryptography
     if config["kind"] == "handler":
         handler = SpoolHandler(config["spool"], sink=sink, spool_options=options)
         if consume:
@@ -141,16 +146,7 @@ def _writer(config: dict[str, Any]) -> None:
     if consume:
         _hook_spool(spool)
     spool.start()
-    n, end = first, first + count
-    while n < end:
-        k = min(end - n, rng.randint(2, 8) if rng.random() < 0.2 else 1)
-        announce(f"@put {n} {n + k - 1}")
-        if k == 1:
-            spool.put(make_item(n))
-        else:
-            spool.put_many([make_item(i) for i in range(n, n + k)])
-        announce(f"P {n} {n + k - 1}")
-        n += k
+    produce(spool, first, count, int(config["seed"]))
 
 
 def _consumer(config: dict[str, Any]) -> Spool:
