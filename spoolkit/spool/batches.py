@@ -260,12 +260,8 @@ class Batches:
                 if base is None:
                     return self._wait_mark(deadline)
                 need = self._wait_taken(base, taken, returned, deadline)
-                if need is None:
+                if need is None or not self._wait_rounds(need, deadline):
                     return False
-                with self._progress:
-                    while any(not s.abandoned and s.finished < n for s, n in need):
-                        if not self._wait_progress(deadline):
-                            return False
                 with self._take_lock:  # a slot is abandoned and its batch nacked at once
                     if self._epoch == epoch:
                         return True
@@ -317,6 +313,11 @@ class Batches:
                     return False
         with self._take_lock:
             need = [(s, s.rounds) for s in self._slots]
+        return self._wait_rounds(need, deadline)
+
+    def _wait_rounds(self, need: list[tuple[Slot, int]], deadline: float) -> bool:
+        """Phase 2 of :meth:`wait_settled`: wait until each slot of ``need`` finished the
+        round noted with it (or was abandoned); False at the deadline."""
         with self._progress:
             while any(not s.abandoned and s.finished < n for s, n in need):
                 if not self._wait_progress(deadline):
